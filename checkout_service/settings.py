@@ -1,0 +1,52 @@
+"""The checkout service's configuration, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service_runtime.auth import Role, ServiceTokens
+from service_runtime.config import Address, ConfigError, Env
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_addr: Address
+    http_addr: Address
+    entitlement_target: str
+    service_tokens: ServiceTokens
+    # The token this service presents to the entitlement service (the `checkout` role's).
+    entitlement_token: str
+    stripe_api_key: str
+    stripe_api_base: str | None
+    stripe_webhook_secrets: tuple[str, ...]
+    stripe_webhook_tolerance_s: float
+    stripe_sync_mode: str
+    shutdown_grace_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(os.environ if environ is None else environ)
+        tokens = ServiceTokens.parse(env.text("SERVICE_TOKENS"))
+        checkout_token = tokens.token_for(Role.CHECKOUT)
+        if checkout_token is None:
+            raise ConfigError("SERVICE_TOKENS needs a checkout:<token> entry to call the entitlement service")
+        secrets = tuple(s.strip() for s in env.text("STRIPE_WEBHOOK_SECRETS").split(",") if s.strip())
+        if not secrets:
+            raise ConfigError("STRIPE_WEBHOOK_SECRETS must list at least one secret")
+        return cls(
+            grpc_addr=env.address("CHECKOUT_GRPC_ADDR", "127.0.0.1:50052"),
+            http_addr=env.address("CHECKOUT_HTTP_ADDR", "127.0.0.1:8080"),
+            entitlement_target=str(env.address("ENTITLEMENT_TARGET", "127.0.0.1:50051")),
+            service_tokens=tokens,
+            entitlement_token=checkout_token,
+            stripe_api_key=env.text("STRIPE_API_KEY"),
+            stripe_api_base=env.optional("STRIPE_API_BASE"),
+            stripe_webhook_secrets=secrets,
+            stripe_webhook_tolerance_s=env.number("STRIPE_WEBHOOK_TOLERANCE_S", 300, minimum=1),
+            stripe_sync_mode=env.choice("STRIPE_SYNC_MODE", "payload", ("payload", "refetch")),
+            shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
+            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        )

@@ -1,0 +1,40 @@
+"""The entitlement service's configuration, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service_runtime.auth import ServiceTokens
+from service_runtime.config import Address, Env
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/selfserve"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    grpc_addr: Address
+    metrics_addr: Address
+    service_tokens: ServiceTokens
+    db_pool_min: int
+    db_pool_max: int
+    db_connect_timeout_s: float
+    shutdown_grace_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = Env(os.environ if environ is None else environ)
+        return cls(
+            database_url=env.text("DATABASE_URL", DEFAULT_DATABASE_URL),
+            grpc_addr=env.address("ENTITLEMENT_GRPC_ADDR", "127.0.0.1:50051"),
+            metrics_addr=env.address("ENTITLEMENT_METRICS_ADDR", "127.0.0.1:9464"),
+            service_tokens=ServiceTokens.parse(env.text("SERVICE_TOKENS")),
+            db_pool_min=int(env.number("DB_POOL_MIN", 2, minimum=1)),
+            db_pool_max=int(env.number("DB_POOL_MAX", 10, minimum=1)),
+            db_connect_timeout_s=env.number("DB_CONNECT_TIMEOUT_S", 5, minimum=0.1),
+            shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
+            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        )

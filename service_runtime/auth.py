@@ -1,0 +1,75 @@
+"""Bearer-token authentication with roles, shared by both services' transports."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from service_runtime.config import ConfigError
+
+
+class Role(StrEnum):
+    PRODUCT = "product"
+    CHECKOUT = "checkout"
+    SUPPORT = "support"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class ServiceTokens:
+    """The `SERVICE_TOKENS` table: which role each token carries."""
+
+    by_token: Mapping[str, Role]
+
+    @classmethod
+    def parse(cls, raw: str, name: str = "SERVICE_TOKENS") -> ServiceTokens:
+        by_token: dict[str, Role] = {}
+        for entry in filter(None, (part.strip() for part in raw.split(","))):
+            role_text, sep, token = entry.partition(":")
+            if not sep or not token:
+                raise ConfigError(f"{name} entries must be role:token, got {role_text!r}…")
+            try:
+                role = Role(role_text.strip())
+            except ValueError:
+                roles = ", ".join(r.value for r in Role)
+                raise ConfigError(f"{name} has unknown role {role_text!r}; roles: {roles}") from None
+            if len(token) < 16:
+                raise ConfigError(f"{name}: the {role.value} token must be at least 16 characters")
+            by_token[token.strip()] = role
+        if not by_token:
+            raise ConfigError(f"{name} must list at least one role:token")
+        return cls(by_token)
+
+    def role_of(self, token: str) -> Role | None:
+        # Compare every token in constant time so response timing reveals nothing.
+        found: Role | None = None
+        for known, role in self.by_token.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = role
+        return found
+
+    def token_for(self, role: Role) -> str | None:
+        return next((token for token, r in self.by_token.items() if r is role), None)
+
+
+class AuthError(Exception):
+    """Raised with `unauthenticated` True for a missing/unknown token, else for a wrong role."""
+
+    def __init__(self, message: str, *, unauthenticated: bool) -> None:
+        super().__init__(message)
+        self.unauthenticated = unauthenticated
+
+
+def authorize(tokens: ServiceTokens, header: str | None, allowed: frozenset[Role]) -> Role:
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing bearer token", unauthenticated=True)
+    role = tokens.role_of(token.strip())
+    if role is None:
+        raise AuthError("unknown token", unauthenticated=True)
+    if role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        raise AuthError(f"role {role.value} may not call this; allowed: {names}", unauthenticated=False)
+    return role
