@@ -34,5 +34,5 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server else ()  # noqa: SLF001
-    return runner, sockets[0].getsockname()[1] if sockets else port
+    bound = [addr[1] for addr in runner.addresses if isinstance(addr, tuple)]
+    return runner, bound[0] if bound else port

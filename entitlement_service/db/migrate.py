@@ -60,12 +60,14 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                    version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        applied = {row["version"]: row["checksum"] for row in rows}
         done: list[int] = []
         for migration in todo:
             if migration.version in applied:
                 if applied[migration.version] != migration.checksum:
-                    raise MigrationError(f"migration {migration.version:04d}_{migration.name} changed after it was applied")
+                    label = f"{migration.version:04d}_{migration.name}"
+                    raise MigrationError(f"migration {label} changed after it was applied")
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
