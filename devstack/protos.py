@@ -78,6 +78,3 @@ def main(repo_root: Path, check: bool) -> int:
     print("generated code is up to date")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(Path(__file__).resolve().parents[1], "--check" in sys.argv))

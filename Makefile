@@ -1,0 +1,35 @@
+# Every target bootstraps the virtualenv first, so each works on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint protos check-protos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the whole stack locally (PostgreSQL found or started, simulator, both services)
+run: $(STAMP)
+	$(BIN)/python -m devstack run
+
+## test: unit, integration (real PostgreSQL) and end-to-end tests
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## lint: ruff, mypy (strict on the domain packages), buf lint, generated code up to date
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack
+	$(BIN)/buf lint
+	$(BIN)/python -m devstack protos --check
+
+## protos: regenerate selfserve/ (Python code and type stubs) from proto/
+protos: $(STAMP)
+	$(BIN)/python -m devstack protos
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,74 @@
+import pytest
+
+from checkout_service.settings import Settings as CheckoutSettings
+from entitlement_service.settings import Settings as EntitlementSettings
+from service_runtime.config import Address, ConfigError
+from tests.support.tokens import SERVICE_TOKENS
+
+CHECKOUT_ENV = {
+    "SERVICE_TOKENS": SERVICE_TOKENS,
+    "STRIPE_API_KEY": "sk_test_123",
+    "STRIPE_WEBHOOK_SECRETS": "whsec_old, whsec_new",
+}
+
+
+def test_entitlement_defaults_follow_the_contract() -> None:
+    settings = EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS})
+    assert settings.grpc_addr == Address("127.0.0.1", 50051)
+    assert settings.metrics_addr == Address("127.0.0.1", 9464)
+
+
+def test_checkout_defaults_follow_the_contract() -> None:
+    settings = CheckoutSettings.from_env(CHECKOUT_ENV)
+    assert settings.grpc_addr == Address("127.0.0.1", 50052)
+    assert settings.http_addr == Address("127.0.0.1", 8080)
+    assert settings.entitlement_target == "127.0.0.1:50051"
+    assert settings.stripe_webhook_secrets == ("whsec_old", "whsec_new")
+    assert settings.stripe_webhook_tolerance_s == 300
+    assert settings.stripe_sync_mode == "payload"
+    assert settings.stripe_api_base is None
+
+
+def test_checkout_presents_the_checkout_roles_token() -> None:
+    settings = CheckoutSettings.from_env(CHECKOUT_ENV)
+    assert settings.service_tokens.role_of(settings.entitlement_token) is not None
+    assert settings.service_tokens.role_of(settings.entitlement_token).value == "checkout"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "SERVICE_TOKENS"),
+        ({"SERVICE_TOKENS": "admin:abcdefghijklmnopqrstu"}, "SERVICE_TOKENS"),
+        ({"SERVICE_TOKENS": "product"}, "SERVICE_TOKENS"),
+        ({"SERVICE_TOKENS": "product:short"}, "SERVICE_TOKENS"),
+        ({"SERVICE_TOKENS": SERVICE_TOKENS, "ENTITLEMENT_GRPC_ADDR": "50051"}, "ENTITLEMENT_GRPC_ADDR"),
+        ({"SERVICE_TOKENS": SERVICE_TOKENS, "ENTITLEMENT_METRICS_ADDR": "host:port"}, "ENTITLEMENT_METRICS_ADDR"),
+        ({"SERVICE_TOKENS": SERVICE_TOKENS, "SHUTDOWN_GRACE_S": "soon"}, "SHUTDOWN_GRACE_S"),
+        ({"SERVICE_TOKENS": SERVICE_TOKENS, "LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ],
+)
+def test_a_missing_or_malformed_entitlement_setting_is_refused_by_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        EntitlementSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
+        ({"STRIPE_WEBHOOK_SECRETS": " , "}, "STRIPE_WEBHOOK_SECRETS"),
+        ({"STRIPE_SYNC_MODE": "push"}, "STRIPE_SYNC_MODE"),
+        ({"STRIPE_WEBHOOK_TOLERANCE_S": "0"}, "STRIPE_WEBHOOK_TOLERANCE_S"),
+        ({"CHECKOUT_HTTP_ADDR": "localhost:99999"}, "CHECKOUT_HTTP_ADDR"),
+        ({"SERVICE_TOKENS": "product:abcdefghijklmnopqrstu"}, "checkout"),
+    ],
+)
+def test_a_missing_or_malformed_checkout_setting_is_refused_by_name(change: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        CheckoutSettings.from_env(CHECKOUT_ENV | change)
+
+
+def test_an_ipv6_listen_address_is_accepted() -> None:
+    settings = EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS, "ENTITLEMENT_GRPC_ADDR": "[::1]:7000"})
+    assert settings.grpc_addr == Address("::1", 7000)
