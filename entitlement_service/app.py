@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-import asyncpg
 import structlog
 from aiohttp import web
 
 from entitlement_service.db.migrate import migrate
-from entitlement_service.db.pool import wait_for_pool
+from entitlement_service.db.pool import PoolHandle, wait_for_pool
 from entitlement_service.grpc.access import ROLES_BY_METHOD, SERVICE
+from entitlement_service.grpc.convert_in import stored_event
 from entitlement_service.grpc.errors import ERRORS
 from entitlement_service.grpc.servicer import EntitlementServicer
+from entitlement_service.service.changes import Watchers, listen
+from entitlement_service.service.deps import Deps
+from entitlement_service.service.gates import GateCache
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
@@ -24,20 +27,35 @@ from service_runtime.rpc import RpcInterceptor
 log = structlog.get_logger("entitlement_service")
 
 
-@dataclass
-class Runtime:
-    """What the running process holds; `pool` is None until the database answers."""
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    settings: Settings
-    pool: asyncpg.Pool | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+class Runtime:
+    """What the running process holds and wires together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = PoolHandle()
+        self.deps = Deps(self.pool, stored_event, utc_now, settings.purchase_return_timeout)
+        self.gates = GateCache(self.deps)
+        self.watchers = Watchers()
+        self.listening = asyncio.Event()
+
+    def on_change(self, account_id: str, revision: int) -> None:
+        if account_id == "*":
+            self.gates.clear()
+        else:
+            self.gates.invalidate(account_id, revision)
+        self.watchers.notify(account_id, revision)
 
     async def readiness(self) -> dict[str, bool]:
-        return {"database": self.ready.is_set()}
+        return {"database": self.pool.ready, "change_notifications": self.listening.is_set()}
 
 
 def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
-    servicer = EntitlementServicer()  # type: ignore[abstract]  # unbuilt RPCs answer UNIMPLEMENTED
+    # TracePurchase and ListMismatches answer UNIMPLEMENTED through the generated base class.
+    servicer = EntitlementServicer(runtime.deps, runtime.gates, runtime.watchers)  # type: ignore[abstract]
     interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
     return build_grpc_server(
         settings.grpc_addr,
@@ -53,10 +71,12 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
                                max_size=settings.db_pool_max, timeout_s=settings.db_connect_timeout_s)
     async with pool.acquire() as conn:
         await migrate(conn)
-    runtime.pool = pool
-    runtime.ready.set()
+    runtime.pool.set(pool)
+    listener = asyncio.create_task(listen(settings.database_url, [runtime.on_change], runtime.listening))
+    await runtime.listening.wait()
     await server.set_serving(True)
     log.info("ready")
+    await listener
 
 
 async def run(settings: Settings) -> None:
@@ -77,8 +97,7 @@ async def run(settings: Settings) -> None:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await runner.cleanup()
-        if runtime.pool is not None:
-            await runtime.pool.close()
+        await runtime.pool.close()
     log.info("stopped")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from service_runtime.auth import ServiceTokens
 from service_runtime.config import Address, Env
@@ -23,6 +24,7 @@ class Settings:
     db_connect_timeout_s: float
     shutdown_grace_s: float
     log_level: str
+    purchase_return_timeout: timedelta
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -37,4 +39,5 @@ class Settings:
             db_connect_timeout_s=env.number("DB_CONNECT_TIMEOUT_S", 5, minimum=0.1),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            purchase_return_timeout=timedelta(seconds=env.number("PURCHASE_RETURN_TIMEOUT_S", 120, minimum=1)),
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import structlog
@@ -16,9 +18,42 @@ UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
                asyncpg.ConnectionDoesNotExistError)
 
 
+class DatabaseNotReady(ConnectionError):
+    """The database has not answered yet; callers get UNAVAILABLE and may retry."""
+
+
+class PoolHandle:
+    """The pool as the rest of the process sees it: usable from start-up, answering only once the
+    database has answered and been migrated."""
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+
+    def set(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @property
+    def ready(self) -> bool:
+        return self._pool is not None
+
+    def acquire(self) -> Any:
+        if self._pool is None:
+            raise DatabaseNotReady("the database is not reachable yet")
+        return self._pool.acquire()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb in and out as Python values, for every connection of the pool."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
 async def create_pool(url: str, *, min_size: int, max_size: int, timeout_s: float) -> asyncpg.Pool:
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout_s,
-                                     command_timeout=30)
+                                     command_timeout=30, init=init_connection)
 
 
 def backoff_delays(first_s: float = 0.2, cap_s: float = 5.0) -> Callable[[], float]:

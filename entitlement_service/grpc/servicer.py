@@ -1,12 +1,115 @@
 """EntitlementService over gRPC: each method converts, calls the service, converts back.
-
-RPCs not overridden here answer UNIMPLEMENTED (the generated base class raises
-NotImplementedError, which the error table maps)."""
+Errors map to status codes in one table (grpc/errors.py); RPCs not overridden here answer
+UNIMPLEMENTED through the generated base class."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+import grpc
+
+from entitlement_service.domain.errors import InvalidRequest
+from entitlement_service.grpc import convert_in as cin
+from entitlement_service.grpc import convert_out as out
+from entitlement_service.service import catalog, events, purchases, reads
+from entitlement_service.service.changes import Watchers
+from entitlement_service.service.deps import Deps
+from entitlement_service.service.gates import GateCache
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def exactly_one(**fields: str) -> tuple[str, str]:
+    given = [(name, value) for name, value in fields.items() if value]
+    if len(given) != 1:
+        raise InvalidRequest(f"exactly one of {', '.join(fields)} is required")
+    return given[0]
 
 
 class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
-    pass
+    def __init__(self, deps: Deps, gates: GateCache, watchers: Watchers) -> None:
+        self.deps, self.gates, self.watchers = deps, gates, watchers
+
+    async def GetEntitlements(self, request: pb.GetEntitlementsRequest, context: Context) -> pb.GetEntitlementsResponse:
+        view = await reads.entitlements(self.deps, cin.required(request.account_id, "account_id"),
+                                        cin.time_or_none(request, "as_of"))
+        return pb.GetEntitlementsResponse(entitlements=out.entitlements(view))
+
+    async def CheckGate(self, request: pb.CheckGateRequest, context: Context) -> pb.CheckGateResponse:
+        answer = await self.gates.check(cin.required(request.account_id, "account_id"),
+                                        cin.required(request.gate, "gate"))
+        return pb.CheckGateResponse(allowed=answer.allowed, gate_bundle=answer.gate_bundle or "",
+                                    revision=answer.revision)
+
+    async def WatchEntitlements(self, request: pb.WatchEntitlementsRequest,
+                                context: Context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
+        account_id = cin.required(request.account_id, "account_id")
+        async for view, initial in reads.watch(self.deps, self.watchers, account_id):
+            yield pb.WatchEntitlementsResponse(entitlements=out.entitlements(view), initial=initial)
+
+    async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> pb.ListCatalogResponse:
+        return out.catalog(await catalog.list_catalog(self.deps, request.account_id or None))
+
+    async def ValidatePurchase(self, request: pb.ValidatePurchaseRequest,
+                               context: Context) -> pb.ValidatePurchaseResponse:
+        result = await catalog.validate_purchase(self.deps, cin.required(request.account_id, "account_id"),
+                                                 cin.items(request.items))
+        return out.validation(result)
+
+    async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
+                               context: Context) -> pb.RegisterPurchaseResponse:
+        return pb.RegisterPurchaseResponse(purchase=out.purchase(
+            await purchases.register_purchase(self.deps, cin.new_purchase(request))))
+
+    async def MarkPurchaseReturned(self, request: pb.MarkPurchaseReturnedRequest,
+                                   context: Context) -> pb.MarkPurchaseReturnedResponse:
+        view = await purchases.mark_returned(self.deps, cin.required(request.purchase_id, "purchase_id"),
+                                             request.checkout_session_id or None)
+        return pb.MarkPurchaseReturnedResponse(purchase=out.purchase(view))
+
+    async def GetPurchase(self, request: pb.GetPurchaseRequest, context: Context) -> pb.GetPurchaseResponse:
+        field, value = exactly_one(purchase_id=request.purchase_id, checkout_session_id=request.checkout_session_id)
+        view = await purchases.get_purchase(self.deps, value if field == "purchase_id" else None,
+                                            value if field == "checkout_session_id" else None)
+        return pb.GetPurchaseResponse(purchase=out.purchase(view))
+
+    async def GetAccount(self, request: pb.GetAccountRequest, context: Context) -> pb.GetAccountResponse:
+        field, value = exactly_one(account_id=request.account_id, provider_customer_id=request.provider_customer_id)
+        account_id, customer_id = await purchases.get_account(
+            self.deps, value if field == "account_id" else None, value if field == "provider_customer_id" else None)
+        return pb.GetAccountResponse(account_id=account_id, provider_customer_id=customer_id or "")
+
+    async def LinkProviderCustomer(self, request: pb.LinkProviderCustomerRequest,
+                                   context: Context) -> pb.LinkProviderCustomerResponse:
+        account_id = cin.required(request.account_id, "account_id")
+        customer_id = cin.required(request.provider_customer_id, "provider_customer_id")
+        count = await events.link_and_apply(self.deps, account_id, customer_id)
+        return pb.LinkProviderCustomerResponse(account_id=account_id, provider_customer_id=customer_id,
+                                               events_reapplied=count)
+
+    async def ApplyProviderEvents(self, request: pb.ApplyProviderEventsRequest,
+                                  context: Context) -> pb.ApplyProviderEventsResponse:
+        if not request.events:
+            raise InvalidRequest("events must hold at least one event")
+        batch = [cin.provider_event(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        results = await events.apply_events(self.deps, batch)
+        return pb.ApplyProviderEventsResponse(results=[out.event_result(r) for r in results])
+
+    async def UpsertCatalog(self, request: pb.UpsertCatalogRequest, context: Context) -> pb.UpsertCatalogResponse:
+        now = self.deps.clock()
+        results = await catalog.upsert_catalog(
+            self.deps, cin.catalog_config(request.config),
+            [cin.product(p, now, f"products[{i}]") for i, p in enumerate(request.products)],
+            [cin.price(p, now, f"prices[{i}]") for i, p in enumerate(request.prices)],
+        )
+        return pb.UpsertCatalogResponse(entries=[out.entry_result(r) for r in results])
+
+    async def ExplainAccount(self, request: pb.ExplainAccountRequest, context: Context) -> pb.ExplainAccountResponse:
+        view, found = await reads.explain_account(self.deps, cin.required(request.account_id, "account_id"),
+                                                  cin.time_or_none(request, "as_of"))
+        return pb.ExplainAccountResponse(entitlements=out.entitlements(view),
+                                         explanations=[out.explanation(e, view.config) for e in found],
+                                         gate_decision=out.gate_decision(view.decision))

@@ -68,9 +68,9 @@ async def _assign(conn: asyncpg.Connection, subscription_id: str, *, stackable: 
                   start: datetime = T0, conflict: bool = False, account_id: str = "acct_1") -> None:
     await conn.execute(
         """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
-               billing_plan_code, priority, effective, conflict)
-           VALUES ($1, 'core', $2, $3, 'price_1', 'pro', 20, tstzrange($4, $5, '[)'), $6)""",
-        account_id, stackable, subscription_id, start, until, conflict,
+               billing_plan_code, priority, started_at, effective, conflict, conflict_with_subscription_id)
+           VALUES ($1, 'core', $2, $3, 'price_1', 'pro', 20, $4, tstzrange($4, $5, '[)'), $6, $7)""",
+        account_id, stackable, subscription_id, start, until, conflict, "sub_a" if conflict else None,
     )
 
 

@@ -46,7 +46,7 @@ CREATE TABLE catalog_products (
 -- `valid` false keeps the entry visible (with its reason) but unpurchasable.
 CREATE TABLE catalog_prices (
     price_id             text PRIMARY KEY,
-    product_id           text NOT NULL REFERENCES catalog_products (product_id),
+    product_id           text NOT NULL,
     lookup_key           text,
     active               boolean NOT NULL,
     deleted              boolean NOT NULL DEFAULT false,
@@ -132,6 +132,8 @@ CREATE TABLE provider_events (
     received_at        timestamptz NOT NULL,
     api_version        text NOT NULL DEFAULT '',
     object_id          text NOT NULL DEFAULT '',
+    subscription_id    text,
+    checkout_session_id text,
     account_id         text,
     provider_customer_id text,
     outcome            text NOT NULL CHECK (outcome IN ('applied', 'stale', 'ignored', 'rejected')),
@@ -143,6 +145,8 @@ CREATE TABLE provider_events (
 );
 CREATE INDEX provider_events_object ON provider_events (object_id, created);
 CREATE INDEX provider_events_account ON provider_events (account_id, created);
+CREATE INDEX provider_events_subscription ON provider_events (subscription_id) WHERE subscription_id IS NOT NULL;
+CREATE INDEX provider_events_session ON provider_events (checkout_session_id) WHERE checkout_session_id IS NOT NULL;
 CREATE INDEX provider_events_rejected_customer ON provider_events (provider_customer_id)
     WHERE outcome = 'rejected';
 
@@ -201,10 +205,12 @@ CREATE TABLE plan_assignments (
     billing_plan_code              text NOT NULL,
     priority                       integer NOT NULL,
     gate_bundle                    text,
+    started_at                     timestamptz NOT NULL,
     effective                      tstzrange NOT NULL CHECK (NOT isempty(effective)),
     conflict                       boolean NOT NULL DEFAULT false,
     conflict_with_subscription_id  text,
     created_at                     timestamptz NOT NULL DEFAULT now(),
+    CHECK (conflict = (conflict_with_subscription_id IS NOT NULL)),
     CONSTRAINT one_subscription_per_non_stackable_group EXCLUDE USING gist (
         account_id WITH =, subscription_group WITH =, subscription_id WITH <>, effective WITH &&
     ) WHERE (NOT stackable AND NOT conflict)
@@ -212,12 +218,14 @@ CREATE TABLE plan_assignments (
 CREATE INDEX plan_assignments_account ON plan_assignments USING gist (account_id, effective);
 CREATE INDEX plan_assignments_subscription ON plan_assignments (subscription_id);
 
--- Grant bindings: programs an effective item funds, with where each came from.
+-- Grant bindings: programs an effective subscription item funds, with where each came from.
+-- A binding lost to another subscription in a non-stackable group is kept, marked, and grants
+-- nothing. One-time purchases issue funding directly and have no binding.
 CREATE TABLE grant_bindings (
     id                  bigserial PRIMARY KEY,
     account_id          text NOT NULL REFERENCES accounts (account_id),
-    subscription_id     text REFERENCES subscriptions (subscription_id),
-    purchase_id         text REFERENCES purchases (purchase_id),
+    subscription_id     text NOT NULL REFERENCES subscriptions (subscription_id),
+    subscription_group  text NOT NULL,
     price_id            text NOT NULL,
     product_id          text NOT NULL,
     grant_program_code  text NOT NULL,
@@ -226,9 +234,8 @@ CREATE TABLE grant_bindings (
     quantity            bigint NOT NULL CHECK (quantity >= 0),
     source              text NOT NULL CHECK (source IN ('price', 'product')),
     effective           tstzrange NOT NULL CHECK (NOT isempty(effective)),
-    conflict            boolean NOT NULL DEFAULT false,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    CHECK (subscription_id IS NOT NULL OR purchase_id IS NOT NULL)
+    conflict_with_subscription_id text,
+    created_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX grant_bindings_account ON grant_bindings USING gist (account_id, effective);
 CREATE INDEX grant_bindings_subscription ON grant_bindings (subscription_id);

@@ -1,0 +1,507 @@
+"""Every SQL statement of the entitlement service. Query functions never open transactions:
+the service owns them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from entitlement_service.db import rows
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.funding import Issue
+from entitlement_service.domain.model import CatalogConfig, Price, Product, ResolvedPrice
+from entitlement_service.domain.timeline import ItemRow
+
+Conn: TypeAlias = asyncpg.Connection
+
+CHANGES_CHANNEL = "entitlements_changed"
+
+# --------------------------------------------------------------------------------------------
+# Catalog
+
+UPSERT_GROUP = """
+INSERT INTO subscription_groups (code, stackable) VALUES ($1, $2)
+ON CONFLICT (code) DO UPDATE SET stackable = excluded.stackable, updated_at = now()
+    WHERE subscription_groups.stackable IS DISTINCT FROM excluded.stackable
+RETURNING code"""
+
+UPSERT_PLAN = """
+INSERT INTO plans (code, priority, kind) VALUES ($1, $2, $3)
+ON CONFLICT (code) DO UPDATE SET priority = excluded.priority, kind = excluded.kind, updated_at = now()
+    WHERE (plans.priority, plans.kind) IS DISTINCT FROM (excluded.priority, excluded.kind)
+RETURNING code"""
+
+UPSERT_PROGRAM = """
+INSERT INTO grant_programs (code, cadence, unit) VALUES ($1, $2, $3)
+ON CONFLICT (code) DO UPDATE SET cadence = excluded.cadence, unit = excluded.unit, updated_at = now()
+    WHERE (grant_programs.cadence, grant_programs.unit) IS DISTINCT FROM (excluded.cadence, excluded.unit)
+RETURNING code"""
+
+UPSERT_BUNDLE = """
+INSERT INTO gate_bundles (code, gates) VALUES ($1, $2)
+ON CONFLICT (code) DO UPDATE SET gates = excluded.gates, updated_at = now()
+    WHERE gate_bundles.gates IS DISTINCT FROM excluded.gates
+RETURNING code"""
+
+
+async def upsert_config(conn: Conn, config: CatalogConfig) -> list[tuple[str, str, bool]]:
+    """Returns (kind, code, changed) per entry."""
+    results: list[tuple[str, str, bool]] = []
+    for g in config.groups.values():
+        results.append(("group", g.code, await conn.fetchval(UPSERT_GROUP, g.code, g.stackable) is not None))
+    for p in config.plans.values():
+        results.append(("plan", p.code, await conn.fetchval(UPSERT_PLAN, p.code, p.priority, p.kind.value) is not None))
+    for gp in config.grant_programs.values():
+        changed = await conn.fetchval(UPSERT_PROGRAM, gp.code, gp.cadence.value, gp.unit) is not None
+        results.append(("grant_program", gp.code, changed))
+    for b in config.gate_bundles.values():
+        results.append(("gate_bundle", b.code, await conn.fetchval(UPSERT_BUNDLE, b.code, list(b.gates)) is not None))
+    return results
+
+
+async def load_config(conn: Conn) -> CatalogConfig:
+    return CatalogConfig(
+        groups={r["code"]: rows.group(r) for r in await conn.fetch("SELECT * FROM subscription_groups")},
+        plans={r["code"]: rows.plan(r) for r in await conn.fetch("SELECT * FROM plans")},
+        grant_programs={r["code"]: rows.grant_program(r) for r in await conn.fetch("SELECT * FROM grant_programs")},
+        gate_bundles={r["code"]: rows.gate_bundle(r) for r in await conn.fetch("SELECT * FROM gate_bundles")},
+    )
+
+
+# Older provider times never overwrite newer ones; an equal time with different content does,
+# so a catalog file re-applied after an edit takes effect.
+UPSERT_PRODUCT = """
+INSERT INTO catalog_products (product_id, name, active, deleted, metadata, provider_updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, active = excluded.active,
+    deleted = excluded.deleted, metadata = excluded.metadata,
+    provider_updated_at = excluded.provider_updated_at, updated_at = now()
+WHERE catalog_products.provider_updated_at <= excluded.provider_updated_at
+  AND (catalog_products.name, catalog_products.active, catalog_products.deleted, catalog_products.metadata)
+      IS DISTINCT FROM (excluded.name, excluded.active, excluded.deleted, excluded.metadata)
+RETURNING product_id"""
+
+
+async def upsert_product(conn: Conn, p: Product) -> bool:
+    return await conn.fetchval(UPSERT_PRODUCT, p.product_id, p.name, p.active, p.deleted, p.metadata,
+                               p.provider_updated_at) is not None
+
+
+async def product_is_newer(conn: Conn, product_id: str, at: datetime) -> bool:
+    stored = await conn.fetchval("SELECT provider_updated_at FROM catalog_products WHERE product_id = $1", product_id)
+    return stored is None or stored <= at
+
+
+UPSERT_PRICE = """
+INSERT INTO catalog_prices (price_id, product_id, lookup_key, active, deleted, unit_amount, currency, interval,
+    interval_count, metadata, provider_updated_at, subscription_group, billing_plan_code, gate_bundle,
+    grant_bindings, valid, invalid_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (price_id) DO UPDATE SET product_id = excluded.product_id, lookup_key = excluded.lookup_key,
+    active = excluded.active, deleted = excluded.deleted, unit_amount = excluded.unit_amount,
+    currency = excluded.currency, interval = excluded.interval, interval_count = excluded.interval_count,
+    metadata = excluded.metadata, provider_updated_at = excluded.provider_updated_at,
+    subscription_group = excluded.subscription_group, billing_plan_code = excluded.billing_plan_code,
+    gate_bundle = excluded.gate_bundle, grant_bindings = excluded.grant_bindings, valid = excluded.valid,
+    invalid_reason = excluded.invalid_reason, updated_at = now()
+WHERE catalog_prices.provider_updated_at <= excluded.provider_updated_at
+  AND (catalog_prices.product_id, catalog_prices.lookup_key, catalog_prices.active, catalog_prices.deleted,
+       catalog_prices.unit_amount, catalog_prices.currency, catalog_prices.interval, catalog_prices.interval_count,
+       catalog_prices.metadata, catalog_prices.subscription_group, catalog_prices.billing_plan_code,
+       catalog_prices.gate_bundle, catalog_prices.grant_bindings, catalog_prices.valid,
+       catalog_prices.invalid_reason)
+      IS DISTINCT FROM (excluded.product_id, excluded.lookup_key, excluded.active, excluded.deleted,
+       excluded.unit_amount, excluded.currency, excluded.interval, excluded.interval_count, excluded.metadata,
+       excluded.subscription_group, excluded.billing_plan_code, excluded.gate_bundle, excluded.grant_bindings,
+       excluded.valid, excluded.invalid_reason)
+RETURNING price_id"""
+
+
+async def upsert_price(conn: Conn, r: ResolvedPrice) -> bool:
+    p = r.price
+    return await conn.fetchval(
+        UPSERT_PRICE, p.price_id, p.product_id, p.lookup_key, p.active, p.deleted, p.unit_amount, p.currency,
+        p.interval, p.interval_count, p.metadata, p.provider_updated_at, r.subscription_group, r.billing_plan_code,
+        r.gate_bundle, rows.grants_json(r.grants), r.valid, r.invalid_reason,
+    ) is not None
+
+
+async def release_lookup_key(conn: Conn, lookup_key: str, keep_price_id: str) -> None:
+    """A lookup key moves to the newest price that claims it, as at the provider."""
+    await conn.execute("UPDATE catalog_prices SET lookup_key = NULL WHERE lookup_key = $1 AND price_id <> $2",
+                       lookup_key, keep_price_id)
+
+
+async def load_products(conn: Conn, product_ids: Iterable[str] | None = None) -> dict[str, Product]:
+    if product_ids is None:
+        found = await conn.fetch("SELECT * FROM catalog_products")
+    else:
+        found = await conn.fetch("SELECT * FROM catalog_products WHERE product_id = ANY($1)", list(product_ids))
+    return {r["product_id"]: rows.product(r) for r in found}
+
+
+async def load_raw_prices(conn: Conn, *, product_id: str) -> list[Price]:
+    return [rows.price(r) for r in await conn.fetch("SELECT * FROM catalog_prices WHERE product_id = $1", product_id)]
+
+
+PRICES_SELECT = """
+SELECT pr.*, p.name AS product_name, (p.active AND NOT p.deleted) AS product_active
+FROM catalog_prices pr LEFT JOIN catalog_products p ON p.product_id = pr.product_id"""
+
+
+async def load_prices(conn: Conn, price_ids: Iterable[str] | None = None) -> dict[str, ResolvedPrice]:
+    if price_ids is None:
+        found = await conn.fetch(PRICES_SELECT + " ORDER BY pr.product_id, pr.unit_amount, pr.price_id")
+    else:
+        found = await conn.fetch(PRICES_SELECT + " WHERE pr.price_id = ANY($1)", list(set(price_ids)))
+    return {r["price_id"]: rows.resolved_price(r) for r in found}
+
+
+async def find_prices(conn: Conn, refs: Sequence[str]) -> dict[str, ResolvedPrice]:
+    """By provider price id or lookup key; keyed by the reference as given."""
+    where = " WHERE pr.price_id = ANY($1) OR (pr.lookup_key = ANY($1) AND NOT pr.deleted)"
+    found = await conn.fetch(PRICES_SELECT + where, list(refs))
+    by_ref: dict[str, ResolvedPrice] = {}
+    for r in found:
+        resolved = rows.resolved_price(r)
+        for ref in (r["price_id"], r["lookup_key"]):
+            if ref in refs:
+                by_ref[ref] = resolved
+    return by_ref
+
+
+# --------------------------------------------------------------------------------------------
+# Accounts
+
+
+async def ensure_account(conn: Conn, account_id: str) -> None:
+    await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+
+
+async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
+    """Creates the account if new and holds its row lock to the end of the transaction: every
+    change to one account's state is serialized here, which covers each of its subscriptions and
+    each (account, group)."""
+    await ensure_account(conn, account_id)
+    return await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
+
+
+async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1", account_id)
+
+
+async def account_for_customer(conn: Conn, customer_id: str) -> str | None:
+    return await conn.fetchval("SELECT account_id FROM accounts WHERE provider_customer_id = $1", customer_id)
+
+
+async def link_customer(conn: Conn, account_id: str, customer_id: str) -> bool:
+    """Links an unlinked account; True when it changed. The unique constraint refuses a customer
+    already linked to another account."""
+    status = await conn.execute(
+        "UPDATE accounts SET provider_customer_id = $2, updated_at = now() "
+        "WHERE account_id = $1 AND provider_customer_id IS NULL", account_id, customer_id)
+    return status.endswith(" 1")
+
+
+async def bump_revision(conn: Conn, account_id: str) -> int:
+    """Moves the account to a new revision and tells every replica (delivered on commit)."""
+    revision: int = await conn.fetchval(
+        "UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = $1 RETURNING revision",
+        account_id)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, f"{revision}:{account_id}")
+    return revision
+
+
+async def notify_everything(conn: Conn) -> None:
+    """After a catalog change every replica forgets what it cached (delivered on commit)."""
+    await conn.execute("SELECT pg_notify($1, '0:*')", CHANGES_CHANNEL)
+
+
+# --------------------------------------------------------------------------------------------
+# Provider events
+
+INSERT_EVENT = """
+INSERT INTO provider_events (provider_event_id, type, created, received_at, api_version, object_id, subscription_id,
+    checkout_session_id, account_id, provider_customer_id, outcome, reason, payload, snapshot)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (provider_event_id) DO NOTHING
+RETURNING provider_event_id"""
+
+
+async def insert_event(conn: Conn, values: Sequence[Any]) -> bool:
+    """Records the event under its unique id; False when it was already recorded (a duplicate,
+    even a concurrent one: the second insert waits for the first to commit)."""
+    return await conn.fetchval(INSERT_EVENT, *values) is not None
+
+
+async def count_delivery(conn: Conn, event_id: str) -> None:
+    await conn.execute("UPDATE provider_events SET deliveries = deliveries + 1 WHERE provider_event_id = $1", event_id)
+
+
+async def set_event_outcome(conn: Conn, event_id: str, outcome: str, reason: str, account_id: str | None) -> None:
+    await conn.execute(
+        "UPDATE provider_events SET outcome = $2, reason = $3, account_id = coalesce($4, account_id) "
+        "WHERE provider_event_id = $1", event_id, outcome, reason, account_id)
+
+
+async def adopt_waiting_events(conn: Conn, account_id: str, customer_id: str) -> int:
+    status = await conn.execute(
+        """UPDATE provider_events SET account_id = $1, outcome = 'applied',
+               reason = 'applied once its customer was linked to an account'
+           WHERE provider_customer_id = $2 AND outcome = 'rejected' AND reason = 'unknown_account'
+             AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid')""", account_id, customer_id)
+    return int(status.split()[-1])
+
+
+async def account_history(conn: Conn, account_id: str) -> list[bytes]:
+    """The stored snapshots every derivation of the account starts from: its subscriptions'
+    events and its paid invoices."""
+    found = await conn.fetch(
+        "SELECT snapshot FROM provider_events WHERE account_id = $1 AND outcome IN ('applied', 'stale') "
+        "AND snapshot IS NOT NULL AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid') "
+        "ORDER BY created, provider_event_id", account_id)
+    return [r["snapshot"] for r in found]
+
+
+# --------------------------------------------------------------------------------------------
+# Subscriptions and derived rows
+
+
+async def subscription_heads(conn: Conn, account_id: str) -> dict[str, asyncpg.Record]:
+    found = await conn.fetch("SELECT * FROM subscriptions WHERE account_id = $1", account_id)
+    return {r["subscription_id"]: r for r in found}
+
+
+async def subscription_head(conn: Conn, subscription_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM subscriptions WHERE subscription_id = $1", subscription_id)
+
+
+UPSERT_SUBSCRIPTION = """
+INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
+    provider_updated_at, provider_event_id, started_at, trial_end, current_period_start, current_period_end,
+    cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.provider_customer_id,
+    subscription_group = excluded.subscription_group, status = excluded.status,
+    provider_updated_at = excluded.provider_updated_at, provider_event_id = excluded.provider_event_id,
+    started_at = excluded.started_at, trial_end = excluded.trial_end,
+    current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
+    cancel_at = excluded.cancel_at, cancel_at_period_end = excluded.cancel_at_period_end,
+    canceled_at = excluded.canceled_at, ended_at = excluded.ended_at, purchase_id = excluded.purchase_id,
+    metadata = excluded.metadata, group_mismatch = excluded.group_mismatch, updated_at = now()
+WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
+   OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
+   OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
+RETURNING subscription_id"""
+
+
+async def upsert_subscription(conn: Conn, values: Sequence[Any]) -> bool:
+    return await conn.fetchval(UPSERT_SUBSCRIPTION, *values) is not None
+
+
+async def stored_items(conn: Conn, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT i.* FROM subscription_items i JOIN subscriptions s USING (subscription_id) WHERE s.account_id = $1",
+        account_id)
+
+
+async def stored_assignments(conn: Conn, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM plan_assignments WHERE account_id = $1 ORDER BY lower(effective), id",
+                            account_id)
+
+
+async def stored_bindings(conn: Conn, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM grant_bindings WHERE account_id = $1 ORDER BY lower(effective), id",
+                            account_id)
+
+
+async def delete_rows(conn: Conn, table: str, ids: list[int]) -> None:
+    assert table in ("plan_assignments", "grant_bindings")
+    if ids:
+        await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1)", ids)
+
+
+async def upsert_item(conn: Conn, item: ItemRow) -> None:
+    await conn.execute(
+        """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
+               current_period_start, current_period_end)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
+               product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
+               current_period_start = excluded.current_period_start,
+               current_period_end = excluded.current_period_end, updated_at = now()""",
+        item.subscription_id, item.price_id, item.item_id, item.product_id, item.quantity, rows.to_range(item.window),
+        item.current_period_start, item.current_period_end)
+
+
+async def delete_items(conn: Conn, keys: list[tuple[str, str]]) -> None:
+    for subscription_id, price_id in keys:
+        await conn.execute("DELETE FROM subscription_items WHERE subscription_id = $1 AND price_id = $2",
+                           subscription_id, price_id)
+
+
+async def insert_assignments(conn: Conn, account_id: str, stackable: dict[str, bool],
+                             placed: list[PlacedAssignment]) -> None:
+    await conn.executemany(
+        """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
+               billing_plan_code, priority, gate_bundle, started_at, effective, conflict,
+               conflict_with_subscription_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        [(account_id, p.row.subscription_group, stackable.get(p.row.subscription_group, False), p.row.subscription_id,
+          p.row.price_id, p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at,
+          rows.to_range(p.window), p.conflict, p.conflict_with) for p in placed])
+
+
+async def insert_bindings(conn: Conn, account_id: str, placed: list[PlacedBinding]) -> None:
+    await conn.executemany(
+        """INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
+               grant_program_code, amount, scale_by_quantity, quantity, source, effective,
+               conflict_with_subscription_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        [(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id, p.row.product_id,
+          p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity, p.row.quantity, p.row.source.value,
+          rows.to_range(p.window), p.conflict_with) for p in placed])
+
+
+INSERT_ISSUE = """
+INSERT INTO issued_grants (issue_key, account_id, grant_program_code, cadence, unit, amount, source, price_id,
+    subscription_id, invoice_id, checkout_session_id, period, issued_at, provider_event_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (issue_key) DO NOTHING
+RETURNING issue_key"""
+
+
+async def insert_issue(conn: Conn, account_id: str, issue: Issue, event_id: str) -> bool:
+    """True when issued now; False when that key was issued before (never twice)."""
+    return await conn.fetchval(
+        INSERT_ISSUE, issue.issue_key, account_id, issue.grant_program_code, issue.cadence.value, issue.unit,
+        issue.amount, issue.source.value, issue.price_id, issue.subscription_id, issue.invoice_id,
+        issue.checkout_session_id, rows.to_range(issue.period) if issue.period else None, issue.issued_at, event_id,
+    ) is not None
+
+
+async def insert_audit(conn: Conn, entries: list[tuple[str | None, str, str, str, str, str, dict[str, Any]]]) -> None:
+    """Entries of (account_id, cause, cause_id, entity, entity_id, action, detail)."""
+    if entries:
+        await conn.executemany(
+            "INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)", entries)
+
+
+async def open_mismatch(conn: Conn, kind: str, account_id: str, subscription_id: str | None, fingerprint: str,
+                        diff: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO mismatches (kind, account_id, subscription_id, fingerprint, diff)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (fingerprint) WHERE closed_at IS NULL
+           DO UPDATE SET last_seen_at = now(), diff = excluded.diff""",
+        kind, account_id, subscription_id, fingerprint, diff)
+
+
+async def close_mismatches(conn: Conn, account_id: str, kind: str, keep: list[str], resolution: str) -> None:
+    await conn.execute(
+        "UPDATE mismatches SET closed_at = now(), resolution = $4 "
+        "WHERE account_id = $1 AND kind = $2 AND closed_at IS NULL AND NOT fingerprint = ANY($3)",
+        account_id, kind, keep, resolution)
+
+
+# --------------------------------------------------------------------------------------------
+# Purchases
+
+INSERT_PURCHASE = """
+INSERT INTO purchases (purchase_id, account_id, state, mode, items, subscription_group, checkout_session_id,
+    provider_customer_id, success_url, cancel_url, expires_at, timeout_at, created_at)
+VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (purchase_id) DO NOTHING
+RETURNING purchase_id"""
+
+
+async def insert_purchase(conn: Conn, values: Sequence[Any]) -> bool:
+    return await conn.fetchval(INSERT_PURCHASE, *values) is not None
+
+
+async def get_purchase(conn: Conn, *, purchase_id: str | None = None, checkout_session_id: str | None = None,
+                       lock: bool = False) -> asyncpg.Record | None:
+    clause = "purchase_id = $1" if purchase_id else "checkout_session_id = $1"
+    return await conn.fetchrow(f"SELECT * FROM purchases WHERE {clause}{' FOR UPDATE' if lock else ''}",
+                               purchase_id or checkout_session_id)
+
+
+async def purchases_of_subscriptions(conn: Conn, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM purchases WHERE account_id = $1 AND mode = 'subscription' ORDER BY created_at", account_id)
+
+
+async def transitions(conn: Conn, purchase_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM purchase_transitions WHERE purchase_id = $1 ORDER BY id", purchase_id)
+
+
+async def record_transition(conn: Conn, purchase_id: str, from_state: str | None, to_state: str, at: datetime,
+                            event_id: str | None, reason: str) -> None:
+    column = f"{to_state}_at"
+    assert column in ("pending_at", "returned_at", "finalized_at", "expired_at", "failed_at", "conflict_at")
+    if to_state != "pending":
+        await conn.execute(f"UPDATE purchases SET state = $2, {column} = $3, reason = $4 WHERE purchase_id = $1",
+                           purchase_id, to_state, at, reason if to_state in ("failed", "conflict") else None)
+    await conn.execute(
+        "INSERT INTO purchase_transitions (purchase_id, from_state, to_state, at, provider_event_id, reason) "
+        "VALUES ($1, $2, $3, $4, $5, $6)", purchase_id, from_state, to_state, at, event_id, reason)
+
+
+async def set_purchase_timeout(conn: Conn, purchase_id: str, timeout_at: datetime) -> None:
+    await conn.execute("UPDATE purchases SET timeout_at = $2 WHERE purchase_id = $1", purchase_id, timeout_at)
+
+
+async def set_purchase_subscription(conn: Conn, purchase_id: str, subscription_id: str) -> None:
+    await conn.execute("UPDATE purchases SET subscription_id = $2 WHERE purchase_id = $1 AND subscription_id IS NULL",
+                       purchase_id, subscription_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Reads
+
+
+async def issued_grants(conn: Conn, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM issued_grants WHERE account_id = $1 ORDER BY issued_at, issue_key",
+                            account_id)
+
+
+async def subscription_items(conn: Conn, subscription_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM subscription_items WHERE subscription_id = ANY($1) ORDER BY subscription_id, price_id",
+        subscription_ids)
+
+
+async def live_subscriptions(conn: Conn, account_id: str, at: datetime) -> list[asyncpg.Record]:
+    """Subscriptions holding a plan or grant in some group at `at` (winners and losers alike)."""
+    return await conn.fetch(
+        """SELECT DISTINCT subscription_id, subscription_group FROM grant_bindings
+           WHERE account_id = $1 AND effective @> $2::timestamptz
+           UNION
+           SELECT DISTINCT subscription_id, subscription_group FROM plan_assignments
+           WHERE account_id = $1 AND effective @> $2::timestamptz""", account_id, at)
+
+
+async def effective_gate_rows(conn: Conn, account_id: str, at: datetime) -> tuple[int, list[asyncpg.Record]]:
+    """The revision and the assignments holding at `at`, read in one statement so the two agree."""
+    found = await conn.fetch(
+        """SELECT a.revision, p.* FROM accounts a
+           LEFT JOIN plan_assignments p ON p.account_id = a.account_id AND p.effective @> $2::timestamptz
+           WHERE a.account_id = $1""", account_id, at)
+    if not found:
+        return 0, []
+    return found[0]["revision"], [r for r in found if r["id"] is not None]
+
+
+async def boundary_after(conn: Conn, account_id: str, at: datetime) -> datetime | None:
+    """The first instant after `at` where one of the account's windows opens or closes."""
+    return await conn.fetchval(
+        """SELECT min(t) FROM (
+               SELECT lower(effective) AS t FROM plan_assignments WHERE account_id = $1
+               UNION ALL SELECT upper(effective) FROM plan_assignments WHERE account_id = $1
+               UNION ALL SELECT lower(effective) FROM grant_bindings WHERE account_id = $1
+               UNION ALL SELECT upper(effective) FROM grant_bindings WHERE account_id = $1) b
+           WHERE t > $2""", account_id, at)

@@ -1,0 +1,96 @@
+"""An account's whole derived state: every subscription's history with precedence applied
+between subscriptions that claim one non-stackable group at the same time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from entitlement_service.domain.model import CatalogConfig, ResolvedPrice
+from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
+from entitlement_service.domain.provider import SubscriptionSnapshot
+from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, ItemRow, derive
+from entitlement_service.domain.windows import Window
+
+
+@dataclass(frozen=True)
+class PlacedAssignment:
+    row: AssignmentRow
+    window: Window
+    conflict_with: str | None = None
+
+    @property
+    def conflict(self) -> bool:
+        return self.conflict_with is not None
+
+
+@dataclass(frozen=True)
+class PlacedBinding:
+    row: BindingRow
+    window: Window
+    conflict_with: str | None = None
+
+    @property
+    def conflict(self) -> bool:
+        return self.conflict_with is not None
+
+
+@dataclass(frozen=True)
+class AccountState:
+    subscriptions: tuple[Derived, ...]
+    items: tuple[ItemRow, ...]
+    assignments: tuple[PlacedAssignment, ...]
+    bindings: tuple[PlacedBinding, ...]
+    # Per (subscription, group): the windows it lost to another subscription.
+    lost: dict[tuple[str, str], list[Loss]]
+
+    def lost_at_start(self, subscription_id: str) -> str | None:
+        """The winner, when the subscription lost its group at the instant it first took effect."""
+        derived = next((d for d in self.subscriptions if d.latest.subscription_id == subscription_id), None)
+        if derived is None or not derived.claims:
+            return None
+        first = min(derived.claims, key=lambda c: c.window.start)
+        for loss in self.lost.get((subscription_id, first.subscription_group), []):
+            if loss.window.contains(first.window.start):
+                return loss.winner
+        return None
+
+
+def rebuild(
+    histories: Mapping[str, list[SubscriptionSnapshot]], prices: Mapping[str, ResolvedPrice], config: CatalogConfig
+) -> AccountState:
+    """Derives each subscription, then in every non-stackable group keeps exactly one holder at any
+    instant: the losers' assignments and bindings over the lost windows are kept but marked with
+    the winner, and grant nothing."""
+    derived = [derive(snaps, prices, config.plans) for _, snaps in sorted(histories.items()) if snaps]
+    lost = _losses_by_subscription_and_group([c for d in derived for c in d.claims], config)
+    assignments: list[PlacedAssignment] = []
+    bindings: list[PlacedBinding] = []
+    for d in derived:
+        for a in d.assignments:
+            for window, winner in split_by_losses(a.window, lost.get((a.subscription_id, a.subscription_group), [])):
+                assignments.append(PlacedAssignment(a, window, winner))
+        for b in d.bindings:
+            for window, winner in split_by_losses(b.window, lost.get((b.subscription_id, b.subscription_group), [])):
+                bindings.append(PlacedBinding(b, window, winner))
+    return AccountState(
+        subscriptions=tuple(derived),
+        items=tuple(i for d in derived for i in d.items),
+        assignments=tuple(assignments),
+        bindings=tuple(bindings),
+        lost=lost,
+    )
+
+
+def _losses_by_subscription_and_group(claims: list[Claim], config: CatalogConfig) -> dict[tuple[str, str], list[Loss]]:
+    by_group: dict[str, list[Claim]] = {}
+    for claim in claims:
+        by_group.setdefault(claim.subscription_group, []).append(claim)
+    found: dict[tuple[str, str], list[Loss]] = {}
+    for group, group_claims in by_group.items():
+        known = config.groups.get(group)
+        if known is not None and known.stackable:
+            continue
+        for subscription_id, lost in losses(group_claims).items():
+            found[(subscription_id, group)] = lost
+    return found

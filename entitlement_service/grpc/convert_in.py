@@ -1,0 +1,203 @@
+"""Proto requests and provider snapshots into domain values. Missing or malformed request
+fields raise InvalidRequest naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from entitlement_service.domain.errors import InvalidRequest
+from entitlement_service.domain.model import (
+    Cadence,
+    CatalogConfig,
+    GateBundle,
+    GrantProgram,
+    Group,
+    Mode,
+    Plan,
+    PlanKind,
+    Price,
+    Product,
+    Status,
+)
+from entitlement_service.domain.provider import (
+    CheckoutSessionSnapshot,
+    InvoiceLine,
+    InvoiceSnapshot,
+    ItemSnapshot,
+    LineItem,
+    ProviderEvent,
+    ProviderObject,
+    SubscriptionSnapshot,
+)
+from entitlement_service.service.purchases import NewPurchase
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+STATUSES = {
+    pb.SUBSCRIPTION_STATUS_INCOMPLETE: Status.INCOMPLETE, pb.SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED:
+    Status.INCOMPLETE_EXPIRED, pb.SUBSCRIPTION_STATUS_TRIALING: Status.TRIALING,
+    pb.SUBSCRIPTION_STATUS_ACTIVE: Status.ACTIVE, pb.SUBSCRIPTION_STATUS_PAST_DUE: Status.PAST_DUE,
+    pb.SUBSCRIPTION_STATUS_CANCELED: Status.CANCELED, pb.SUBSCRIPTION_STATUS_UNPAID: Status.UNPAID,
+    pb.SUBSCRIPTION_STATUS_PAUSED: Status.PAUSED,
+}
+MODES = {pb.PURCHASE_MODE_SUBSCRIPTION: Mode.SUBSCRIPTION, pb.PURCHASE_MODE_PAYMENT: Mode.PAYMENT}
+CADENCES = {pb.GRANT_CADENCE_PER_PERIOD: Cadence.PER_PERIOD, pb.GRANT_CADENCE_WHILE_ACTIVE: Cadence.WHILE_ACTIVE,
+            pb.GRANT_CADENCE_ONE_TIME: Cadence.ONE_TIME}
+KINDS = {pb.PLAN_KIND_BASE: PlanKind.BASE, pb.PLAN_KIND_ADDON: PlanKind.ADDON, pb.PLAN_KIND_UNSPECIFIED: PlanKind.BASE}
+
+
+def required(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidRequest(f"{field} is required")
+    return value.strip()
+
+
+def time_or_none(message: object, name: str) -> datetime | None:
+    if not message.HasField(name):  # type: ignore[attr-defined]
+        return None
+    ts: Timestamp = getattr(message, name)
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def required_time(message: object, name: str, field: str) -> datetime:
+    found = time_or_none(message, name)
+    if found is None:
+        raise InvalidRequest(f"{field} is required")
+    return found
+
+
+def items(values: Iterable[pb.PurchaseItem], field: str = "items") -> tuple[tuple[str, int], ...]:
+    return tuple((required(item.price, f"{field}[{i}].price"), int(item.quantity)) for i, item in enumerate(values))
+
+
+def product(p: pb.ProductSnapshot, fallback_at: datetime, field: str = "product") -> Product:
+    return Product(required(p.product_id, f"{field}.product_id"), p.name, p.active, dict(p.metadata),
+                   time_or_none(p, "provider_updated_at") or fallback_at, p.deleted)
+
+
+def price(p: pb.PriceSnapshot, fallback_at: datetime, field: str = "price") -> Price:
+    return Price(required(p.price_id, f"{field}.price_id"), p.product_id or (p.product.product_id if
+                 p.HasField("product") else ""), p.lookup_key or None, p.active,
+                 p.unit_amount, p.currency, p.interval or None, p.interval_count or (1 if p.interval else None),
+                 dict(p.metadata), time_or_none(p, "provider_updated_at") or fallback_at, p.deleted)
+
+
+def _expanded(p: pb.PriceSnapshot, at: datetime) -> Product | None:
+    return product(p.product, at) if p.HasField("product") and p.product.product_id else None
+
+
+def catalog_config(c: pb.CatalogConfig) -> CatalogConfig:
+    codes = {"groups": [g.code for g in c.groups], "plans": [p.code for p in c.plans],
+             "grant_programs": [g.code for g in c.grant_programs], "gate_bundles": [b.code for b in c.gate_bundles]}
+    for kind, entries in codes.items():
+        for i, code in enumerate(entries):
+            required(code, f"config.{kind}[{i}].code")
+    for i, gp in enumerate(c.grant_programs):
+        if gp.cadence not in CADENCES:
+            raise InvalidRequest(f"config.grant_programs[{i}].cadence is required")
+    return CatalogConfig(
+        groups={g.code: Group(g.code, g.stackable) for g in c.groups},
+        plans={p.code: Plan(p.code, p.priority, KINDS[p.kind]) for p in c.plans},
+        grant_programs={g.code: GrantProgram(g.code, CADENCES[g.cadence], g.unit) for g in c.grant_programs},
+        gate_bundles={b.code: GateBundle(b.code, tuple(b.gates)) for b in c.gate_bundles},
+    )
+
+
+def subscription(s: pb.SubscriptionSnapshot, event_id: str, at: datetime) -> SubscriptionSnapshot:
+    if s.status not in STATUSES:
+        raise InvalidRequest("subscription.status is required")
+    return SubscriptionSnapshot(
+        subscription_id=required(s.subscription_id, "subscription.subscription_id"),
+        provider_customer_id=s.provider_customer_id, status=STATUSES[s.status], at=at, event_id=event_id,
+        items=tuple(ItemSnapshot(i.item_id, price(i.price, at, f"subscription.items[{n}].price"), i.quantity,
+                                 _expanded(i.price, at), time_or_none(i, "current_period_start"),
+                                 time_or_none(i, "current_period_end")) for n, i in enumerate(s.items)),
+        start_date=time_or_none(s, "start_date") or time_or_none(s, "created"), trial_end=time_or_none(s, "trial_end"),
+        cancel_at=time_or_none(s, "cancel_at"), cancel_at_period_end=s.cancel_at_period_end,
+        canceled_at=time_or_none(s, "canceled_at"), ended_at=time_or_none(s, "ended_at"), metadata=dict(s.metadata),
+    )
+
+
+def checkout_session(c: pb.CheckoutSessionSnapshot, at: datetime) -> CheckoutSessionSnapshot:
+    return CheckoutSessionSnapshot(
+        checkout_session_id=required(c.checkout_session_id, "checkout_session.checkout_session_id"),
+        purchase_id=c.purchase_id or c.metadata.get("purchase_id") or None,
+        provider_customer_id=c.provider_customer_id or None, mode=MODES.get(c.mode, Mode.SUBSCRIPTION),
+        status=c.status, payment_status=c.payment_status, subscription_id=c.subscription_id or None,
+        line_items=tuple(LineItem(price(li.price, at, f"checkout_session.line_items[{n}].price"), li.quantity,
+                                  _expanded(li.price, at)) for n, li in enumerate(c.line_items)),
+        at=at, metadata=dict(c.metadata),
+    )
+
+
+def invoice(i: pb.InvoiceSnapshot, at: datetime) -> InvoiceSnapshot:
+    return InvoiceSnapshot(
+        invoice_id=required(i.invoice_id, "invoice.invoice_id"), subscription_id=i.subscription_id or None,
+        provider_customer_id=i.provider_customer_id or None, paid=i.paid or i.status == "paid",
+        billing_reason=i.billing_reason,
+        lines=tuple(InvoiceLine(line.price_id, line.quantity, time_or_none(line, "period_start") or at,
+                                time_or_none(line, "period_end") or at) for line in i.lines if line.price_id),
+        at=at, paid_at=time_or_none(i, "paid_at"),
+    )
+
+
+def provider_object(e: pb.ProviderEvent, at: datetime) -> ProviderObject | None:
+    kind = e.WhichOneof("object")
+    if kind == "subscription":
+        return subscription(e.subscription, e.provider_event_id, at)
+    if kind == "checkout_session":
+        return checkout_session(e.checkout_session, at)
+    if kind == "invoice":
+        return invoice(e.invoice, at)
+    if kind == "product":
+        return product(e.product, at)
+    if kind == "price":
+        return price(e.price, at)
+    return None
+
+
+def provider_event(e: pb.ProviderEvent, field: str = "event") -> ProviderEvent:
+    """Validates the envelope; the object's own problems surface when it is applied."""
+    event_id = required(e.provider_event_id, f"{field}.provider_event_id")
+    required(e.type, f"{field}.type")
+    at = required_time(e, "created", f"{field}.created")
+    stored = pb.ProviderEvent()
+    stored.CopyFrom(e)
+    stored.ClearField("raw_payload")
+    try:
+        obj, malformed = provider_object(e, at), None
+    except InvalidRequest as exc:
+        obj, malformed = None, f"malformed {e.WhichOneof('object')}: {exc}"
+    return ProviderEvent(
+        provider_event_id=event_id, type=e.type, created=at,
+        received_at=time_or_none(e, "received_at") or at, api_version=e.api_version,
+        raw_payload=e.raw_payload, snapshot=stored.SerializeToString(deterministic=True),
+        account_id=e.account_id or None, customer_account_id=e.customer_account_id or None,
+        object=obj, malformed=malformed,
+    )
+
+
+def stored_event(snapshot: bytes) -> ProviderEvent:
+    """A stored normalized event back into domain form (for re-deriving history)."""
+    message = pb.ProviderEvent()
+    message.ParseFromString(snapshot)
+    return provider_event(message)
+
+
+def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
+    if r.mode not in MODES:
+        raise InvalidRequest("mode is required")
+    selection = items(r.items)
+    if not selection:
+        raise InvalidRequest("items must hold at least one item")
+    return NewPurchase(
+        purchase_id=required(r.purchase_id, "purchase_id"), account_id=required(r.account_id, "account_id"),
+        checkout_session_id=required(r.checkout_session_id, "checkout_session_id"), items=selection,
+        subscription_group=r.subscription_group or None, mode=MODES[r.mode], success_url=r.success_url,
+        cancel_url=r.cancel_url, expires_at=required_time(r, "expires_at", "expires_at"),
+        provider_customer_id=r.provider_customer_id or None,
+    )

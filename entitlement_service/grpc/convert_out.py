@@ -1,0 +1,208 @@
+"""Domain values into proto responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.entitlements import GateDecision
+from entitlement_service.domain.model import (
+    Cadence,
+    CatalogConfig,
+    Mode,
+    Outcome,
+    PlanKind,
+    Price,
+    PurchaseState,
+    ResolvedPrice,
+    Source,
+    Status,
+)
+from entitlement_service.service.catalog import CatalogView, EntryResult, PriceChoice, Validation
+from entitlement_service.service.events import EventResult
+from entitlement_service.service.purchases import PurchaseView
+from entitlement_service.service.reads import EntitlementsView, Explanation, IssuedView, SubscriptionView
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+
+STATES = {PurchaseState.PENDING: pb.PURCHASE_STATE_PENDING, PurchaseState.RETURNED: pb.PURCHASE_STATE_RETURNED,
+          PurchaseState.FINALIZED: pb.PURCHASE_STATE_FINALIZED, PurchaseState.EXPIRED: pb.PURCHASE_STATE_EXPIRED,
+          PurchaseState.FAILED: pb.PURCHASE_STATE_FAILED, PurchaseState.CONFLICT: pb.PURCHASE_STATE_CONFLICT}
+MODES = {Mode.SUBSCRIPTION: pb.PURCHASE_MODE_SUBSCRIPTION, Mode.PAYMENT: pb.PURCHASE_MODE_PAYMENT}
+OUTCOMES = {Outcome.APPLIED: pb.EVENT_OUTCOME_APPLIED, Outcome.DUPLICATE: pb.EVENT_OUTCOME_DUPLICATE,
+            Outcome.STALE: pb.EVENT_OUTCOME_STALE, Outcome.IGNORED: pb.EVENT_OUTCOME_IGNORED,
+            Outcome.REJECTED: pb.EVENT_OUTCOME_REJECTED}
+CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIVE: pb.GRANT_CADENCE_WHILE_ACTIVE,
+            Cadence.ONE_TIME: pb.GRANT_CADENCE_ONE_TIME}
+SOURCES = {Source.PRICE: pb.BINDING_SOURCE_PRICE, Source.PRODUCT: pb.BINDING_SOURCE_PRODUCT}
+KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
+STATUSES = {Status.INCOMPLETE: pb.SUBSCRIPTION_STATUS_INCOMPLETE,
+            Status.INCOMPLETE_EXPIRED: pb.SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED,
+            Status.TRIALING: pb.SUBSCRIPTION_STATUS_TRIALING, Status.ACTIVE: pb.SUBSCRIPTION_STATUS_ACTIVE,
+            Status.PAST_DUE: pb.SUBSCRIPTION_STATUS_PAST_DUE, Status.CANCELED: pb.SUBSCRIPTION_STATUS_CANCELED,
+            Status.UNPAID: pb.SUBSCRIPTION_STATUS_UNPAID, Status.PAUSED: pb.SUBSCRIPTION_STATUS_PAUSED}
+PROBLEMS = {"unknown_price": pb.PURCHASE_PROBLEM_CODE_UNKNOWN_PRICE, "inactive": pb.PURCHASE_PROBLEM_CODE_INACTIVE,
+            "invalid_catalog_entry": pb.PURCHASE_PROBLEM_CODE_INVALID_CATALOG_ENTRY,
+            "bad_quantity": pb.PURCHASE_PROBLEM_CODE_BAD_QUANTITY,
+            "mixed_groups": pb.PURCHASE_PROBLEM_CODE_MIXED_GROUPS,
+            "mixed_modes": pb.PURCHASE_PROBLEM_CODE_MIXED_MODES,
+            "group_conflict": pb.PURCHASE_PROBLEM_CODE_GROUP_CONFLICT,
+            "duplicate_price": pb.PURCHASE_PROBLEM_CODE_DUPLICATE_PRICE, "empty": pb.PURCHASE_PROBLEM_CODE_EMPTY}
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def purchase(v: PurchaseView) -> pb.Purchase:
+    return pb.Purchase(
+        purchase_id=v.purchase_id, account_id=v.account_id, state=STATES[v.state], mode=MODES[v.mode],
+        items=[pb.PurchaseItem(price=p, quantity=n) for p, n in v.items], subscription_group=v.subscription_group or "",
+        checkout_session_id=v.checkout_session_id, subscription_id=v.subscription_id or "",
+        success_url=v.success_url, cancel_url=v.cancel_url, reason=v.reason or "",
+        created_at=ts(v.at["created"]), returned_at=ts(v.at["returned"]), finalized_at=ts(v.at["finalized"]),
+        expired_at=ts(v.at["expired"]), failed_at=ts(v.at["failed"]), conflict_at=ts(v.at["conflict"]),
+        expires_at=ts(v.expires_at), timeout_at=ts(v.timeout_at),
+        transitions=[pb.PurchaseTransition(
+            from_state=STATES[PurchaseState(t.from_state)] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
+            to_state=STATES[PurchaseState(t.to_state)], at=ts(t.at), provider_event_id=t.provider_event_id or "",
+            reason=t.reason) for t in v.transitions],
+    )
+
+
+def assignment(p: PlacedAssignment, config: CatalogConfig) -> pb.PlanAssignment:
+    plan = config.plans.get(p.row.billing_plan_code)
+    return pb.PlanAssignment(
+        billing_plan_code=p.row.billing_plan_code, subscription_group=p.row.subscription_group,
+        subscription_id=p.row.subscription_id, priority=p.row.priority,
+        kind=KINDS[plan.kind] if plan else pb.PLAN_KIND_UNSPECIFIED, effective_from=ts(p.window.start),
+        effective_until=ts(p.window.end), conflict=p.conflict, conflict_with_subscription_id=p.conflict_with or "",
+    )
+
+
+def binding(p: PlacedBinding, config: CatalogConfig) -> pb.GrantBinding:
+    program = config.grant_programs.get(p.row.grant_program_code)
+    return pb.GrantBinding(
+        grant_program_code=p.row.grant_program_code,
+        cadence=CADENCES[program.cadence] if program else pb.GRANT_CADENCE_UNSPECIFIED,
+        unit=program.unit if program else "", amount=p.row.amount, scale_by_quantity=p.row.scale_by_quantity,
+        quantity=p.row.quantity, total_amount=p.row.total_amount, source=SOURCES[p.row.source],
+        subscription_id=p.row.subscription_id, price_id=p.row.price_id, product_id=p.row.product_id,
+        effective_from=ts(p.window.start), effective_until=ts(p.window.end),
+    )
+
+
+def issued(i: IssuedView) -> pb.IssuedGrant:
+    return pb.IssuedGrant(
+        grant_program_code=i.grant_program_code, unit=i.unit, amount=i.amount, cadence=CADENCES[Cadence(i.cadence)],
+        issue_key=i.issue_key, invoice_id=i.invoice_id or "", checkout_session_id=i.checkout_session_id or "",
+        subscription_id=i.subscription_id or "", period_start=ts(i.period.start) if i.period else None,
+        period_end=ts(i.period.end) if i.period else None, issued_at=ts(i.issued_at),
+    )
+
+
+def subscription(s: SubscriptionView) -> pb.Subscription:
+    return pb.Subscription(
+        subscription_id=s.subscription_id, account_id=s.account_id, provider_customer_id=s.provider_customer_id,
+        subscription_group=s.subscription_group or "", status=STATUSES[s.status],
+        provider_updated_at=ts(s.provider_updated_at), started_at=ts(s.started_at), trial_end=ts(s.trial_end),
+        current_period_start=ts(s.current_period_start), current_period_end=ts(s.current_period_end),
+        cancel_at=ts(s.cancel_at), cancel_at_period_end=s.cancel_at_period_end, ended_at=ts(s.ended_at),
+        purchase_id=s.purchase_id or "",
+        items=[pb.SubscriptionItem(
+            item_id=i.item_id, price_id=i.price_id, product_id=i.product_id, quantity=i.quantity,
+            effective_from=ts(i.window.start), effective_until=ts(i.window.end),
+            current_period_start=ts(i.current_period_start), current_period_end=ts(i.current_period_end))
+            for i in s.items],
+    )
+
+
+def entitlements(v: EntitlementsView) -> pb.Entitlements:
+    return pb.Entitlements(
+        account_id=v.account_id, as_of=ts(v.as_of), revision=v.revision,
+        plans=[assignment(p, v.config) for p in v.plans], grant_bindings=[binding(b, v.config) for b in v.bindings],
+        funding=[issued(f) for f in v.funding], gate_bundle=v.decision.gate_bundle or "",
+        gates=sorted(v.decision.gates), subscriptions=[subscription(s) for s in v.subscriptions],
+    )
+
+
+def gate_decision(d: GateDecision) -> pb.GateDecision:
+    return pb.GateDecision(
+        gate_bundle=d.gate_bundle or "", gates=sorted(d.gates),
+        billing_plan_code=d.winner.row.billing_plan_code if d.winner else "",
+        subscription_id=d.winner.row.subscription_id if d.winner else "", reason=d.reason,
+    )
+
+
+def explanation(e: Explanation, config: CatalogConfig) -> pb.Explanation:
+    return pb.Explanation(
+        kind=e.kind, assignment=assignment(e.assignment, config) if e.assignment else None,
+        binding=binding(e.binding, config) if e.binding else None, effective=e.effective, reason=e.reason,
+    )
+
+
+def event_result(r: EventResult) -> pb.EventResult:
+    return pb.EventResult(provider_event_id=r.provider_event_id, outcome=OUTCOMES[r.outcome], reason=r.reason,
+                          account_id=r.account_id or "")
+
+
+def entry_result(r: EntryResult) -> pb.CatalogEntryResult:
+    return pb.CatalogEntryResult(kind=r.kind, id=r.id, changed=r.changed, valid=r.valid,
+                                 invalid_reason=r.invalid_reason or "")
+
+
+def price_snapshot(p: Price) -> pb.PriceSnapshot:
+    return pb.PriceSnapshot(
+        price_id=p.price_id, product_id=p.product_id, lookup_key=p.lookup_key or "", active=p.active,
+        unit_amount=p.unit_amount or 0, currency=p.currency, interval=p.interval or "",
+        interval_count=p.interval_count or 0, metadata=p.metadata, provider_updated_at=ts(p.provider_updated_at),
+        deleted=p.deleted,
+    )
+
+
+def catalog_price(c: PriceChoice) -> pb.CatalogPrice:
+    r: ResolvedPrice = c.resolved
+    return pb.CatalogPrice(
+        price=price_snapshot(r.price), product_name=r.product_name, subscription_group=r.subscription_group or "",
+        billing_plan_code=r.billing_plan_code or "", gate_bundle=r.gate_bundle or "",
+        grant_bindings=[pb.GrantBindingSpec(grant_program_code=g.grant_program_code, amount=g.amount,
+                                            scale_by_quantity=g.scale_by_quantity, source=SOURCES[g.source])
+                        for g in r.grants],
+        valid=r.valid, invalid_reason=r.invalid_reason or "",
+        purchasability=pb.Purchasability(
+            purchasable=c.purchasable, problem=PROBLEMS.get(c.problem or "", pb.PURCHASE_PROBLEM_CODE_UNSPECIFIED),
+            message=c.message, requires_portal=c.requires_portal,
+            conflicting_subscription_ids=list(c.conflicting_subscription_ids)),
+    )
+
+
+def catalog(v: CatalogView) -> pb.ListCatalogResponse:
+    c = v.config
+    return pb.ListCatalogResponse(
+        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in c.groups.values()],
+        plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in c.plans.values()],
+        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit)
+                        for g in c.grant_programs.values()],
+        gate_bundles=[pb.GateBundle(code=b.code, gates=list(b.gates)) for b in c.gate_bundles.values()],
+        prices=[catalog_price(choice) for choice in v.choices],
+        owned_groups=[pb.GroupOwnership(subscription_group=g, stackable=c.groups[g].stackable if g in c.groups
+                                        else False, subscription_ids=list(subs)) for g, subs in v.owned.items()],
+    )
+
+
+def validation(v: Validation) -> pb.ValidatePurchaseResponse:
+    return pb.ValidatePurchaseResponse(
+        ok=v.ok, subscription_group=v.subscription_group or "",
+        mode=MODES[v.mode] if v.mode else pb.PURCHASE_MODE_UNSPECIFIED,
+        items=[pb.ResolvedItem(price=ref, price_id=r.price_id, lookup_key=r.price.lookup_key or "", quantity=n)
+               for ref, r, n in v.items],
+        problems=[pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
+                  for p in v.problems],
+        conflicting_subscription_ids=list(v.conflicting_subscription_ids),
+        provider_customer_id=v.provider_customer_id or "",
+    )

@@ -1,0 +1,20 @@
+"""What the entitlement use cases need, passed in explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from entitlement_service.db.pool import PoolHandle
+from entitlement_service.domain.provider import ProviderEvent
+
+
+@dataclass(frozen=True)
+class Deps:
+    pool: PoolHandle
+    # Turns a stored normalized event back into its domain form (the transport's format).
+    decode_event: Callable[[bytes], ProviderEvent]
+    clock: Callable[[], datetime]
+    # How long a browser that came back waits for the provider before it is told "still processing".
+    return_timeout: timedelta = timedelta(minutes=2)

@@ -1,0 +1,79 @@
+"""CheckGate from an in-process cache kept coherent across replicas.
+
+Every committed change bumps the account's revision and sends a PostgreSQL notification; each
+replica drops its entry for that account when the notification arrives. An entry also expires at
+the account's next window boundary, so a cancellation that takes effect at a future instant needs
+no event to be seen. A value computed before a notification that arrived meanwhile is not kept."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from entitlement_service.db import queries as q
+from entitlement_service.db import rows
+from entitlement_service.domain.entitlements import decide_gates, effective_at
+from entitlement_service.domain.model import GateBundle
+from entitlement_service.service.deps import Deps
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    allowed: bool
+    gate_bundle: str | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    revision: int
+    gate_bundle: str | None
+    gates: frozenset[str]
+    valid_until: datetime | None
+
+
+class GateCache:
+    def __init__(self, deps: Deps, max_entries: int = 100_000) -> None:
+        self._deps = deps
+        self._max = max_entries
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._notified: dict[str, int] = {}
+        self._generation = 0
+
+    async def check(self, account_id: str, gate: str) -> GateAnswer:
+        now = self._deps.clock()
+        entry = self._entries.get(account_id)
+        if entry is None or (entry.valid_until is not None and now >= entry.valid_until):
+            entry = await self._load(account_id, now)
+        return GateAnswer(gate in entry.gates, entry.gate_bundle, entry.revision)
+
+    async def _load(self, account_id: str, now: datetime) -> _Entry:
+        generation = self._generation
+        async with self._deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            revision, found = await q.effective_gate_rows(conn, account_id, now)
+            bundles = {b.code: b for b in await _bundles(conn, {r["gate_bundle"] for r in found if r["gate_bundle"]})}
+            boundary = await q.boundary_after(conn, account_id, now)
+        decision = decide_gates(effective_at([rows.placed_assignment(r) for r in found], now), bundles)
+        entry = _Entry(revision, decision.gate_bundle, decision.gates, boundary)
+        if generation == self._generation and revision >= self._notified.get(account_id, 0):
+            self._entries[account_id] = entry
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return entry
+
+    def invalidate(self, account_id: str, revision: int) -> None:
+        self._notified[account_id] = max(revision, self._notified.get(account_id, 0))
+        self._entries.pop(account_id, None)
+
+    def clear(self) -> None:
+        """Forgets everything: after a catalog change, or when notifications may have been missed."""
+        self._generation += 1
+        self._entries.clear()
+
+
+async def _bundles(conn: q.Conn, codes: set[str]) -> list[GateBundle]:
+    if not codes:
+        return []
+    config = await q.load_config(conn)
+    return [b for code, b in config.gate_bundles.items() if code in codes]
