@@ -79,7 +79,29 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     await listener
 
 
-async def run(settings: Settings) -> None:
+class Running:
+    """A started service: its gRPC server, metrics site and database connection task."""
+
+    def __init__(self, runtime: Runtime, server: GrpcServer, runner: web.AppRunner, metrics_port: int) -> None:
+        self.runtime, self.server, self.runner, self.metrics_port = runtime, server, runner, metrics_port
+        self.connecting = asyncio.create_task(connect_database(runtime, server))
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_s: float) -> None:
+        try:
+            await self.server.stop(grace_s)
+        finally:
+            self.connecting.cancel()
+            await asyncio.gather(self.connecting, return_exceptions=True)
+            await self.runner.cleanup()
+            await self.runtime.pool.close()
+
+
+async def start(settings: Settings) -> Running:
+    """Listens at once (health NOT_SERVING) and turns SERVING once the database answers."""
     runtime = Runtime(settings)
     server = build_server(settings, runtime)
     await server.server.start()
@@ -88,16 +110,14 @@ async def run(settings: Settings) -> None:
     add_probe_routes(metrics_app, runtime.readiness)
     runner, metrics_port = await start_site(metrics_app, settings.metrics_addr.host, settings.metrics_addr.port)
     log.info("listening", grpc_port=server.port, metrics_port=metrics_port)
-    connecting = asyncio.create_task(connect_database(runtime, server))
-    try:
-        signal_name = await wait_for_stop_signal()
-        log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
-        await server.stop(settings.shutdown_grace_s)
-    finally:
-        connecting.cancel()
-        await asyncio.gather(connecting, return_exceptions=True)
-        await runner.cleanup()
-        await runtime.pool.close()
+    return Running(runtime, server, runner, metrics_port)
+
+
+async def run(settings: Settings) -> None:
+    running = await start(settings)
+    signal_name = await wait_for_stop_signal()
+    log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
+    await running.stop(settings.shutdown_grace_s)
     log.info("stopped")
 
 

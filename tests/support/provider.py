@@ -1,0 +1,103 @@
+"""Normalized provider events for tests, priced against the example catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from entitlement_service.domain.catalog_file import load_catalog, price_snapshots
+from entitlement_service.grpc.convert_out import upsert_catalog_request
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_CATALOG = ROOT / "deploy" / "catalog.example.toml"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MONTH = timedelta(days=30)
+
+STATUS = {name: getattr(pb, f"SUBSCRIPTION_STATUS_{name.upper()}") for name in
+          ("incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused")}
+
+
+def price_id(lookup_key: str) -> str:
+    return f"price_{lookup_key}"
+
+
+def example_catalog_request(at: datetime = T0) -> pb.UpsertCatalogRequest:
+    file = load_catalog(EXAMPLE_CATALOG)
+    ids = {p.lookup_key: price_id(p.lookup_key) for product in file.products for p in product.prices}
+    products, prices = price_snapshots(file, ids, at)
+    return upsert_catalog_request(file.config, products, prices)
+
+
+PRODUCT_OF = {"starter_monthly": "starter", "pro_monthly": "pro", "pro_yearly": "pro",
+              "team_seats_monthly": "team_seats", "credit_pack_500": "credit_pack_500"}
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def subscription_event(
+    event_id: str, subscription_id: str, at: datetime, *, status: str = "active",
+    items: Sequence[tuple[str, int]] = (("pro_monthly", 1),), account_id: str | None = "acct_1",
+    customer_id: str = "cus_1", start: datetime | None = None, period_end: datetime | None = None,
+    cancel_at: datetime | None = None, cancel_at_period_end: bool = False, ended_at: datetime | None = None,
+    event_type: str = "customer.subscription.updated", purchase_id: str | None = None,
+) -> pb.ProviderEvent:
+    start = start or at
+    metadata = {k: v for k, v in (("account_id", account_id), ("purchase_id", purchase_id)) if v}
+    return pb.ProviderEvent(
+        provider_event_id=event_id, type=event_type, created=ts(at), received_at=ts(at),
+        api_version="2026-08-27", raw_payload=b'{"id": "%s"}' % event_id.encode(), account_id=account_id or "",
+        subscription=pb.SubscriptionSnapshot(
+            subscription_id=subscription_id, provider_customer_id=customer_id, status=STATUS[status],
+            created=ts(start), start_date=ts(start), cancel_at=ts(cancel_at), cancel_at_period_end=cancel_at_period_end,
+            ended_at=ts(ended_at), metadata=metadata,
+            items=[pb.SubscriptionItemSnapshot(
+                item_id=f"si_{subscription_id}_{key}", quantity=quantity,
+                price=pb.PriceSnapshot(price_id=price_id(key), product_id=PRODUCT_OF.get(key, key)),
+                current_period_start=ts(start), current_period_end=ts(period_end or start + MONTH))
+                for key, quantity in items],
+        ),
+    )
+
+
+def invoice_event(event_id: str, invoice_id: str, subscription_id: str, at: datetime, *,
+                  lines: Sequence[tuple[str, int, datetime, datetime]] = (), customer_id: str = "cus_1",
+                  paid: bool = True, event_type: str = "invoice.paid") -> pb.ProviderEvent:
+    return pb.ProviderEvent(
+        provider_event_id=event_id, type=event_type, created=ts(at), received_at=ts(at),
+        raw_payload=b"{}",
+        invoice=pb.InvoiceSnapshot(
+            invoice_id=invoice_id, subscription_id=subscription_id, provider_customer_id=customer_id,
+            status="paid" if paid else "open", paid=paid, billing_reason="subscription_cycle",
+            created=ts(at), paid_at=ts(at) if paid else None,
+            lines=[pb.InvoiceLine(price_id=price_id(key), quantity=n, period_start=ts(a), period_end=ts(b))
+                   for key, n, a, b in lines]),
+    )
+
+
+def session_event(event_id: str, session_id: str, at: datetime, *, purchase_id: str | None = None,
+                  mode: str = "payment", payment_status: str = "paid", status: str = "complete",
+                  items: Sequence[tuple[str, int]] = (("credit_pack_500", 1),), account_id: str = "acct_1",
+                  customer_id: str = "cus_1", subscription_id: str = "",
+                  event_type: str = "checkout.session.completed") -> pb.ProviderEvent:
+    return pb.ProviderEvent(
+        provider_event_id=event_id, type=event_type, created=ts(at), received_at=ts(at), raw_payload=b"{}",
+        account_id=account_id,
+        checkout_session=pb.CheckoutSessionSnapshot(
+            checkout_session_id=session_id, purchase_id=purchase_id or "", provider_customer_id=customer_id,
+            mode=pb.PURCHASE_MODE_PAYMENT if mode == "payment" else pb.PURCHASE_MODE_SUBSCRIPTION,
+            status=status, payment_status=payment_status, subscription_id=subscription_id,
+            metadata={"account_id": account_id, **({"purchase_id": purchase_id} if purchase_id else {})},
+            line_items=[pb.CheckoutLineItem(price=pb.PriceSnapshot(price_id=price_id(k), product_id=PRODUCT_OF[k]),
+                                            quantity=n) for k, n in items],
+            created=ts(at)),
+    )
