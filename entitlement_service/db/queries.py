@@ -12,7 +12,7 @@ import asyncpg
 from entitlement_service.db import rows
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.funding import Issue
-from entitlement_service.domain.model import CatalogConfig, Price, Product, ResolvedPrice
+from entitlement_service.domain.model import CatalogConfig, GateBundle, Price, Product, ResolvedPrice
 from entitlement_service.domain.timeline import ItemRow
 
 Conn: TypeAlias = asyncpg.Connection
@@ -69,6 +69,11 @@ async def load_config(conn: Conn) -> CatalogConfig:
         grant_programs={r["code"]: rows.grant_program(r) for r in await conn.fetch("SELECT * FROM grant_programs")},
         gate_bundles={r["code"]: rows.gate_bundle(r) for r in await conn.fetch("SELECT * FROM gate_bundles")},
     )
+
+
+async def load_gate_bundles(conn: Conn, codes: Iterable[str]) -> list[GateBundle]:
+    return [rows.gate_bundle(r) for r in await conn.fetch("SELECT * FROM gate_bundles WHERE code = ANY($1)",
+                                                          list(codes))]
 
 
 # Older provider times never overwrite newer ones; an equal time with different content does,

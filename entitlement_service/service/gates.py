@@ -14,7 +14,6 @@ from datetime import datetime
 from entitlement_service.db import queries as q
 from entitlement_service.db import rows
 from entitlement_service.domain.entitlements import decide_gates, effective_at
-from entitlement_service.domain.model import GateBundle
 from entitlement_service.service.deps import Deps
 
 
@@ -52,7 +51,8 @@ class GateCache:
         generation = self._generation
         async with self._deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             revision, found = await q.effective_gate_rows(conn, account_id, now)
-            bundles = {b.code: b for b in await _bundles(conn, {r["gate_bundle"] for r in found if r["gate_bundle"]})}
+            codes = {r["gate_bundle"] for r in found if r["gate_bundle"]}
+            bundles = {b.code: b for b in await q.load_gate_bundles(conn, codes)} if codes else {}
             boundary = await q.boundary_after(conn, account_id, now)
         decision = decide_gates(effective_at([rows.placed_assignment(r) for r in found], now), bundles)
         entry = _Entry(revision, decision.gate_bundle, decision.gates, boundary)
@@ -71,9 +71,3 @@ class GateCache:
         self._generation += 1
         self._entries.clear()
 
-
-async def _bundles(conn: q.Conn, codes: set[str]) -> list[GateBundle]:
-    if not codes:
-        return []
-    config = await q.load_config(conn)
-    return [b for code, b in config.gate_bundles.items() if code in codes]
