@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from entitlement_service.domain.account import PlacedBinding
-from entitlement_service.domain.model import Cadence, GrantProgram, ResolvedPrice, Source
+from entitlement_service.domain.model import Cadence, GrantProgram, Mode, ResolvedPrice, Source
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, InvoiceSnapshot
 from entitlement_service.domain.windows import Window
 
@@ -71,8 +71,9 @@ def invoice_issues(
 def checkout_issues(
     session: CheckoutSessionSnapshot, prices: Mapping[str, ResolvedPrice], programs: Mapping[str, GrantProgram]
 ) -> list[Issue]:
-    """`one_time` grants of a paid one-time checkout, once per session and price."""
-    if not session.paid or session.subscription_id is not None:
+    """`one_time` grants of a paid one-time checkout, once per session and price. A subscription
+    checkout funds through its invoices instead."""
+    if not session.paid or session.mode is not Mode.PAYMENT:
         return []
     issues = []
     for line in session.line_items:

@@ -101,21 +101,20 @@ class Derived:
 
 def segments(snapshots: list[SubscriptionSnapshot]) -> list[Segment]:
     """Orders snapshots by provider time (tie rule above); each holds until the next. The first
-    reaches back to the subscription's start, so a lost `created` event loses no time."""
+    reaches back to the subscription's start, so a lost `created` event loses no time. Nothing
+    holds past the subscription's `ended_at`, even when the snapshot saying so arrived later."""
     ordered = sorted({s.event_id: s for s in snapshots}.values(), key=order_key)
+    ended = min((s.ended_at for s in ordered if s.ended_at is not None and s.status in ENDED), default=None)
     out: list[Segment] = []
     for i, snapshot in enumerate(ordered):
         start = snapshot.at
         if not out and snapshot.start_date is not None and snapshot.start_date < start:
             start = snapshot.start_date
         end = ordered[i + 1].at if i + 1 < len(ordered) else None
-        if end is not None and end <= start:
-            continue  # superseded within the same instant
-        if end is None and snapshot.status in ENDED:
-            end = max(snapshot.ended_at or start, start)
-            if end == start:
-                continue
-        out.append(Segment(snapshot, Window(start, end)))
+        window = Window(start, end).clipped(ended) if ended is None or ended > start else None
+        if window is None or (window.end is not None and window.end <= start):
+            continue  # superseded within the same instant, or after the subscription ended
+        out.append(Segment(snapshot, window))
     return out
 
 

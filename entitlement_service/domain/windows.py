@@ -53,6 +53,7 @@ def intersection(a: Window, b: Window) -> Window | None:
 
 def boundaries(windows: Iterable[Window]) -> list[Window]:
     """Splits the union of `windows` at every start and end into elementary windows."""
+    windows = list(windows)  # read twice below; a generator would be empty the second time
     cuts = sorted({w.start for w in windows} | {w.end for w in windows if w.end is not None})
     if not cuts:
         return []

@@ -9,9 +9,16 @@ import pytest
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.integration.conftest import Client
-from tests.support.provider import MONTH, T0, example_catalog_request, invoice_event, session_event, subscription_event
+from tests.support.provider import (
+    MONTH,
+    T0,
+    example_catalog_request,
+    invoice_event,
+    session_event,
+    subscription_event,
+    ts,
+)
 from tests.support.provider import price_id as pid
-from tests.support.provider import ts
 
 HOUR = timedelta(hours=1)
 APPLIED, DUPLICATE, STALE, REJECTED, IGNORED = (pb.EVENT_OUTCOME_APPLIED, pb.EVENT_OUTCOME_DUPLICATE,
@@ -214,3 +221,17 @@ async def test_a_malformed_event_object_is_kept_as_rejected_without_failing_the_
     results = await service.apply(bad, good)
     assert [r.outcome for r in results] == [REJECTED, APPLIED]
     assert "subscription.status is required" in results[0].reason
+
+
+async def test_a_conflict_loser_takes_its_group_back_once_the_winner_ends(service: Client) -> None:
+    await service.apply(subscription_event("evt_a", "sub_a", T0, items=[("starter_monthly", 1)]),
+                        subscription_event("evt_b", "sub_b", T0 + HOUR, items=[("pro_monthly", 1)]))
+    during = await service.entitlements(as_of=ts(T0 + 2 * HOUR))
+    assert [(p.subscription_id, p.conflict) for p in during.plans] == [("sub_b", False), ("sub_a", True)]
+    assert during.gate_bundle == "pro"
+    ended = T0 + 3 * HOUR
+    await service.apply(subscription_event("evt_b_end", "sub_b", ended, start=T0 + HOUR, status="canceled",
+                                           ended_at=ended, items=[("pro_monthly", 1)]))
+    after = await service.entitlements(as_of=ts(ended))
+    assert [(p.subscription_id, p.conflict) for p in after.plans] == [("sub_a", False)]
+    assert after.gate_bundle == "starter"
