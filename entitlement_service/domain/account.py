@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from entitlement_service.domain.model import CatalogConfig, ResolvedPrice
 from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
@@ -12,10 +13,15 @@ from entitlement_service.domain.provider import SubscriptionSnapshot
 from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, ItemRow, derive
 from entitlement_service.domain.windows import Window
 
+R = TypeVar("R", AssignmentRow, BindingRow)
+
 
 @dataclass(frozen=True)
-class PlacedAssignment:
-    row: AssignmentRow
+class Placed(Generic[R]):
+    """A derived row over one window of its life, marked with the winner when it lost its group
+    there."""
+
+    row: R
     window: Window
     conflict_with: str | None = None
 
@@ -24,15 +30,8 @@ class PlacedAssignment:
         return self.conflict_with is not None
 
 
-@dataclass(frozen=True)
-class PlacedBinding:
-    row: BindingRow
-    window: Window
-    conflict_with: str | None = None
-
-    @property
-    def conflict(self) -> bool:
-        return self.conflict_with is not None
+PlacedAssignment = Placed[AssignmentRow]
+PlacedBinding = Placed[BindingRow]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,20 @@
 import json
+from collections.abc import Iterator
 
+import pytest
 import structlog
 
 from service_runtime.logs import configure_logging
 
 
-def test_secrets_bound_to_a_log_line_are_redacted(capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     configure_logging("test", json=True)
+    yield
+    structlog.reset_defaults()  # the configured logger writes to this test's captured stderr
+
+
+def test_secrets_bound_to_a_log_line_are_redacted(json_logs: None, capsys: pytest.CaptureFixture[str]) -> None:
     structlog.get_logger().info(
         "call", authorization="Bearer abc", stripe_signature="t=1,v1=ff", api_key="sk_live_x", account_id="acct_1"
     )
