@@ -8,13 +8,13 @@ from service_runtime.logs import configure_logging
 
 
 @pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    configure_logging("test", json=True)
+def restore_logging() -> Iterator[None]:
     yield
-    structlog.reset_defaults()  # the configured logger writes to this test's captured stderr
+    structlog.reset_defaults()  # a logger configured in a test writes to that test's captured stderr
 
 
-def test_secrets_bound_to_a_log_line_are_redacted(json_logs: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_secrets_bound_to_a_log_line_are_redacted(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("test", json=True)
     structlog.get_logger().info(
         "call", authorization="Bearer abc", stripe_signature="t=1,v1=ff", api_key="sk_live_x", account_id="acct_1"
     )
