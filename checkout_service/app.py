@@ -6,14 +6,19 @@ import asyncio
 
 import grpc
 import structlog
+from aiohttp import web
 
 from checkout_service.entitlement_client import is_serving, open_channel
 from checkout_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from checkout_service.grpc.errors import ERRORS
 from checkout_service.grpc.servicer import CheckoutServicer
 from checkout_service.http.app import create_app
+from checkout_service.service import Deps
 from checkout_service.settings import Settings
+from checkout_service.stripe.gateway import Provider, StripeGateway
+from checkout_service.webhooks import BoundedCache, WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2_grpc
+from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
 from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
@@ -22,8 +27,9 @@ from service_runtime.rpc import RpcInterceptor
 log = structlog.get_logger("checkout_service")
 
 
-def build_server(settings: Settings, entitlement: grpc.aio.Channel) -> GrpcServer:
-    servicer = CheckoutServicer()  # type: ignore[abstract]  # unbuilt RPCs answer UNIMPLEMENTED
+def build_server(settings: Settings, deps: Deps) -> GrpcServer:
+    # Reconcile answers UNIMPLEMENTED through the generated base class.
+    servicer = CheckoutServicer(deps)  # type: ignore[abstract]
     interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
     return build_grpc_server(
         settings.grpc_addr,
@@ -33,26 +39,52 @@ def build_server(settings: Settings, entitlement: grpc.aio.Channel) -> GrpcServe
     )
 
 
-async def run(settings: Settings) -> None:
-    entitlement = open_channel(settings.entitlement_target, settings.entitlement_token)
+class Running:
+    def __init__(self, server: GrpcServer, runner: web.AppRunner, http_port: int, channel: grpc.aio.Channel) -> None:
+        self.server, self.runner, self.http_port, self.channel = server, runner, http_port, channel
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_s: float) -> None:
+        try:
+            await self.server.stop(grace_s)
+            await self.runner.shutdown()
+        finally:
+            await self.runner.cleanup()
+            await self.channel.close()
+
+
+async def start(settings: Settings, provider: Provider | None = None) -> Running:
+    channel = open_channel(settings.entitlement_target, settings.entitlement_token)
+    provider = provider or StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    deps = Deps(entitlement_pb2_grpc.EntitlementServiceStub(channel), provider, settings.public_url or "",
+                settings.poll_interval_ms)
+    hooks = WebhookDeps(deps, settings.stripe_webhook_secrets, settings.stripe_webhook_tolerance_s,
+                        settings.stripe_sync_mode == "refetch", BoundedCache(provider.retrieve_product),
+                        BoundedCache(provider.retrieve_customer))
 
     async def readiness() -> dict[str, bool]:
-        return {"entitlement_service": await is_serving(entitlement)}
+        return {"entitlement_service": await is_serving(channel)}
 
-    server = build_server(settings, entitlement)
+    server = build_server(settings, deps)
     await server.server.start()
     await server.set_serving(True)
-    runner, http_port = await start_site(create_app(readiness), settings.http_addr.host, settings.http_addr.port)
-    log.info("listening", grpc_port=server.port, http_port=http_port,
-             entitlement_target=settings.entitlement_target)
-    try:
-        signal_name = await wait_for_stop_signal()
-        log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
-        await server.stop(settings.shutdown_grace_s)
-        await runner.shutdown()
-    finally:
-        await runner.cleanup()
-        await entitlement.close()
+    app = create_app(readiness, deps, hooks, settings.service_tokens)
+    runner, http_port = await start_site(app, settings.http_addr.host, settings.http_addr.port)
+    # Browsers come back to this address unless CHECKOUT_PUBLIC_URL names another.
+    deps.public_url = settings.public_url or f"http://{settings.http_addr.host}:{http_port}"
+    log.info("listening", grpc_port=server.port, http_port=http_port, entitlement_target=settings.entitlement_target,
+             provider=settings.stripe_api_base or "stripe", sync_mode=settings.stripe_sync_mode)
+    return Running(server, runner, http_port, channel)
+
+
+async def run(settings: Settings) -> None:
+    running = await start(settings)
+    signal_name = await wait_for_stop_signal()
+    log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
+    await running.stop(settings.shutdown_grace_s)
     log.info("stopped")
 
 

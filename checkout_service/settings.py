@@ -25,6 +25,11 @@ class Settings:
     stripe_sync_mode: str
     shutdown_grace_s: float
     log_level: str
+    # Where browsers reach this service (the provider sends them back to its return page); None
+    # means the HTTP listen address as bound.
+    public_url: str | None
+    # How often the return page polls while a purchase is not final.
+    poll_interval_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -49,4 +54,15 @@ class Settings:
             stripe_sync_mode=env.choice("STRIPE_SYNC_MODE", "payload", ("payload", "refetch")),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            public_url=_public_url(env),
+            poll_interval_ms=int(env.number("PURCHASE_POLL_MS", 500, minimum=50)),
         )
+
+
+def _public_url(env: Env) -> str | None:
+    url = (env.optional("CHECKOUT_PUBLIC_URL") or "").rstrip("/")
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"CHECKOUT_PUBLIC_URL must be an http(s) URL, got {url!r}")
+    return url

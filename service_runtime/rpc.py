@@ -142,6 +142,9 @@ class _Guard:
             code = grpc.StatusCode.INTERNAL
             log.error("rpc_failed", method=self.call.method, exc_info=exc)
         self._finish(code, message)
+        trailing = getattr(exc, "grpc_trailing_metadata", None)
+        if callable(trailing):
+            self.context.set_trailing_metadata(trailing())
         await self.context.abort(code, message)
         return False
 

@@ -2,6 +2,30 @@
 
 from __future__ import annotations
 
+import grpc
+
+from checkout_service.errors import (
+    BadWebhook,
+    GroupConflict,
+    InvalidRequest,
+    InvalidSelection,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from service_runtime.rpc import COMMON_ERRORS, ErrorTable
 
-ERRORS = ErrorTable(COMMON_ERRORS)
+ERRORS = ErrorTable(
+    (
+        (GroupConflict, grpc.StatusCode.FAILED_PRECONDITION),
+        (InvalidSelection, grpc.StatusCode.INVALID_ARGUMENT),
+        (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        (NotFound, grpc.StatusCode.NOT_FOUND),
+        (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+        (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+        (BadWebhook, grpc.StatusCode.INVALID_ARGUMENT),
+        (Unavailable, grpc.StatusCode.UNAVAILABLE),
+        *COMMON_ERRORS,
+    )
+)

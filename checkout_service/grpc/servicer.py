@@ -1,12 +1,43 @@
-"""CheckoutService over gRPC: each method converts, calls the service, converts back.
-
-RPCs not overridden here answer UNIMPLEMENTED (the generated base class raises
-NotImplementedError, which the error table maps)."""
+"""CheckoutService over gRPC: each method converts, calls the service, converts back. Errors map to
+status codes in one table (grpc/errors.py); a group conflict carries `error-code` and `portal-url`
+trailing metadata."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
+import grpc
+
+from checkout_service import service
+from checkout_service.service import Deps
+from selfserve.checkout.v1 import checkout_pb2 as pb
 from selfserve.checkout.v1 import checkout_pb2_grpc
+
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def CreateCheckoutSession(self, request: pb.CreateCheckoutSessionRequest,
+                                    context: Context) -> pb.CreateCheckoutSessionResponse:
+        created = await service.create_checkout(
+            self.deps, request.account_id, [(i.price, i.quantity) for i in request.items], request.success_url,
+            request.cancel_url, request.idempotency_key or None)
+        p = created.purchase
+        return pb.CreateCheckoutSessionResponse(purchase_id=p.purchase_id, checkout_session_id=p.checkout_session_id,
+                                                url=created.url, expires_at=p.expires_at, status=p.state)
+
+    async def CreatePortalSession(self, request: pb.CreatePortalSessionRequest,
+                                  context: Context) -> pb.CreatePortalSessionResponse:
+        return pb.CreatePortalSessionResponse(url=await service.create_portal(self.deps, request.account_id,
+                                                                              request.return_url))
+
+    async def GetPurchase(self, request: pb.GetPurchaseRequest, context: Context) -> pb.GetPurchaseResponse:
+        status = await service.purchase_status(self.deps, request.purchase_id)
+        return pb.GetPurchaseResponse(purchase=status.purchase, poll_after_ms=status.poll_after_ms,
+                                      timeout_at=status.purchase.timeout_at)
+
+    async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> pb.ListCatalogResponse:
+        return pb.ListCatalogResponse(catalog=await service.list_catalog(self.deps, request.account_id or None))

@@ -2,15 +2,143 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+import json
+from typing import Any
+from urllib.parse import urlencode
 
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from checkout_service import service, webhooks
+from checkout_service.errors import InvalidRequest, PermissionDenied, Unauthenticated
+from checkout_service.http import return_page
+from checkout_service.http.errors import json_errors
+from checkout_service.service import Deps
+from checkout_service.webhooks import WebhookDeps
+from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
+from service_runtime.http_logging import request_log
 from service_runtime.http_probes import Readiness, add_probe_routes
 
 # Webhook bodies and session requests are small; anything larger is refused before it is read.
 MAX_BODY_BYTES = 1024 * 1024
+DEPS = web.AppKey("deps", Deps)
+WEBHOOKS = web.AppKey("webhooks", WebhookDeps)
+TOKENS = web.AppKey("tokens", ServiceTokens)
 
 
-def create_app(readiness: Readiness) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+def as_json(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def purchase_json(purchase: Message) -> dict[str, Any]:
+    body = as_json(purchase)
+    body["state"] = str(body["state"]).removeprefix("PURCHASE_STATE_").lower()
+    body["mode"] = str(body["mode"]).removeprefix("PURCHASE_MODE_").lower()
+    body.pop("transitions", None)
+    return body
+
+
+def require_product(request: web.Request) -> None:
+    try:
+        authorize(request.app[TOKENS], request.headers.get("Authorization"), frozenset({Role.PRODUCT}))
+    except AuthError as exc:
+        raise (Unauthenticated if exc.unauthenticated else PermissionDenied)(str(exc)) from exc
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def items_of(body: dict[str, Any]) -> list[tuple[str, int]]:
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise InvalidRequest("items must be a list of {price, quantity}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("price"), str):
+            raise InvalidRequest(f"items[{i}].price must be a string")
+        quantity = item.get("quantity", 1)
+        if not isinstance(quantity, int) or isinstance(quantity, bool):
+            raise InvalidRequest(f"items[{i}].quantity must be an integer")
+        out.append((item["price"], quantity))
+    return out
+
+
+def text(body: dict[str, Any], field: str) -> str:
+    value = body.get(field, "")
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a string")
+    return value
+
+
+async def create_checkout_session(request: web.Request) -> web.Response:
+    require_product(request)
+    body = await json_body(request)
+    created = await service.create_checkout(
+        request.app[DEPS], text(body, "account_id"), items_of(body), text(body, "success_url"),
+        text(body, "cancel_url"), request.headers.get("Idempotency-Key"))
+    p = created.purchase
+    return web.json_response({
+        "purchase_id": p.purchase_id, "checkout_session_id": p.checkout_session_id, "url": created.url,
+        "expires_at": p.expires_at.ToJsonString(), "status": purchase_json(p)["state"],
+    }, status=201)
+
+
+async def create_portal_session(request: web.Request) -> web.Response:
+    require_product(request)
+    body = await json_body(request)
+    url = await service.create_portal(request.app[DEPS], text(body, "account_id"), text(body, "return_url"))
+    return web.json_response({"url": url}, status=201)
+
+
+async def get_purchase(request: web.Request) -> web.Response:
+    """Product backends call it with their token; the return page instead proves it went through
+    the checkout with the provider's session id."""
+    session_id = request.query.get("checkout_session_id")
+    if session_id is None:
+        require_product(request)
+    status = await service.purchase_status(request.app[DEPS], request.match_info["purchase_id"], session_id)
+    return web.json_response({
+        "purchase": purchase_json(status.purchase), "state": purchase_json(status.purchase)["state"],
+        "poll_after_ms": status.poll_after_ms, "timeout_at": status.purchase.timeout_at.ToJsonString(),
+        "plans": status.plans,
+    })
+
+
+async def list_catalog(request: web.Request) -> web.Response:
+    require_product(request)
+    catalog = await service.list_catalog(request.app[DEPS], request.query.get("account_id"))
+    return web.json_response(as_json(catalog))
+
+
+async def checkout_return(request: web.Request) -> web.Response:
+    purchase_id, session_id = request.query.get("purchase_id", ""), request.query.get("session_id", "")
+    await service.mark_returned(request.app[DEPS], purchase_id, session_id)
+    status_url = f"/v1/purchases/{purchase_id}?" + urlencode({"checkout_session_id": session_id})
+    return web.Response(text=return_page.render(status_url), content_type="text/html")
+
+
+async def stripe_webhook(request: web.Request) -> web.Response:
+    accepted = await webhooks.handle(request.app[WEBHOOKS], await request.read(),
+                                     request.headers.get("Stripe-Signature"))
+    return web.json_response({"received": True, "id": accepted.event_id, "outcome": accepted.outcome})
+
+
+def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: ServiceTokens) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_log, json_errors])
     add_probe_routes(app, readiness)
+    app[DEPS], app[WEBHOOKS], app[TOKENS] = deps, hooks, tokens
+    app.router.add_post("/v1/checkout/sessions", create_checkout_session)
+    app.router.add_post("/v1/portal/sessions", create_portal_session)
+    app.router.add_get("/v1/purchases/{purchase_id}", get_purchase)
+    app.router.add_get("/v1/catalog", list_catalog)
+    app.router.add_get("/checkout/return", checkout_return)
+    app.router.add_post("/webhooks/stripe", stripe_webhook)
     return app

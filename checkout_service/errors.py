@@ -1,0 +1,68 @@
+"""Errors the checkout use cases raise; each transport maps them in one table."""
+
+from __future__ import annotations
+
+
+class CheckoutError(Exception):
+    """Base of every error a caller can act on; `code` is the stable machine-readable name."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(CheckoutError):
+    """A field is missing or malformed; the message names it."""
+
+    code = "invalid_request"
+
+
+class InvalidSelection(CheckoutError):
+    """The items cannot be bought (unknown or invalid price, mixed groups...); the message names them."""
+
+    code = "invalid_selection"
+
+    def __init__(self, message: str, problems: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class GroupConflict(CheckoutError):
+    """The account already holds a subscription in this non-stackable group: change it in the portal."""
+
+    code = "group_conflict"
+
+    def __init__(self, message: str, portal_url: str, subscription_ids: list[str]) -> None:
+        super().__init__(message)
+        self.portal_url, self.subscription_ids = portal_url, subscription_ids
+
+    def grpc_trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("error-code", self.code), ("portal-url", self.portal_url))
+
+
+class NotFound(CheckoutError):
+    code = "not_found"
+
+
+class Unauthenticated(CheckoutError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(CheckoutError):
+    code = "permission_denied"
+
+
+class BadWebhook(CheckoutError):
+    """A webhook that is not signed with a current secret or not a readable event; nothing is recorded."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Unavailable(CheckoutError):
+    """A dependency (the entitlement service or the provider) cannot answer now; retry later."""
+
+    code = "unavailable"

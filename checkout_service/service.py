@@ -1,0 +1,208 @@
+"""Checkout use cases: sessions from catalog selections, portal sessions, purchase status."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from checkout_service.errors import GroupConflict, InvalidRequest, InvalidSelection, NotFound, Unavailable
+from checkout_service.stripe.gateway import Provider, ProviderError
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from selfserve.entitlement.v1 import entitlement_pb2_grpc
+
+T = TypeVar("T")
+ENTITLEMENT_TIMEOUT_S = 5.0
+FINAL = frozenset({pb.PURCHASE_STATE_FINALIZED, pb.PURCHASE_STATE_EXPIRED, pb.PURCHASE_STATE_FAILED,
+                   pb.PURCHASE_STATE_CONFLICT})
+
+
+@dataclass
+class Deps:
+    entitlement: entitlement_pb2_grpc.EntitlementServiceStub
+    provider: Provider
+    public_url: str
+    poll_interval_ms: int
+
+
+@dataclass(frozen=True)
+class CreatedCheckout:
+    purchase: pb.Purchase
+    url: str
+
+
+def require(value: str, field: str) -> str:
+    if not value or not value.strip():
+        raise InvalidRequest(f"{field} is required")
+    return value.strip()
+
+
+def require_url(value: str, field: str) -> str:
+    parts = urlsplit(require(value, field))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(f"{field} must be an http(s) URL")
+    return value.strip()
+
+
+def selection(items: Sequence[tuple[str, int]]) -> list[pb.PurchaseItem]:
+    if not items:
+        raise InvalidRequest("items must list at least one price")
+    for i, (price, quantity) in enumerate(items):
+        require(price, f"items[{i}].price")
+        if quantity < 1:
+            raise InvalidRequest(f"items[{i}].quantity must be at least 1")
+    return [pb.PurchaseItem(price=price.strip(), quantity=quantity) for price, quantity in items]
+
+
+def purchase_id_for(account_id: str, idempotency_key: str | None) -> str:
+    """A retried request with the same key gets the same purchase; without a key, a new one."""
+    if not idempotency_key:
+        return f"pur_{uuid.uuid4().hex[:24]}"
+    return "pur_" + hashlib.sha256(f"{account_id}\0{idempotency_key}".encode()).hexdigest()[:24]
+
+
+async def entitlement_call(method: Callable[..., Awaitable[T]], request: object) -> T:
+    try:
+        return await method(request, timeout=ENTITLEMENT_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise Unavailable("the entitlement service is unavailable; retry shortly") from exc
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(exc.details() or "not found") from exc
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidRequest(exc.details() or "invalid request") from exc
+        raise
+
+
+async def provider_call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except ProviderError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:
+            raise InvalidRequest(f"the provider refused the request: {exc}") from exc
+        raise Unavailable(f"the provider is unavailable: {exc}") from exc
+
+
+async def customer_for(deps: Deps, account_id: str, known: str) -> str:
+    """The account's provider customer, created (once, whatever the concurrency) and linked."""
+    if known:
+        return known
+    customer = await provider_call(deps.provider.create_customer(account_id))
+    await entitlement_call(deps.entitlement.LinkProviderCustomer,
+                           pb.LinkProviderCustomerRequest(account_id=account_id, provider_customer_id=customer))
+    return customer
+
+
+def _problems(validation: pb.ValidatePurchaseResponse) -> list[dict[str, object]]:
+    return [{"code": pb.PurchaseProblemCode.Name(p.code).removeprefix("PURCHASE_PROBLEM_CODE_").lower(),
+             "item_index": p.item_index, "price": p.price, "message": p.message} for p in validation.problems]
+
+
+async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str, int]], success_url: str,
+                          cancel_url: str, idempotency_key: str | None) -> CreatedCheckout:
+    account_id = require(account_id, "account_id")
+    wanted = selection(items)
+    success_url, cancel_url = require_url(success_url, "success_url"), require_url(cancel_url, "cancel_url")
+    validation: pb.ValidatePurchaseResponse = await entitlement_call(
+        deps.entitlement.ValidatePurchase, pb.ValidatePurchaseRequest(account_id=account_id, items=wanted))
+    if not validation.ok:
+        problems = _problems(validation)
+        if any(p["code"] == "group_conflict" for p in problems) and validation.provider_customer_id:
+            portal = await provider_call(deps.provider.create_portal_session(validation.provider_customer_id,
+                                                                             cancel_url))
+            raise GroupConflict("; ".join(str(p["message"]) for p in problems if p["code"] == "group_conflict"),
+                                str(portal), list(validation.conflicting_subscription_ids))
+        raise InvalidSelection("; ".join(str(p["message"]) for p in problems), problems)
+    customer = await customer_for(deps, account_id, validation.provider_customer_id)
+    purchase_id = purchase_id_for(account_id, idempotency_key)
+    session = await provider_call(deps.provider.create_checkout_session(
+        session_params(deps, validation, account_id, customer, purchase_id, cancel_url),
+        f"checkout-{purchase_id}"))
+    registered: pb.RegisterPurchaseResponse = await entitlement_call(
+        deps.entitlement.RegisterPurchase, pb.RegisterPurchaseRequest(
+            purchase_id=purchase_id, account_id=account_id, checkout_session_id=session["id"], items=wanted,
+            subscription_group=validation.subscription_group, mode=validation.mode, success_url=success_url,
+            cancel_url=cancel_url, expires_at=_timestamp(session.get("expires_at")),
+            provider_customer_id=customer))
+    return CreatedCheckout(registered.purchase, str(session["url"]))
+
+
+def session_params(deps: Deps, validation: pb.ValidatePurchaseResponse, account_id: str, customer: str,
+                   purchase_id: str, cancel_url: str) -> dict[str, object]:
+    """The provider checkout session: the account and purchase travel in `client_reference_id` and
+    metadata (and on the subscription), and the browser comes back to our return page."""
+    metadata = {"account_id": account_id, "purchase_id": purchase_id}
+    return_query = urlencode({"purchase_id": purchase_id})
+    params: dict[str, object] = {
+        "mode": "subscription" if validation.mode == pb.PURCHASE_MODE_SUBSCRIPTION else "payment",
+        "customer": customer,
+        "client_reference_id": purchase_id,
+        "metadata": metadata,
+        "line_items": [{"price": item.price_id, "quantity": item.quantity} for item in validation.items],
+        "success_url": f"{deps.public_url}/checkout/return?{return_query}&session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": cancel_url,
+    }
+    if validation.mode == pb.PURCHASE_MODE_SUBSCRIPTION:
+        params["subscription_data"] = {"metadata": metadata}
+    return params
+
+
+def _timestamp(seconds: object) -> Timestamp:
+    stamp = Timestamp()
+    if isinstance(seconds, int):
+        stamp.FromDatetime(datetime.fromtimestamp(seconds, UTC))
+    return stamp
+
+
+async def create_portal(deps: Deps, account_id: str, return_url: str) -> str:
+    account_id, return_url = require(account_id, "account_id"), require_url(return_url, "return_url")
+    account: pb.GetAccountResponse = await entitlement_call(
+        deps.entitlement.GetAccount, pb.GetAccountRequest(account_id=account_id))
+    if not account.provider_customer_id:
+        raise NotFound(f"account {account_id} has no provider customer yet: it has bought nothing")
+    return str(await provider_call(deps.provider.create_portal_session(account.provider_customer_id, return_url)))
+
+
+@dataclass(frozen=True)
+class PurchaseStatus:
+    purchase: pb.Purchase
+    poll_after_ms: int
+    plans: list[str]
+
+
+async def purchase_status(deps: Deps, purchase_id: str, checkout_session_id: str | None = None) -> PurchaseStatus:
+    """The purchase with polling guidance. With `checkout_session_id` (the browser's proof that it
+    went through this checkout) it must match the purchase."""
+    reply: pb.GetPurchaseResponse = await entitlement_call(
+        deps.entitlement.GetPurchase, pb.GetPurchaseRequest(purchase_id=require(purchase_id, "purchase_id")))
+    purchase = reply.purchase
+    if checkout_session_id is not None and checkout_session_id != purchase.checkout_session_id:
+        raise NotFound(f"no purchase {purchase_id} for that checkout session")
+    plans: list[str] = []
+    if purchase.state == pb.PURCHASE_STATE_FINALIZED:
+        ent: pb.GetEntitlementsResponse = await entitlement_call(
+            deps.entitlement.GetEntitlements, pb.GetEntitlementsRequest(account_id=purchase.account_id))
+        plans = [p.billing_plan_code for p in ent.entitlements.plans if not p.conflict]
+    final = purchase.state in FINAL
+    return PurchaseStatus(purchase, 0 if final else deps.poll_interval_ms, plans)
+
+
+async def mark_returned(deps: Deps, purchase_id: str, checkout_session_id: str) -> pb.Purchase:
+    reply: pb.MarkPurchaseReturnedResponse = await entitlement_call(
+        deps.entitlement.MarkPurchaseReturned,
+        pb.MarkPurchaseReturnedRequest(purchase_id=require(purchase_id, "purchase_id"),
+                                       checkout_session_id=require(checkout_session_id, "session_id")))
+    return reply.purchase
+
+
+async def list_catalog(deps: Deps, account_id: str | None) -> pb.ListCatalogResponse:
+    reply: pb.ListCatalogResponse = await entitlement_call(
+        deps.entitlement.ListCatalog, pb.ListCatalogRequest(account_id=account_id or ""))
+    return reply

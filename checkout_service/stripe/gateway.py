@@ -1,0 +1,107 @@
+"""The provider, through the official `stripe` SDK. The rest of the service sees the `Provider`
+protocol and plain dicts in the provider's shapes; tests may pass a fake with the same protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import stripe
+
+Obj = dict[str, Any]
+
+
+class ProviderError(Exception):
+    """The provider refused or failed a call; `status` is its HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class Provider(Protocol):
+    async def create_customer(self, account_id: str) -> str: ...
+    async def retrieve_customer(self, customer_id: str) -> Obj: ...
+    async def create_checkout_session(self, params: Obj, idempotency_key: str) -> Obj: ...
+    async def create_portal_session(self, customer_id: str, return_url: str) -> str: ...
+    async def retrieve_product(self, product_id: str) -> Obj: ...
+    async def retrieve_subscription(self, subscription_id: str) -> Obj: ...
+    async def retrieve_checkout_session(self, session_id: str) -> Obj: ...
+    async def retrieve_invoice(self, invoice_id: str) -> Obj: ...
+    async def create_product(self, params: Obj) -> Obj: ...
+    async def update_product(self, product_id: str, params: Obj) -> Obj: ...
+    async def prices_by_lookup_keys(self, lookup_keys: Sequence[str]) -> list[Obj]: ...
+    async def create_price(self, params: Obj) -> Obj: ...
+    async def update_price(self, price_id: str, params: Obj) -> Obj: ...
+
+
+def _plain(obj: Any) -> Obj:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+class StripeGateway:
+    """`Provider` over `stripe.StripeClient` with its asynchronous aiohttp transport. `api_base`
+    points it at the simulator; unset, it talks to real Stripe."""
+
+    def __init__(self, api_key: str, api_base: str | None, max_network_retries: int = 2) -> None:
+        self._client = stripe.StripeClient(
+            api_key, base_addresses={"api": api_base} if api_base else None,
+            http_client=stripe.AIOHTTPClient(), max_network_retries=max_network_retries,
+        )
+        self._v1 = self._client.v1
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Obj:
+        try:
+            return _plain(await method(*args, **kwargs))
+        except stripe.StripeError as exc:
+            code = getattr(exc, "code", None)
+            raise ProviderError(exc.user_message or str(exc), exc.http_status, code) from exc
+
+    async def create_customer(self, account_id: str) -> str:
+        # One customer per account, even when two first purchases race: the key makes the provider
+        # answer both with the same customer.
+        found = await self._call(self._v1.customers.create_async, params={"metadata": {"account_id": account_id}},
+                                 options={"idempotency_key": f"customer-{account_id}"})
+        return str(found["id"])
+
+    async def retrieve_customer(self, customer_id: str) -> Obj:
+        return await self._call(self._v1.customers.retrieve_async, customer_id)
+
+    async def create_checkout_session(self, params: Obj, idempotency_key: str) -> Obj:
+        return await self._call(self._v1.checkout.sessions.create_async, params=params,
+                                options={"idempotency_key": idempotency_key})
+
+    async def create_portal_session(self, customer_id: str, return_url: str) -> str:
+        found = await self._call(self._v1.billing_portal.sessions.create_async,
+                                 params={"customer": customer_id, "return_url": return_url})
+        return str(found["url"])
+
+    async def retrieve_product(self, product_id: str) -> Obj:
+        return await self._call(self._v1.products.retrieve_async, product_id)
+
+    async def retrieve_subscription(self, subscription_id: str) -> Obj:
+        return await self._call(self._v1.subscriptions.retrieve_async, subscription_id,
+                                params={"expand": ["items.data.price.product"]})
+
+    async def retrieve_checkout_session(self, session_id: str) -> Obj:
+        return await self._call(self._v1.checkout.sessions.retrieve_async, session_id,
+                                params={"expand": ["line_items.data.price.product"]})
+
+    async def retrieve_invoice(self, invoice_id: str) -> Obj:
+        return await self._call(self._v1.invoices.retrieve_async, invoice_id)
+
+    async def create_product(self, params: Obj) -> Obj:
+        return await self._call(self._v1.products.create_async, params=params)
+
+    async def update_product(self, product_id: str, params: Obj) -> Obj:
+        return await self._call(self._v1.products.update_async, product_id, params=params)
+
+    async def prices_by_lookup_keys(self, lookup_keys: Sequence[str]) -> list[Obj]:
+        found = await self._call(self._v1.prices.list_async, params={"lookup_keys": list(lookup_keys), "limit": 100})
+        return list(found.get("data", []))
+
+    async def create_price(self, params: Obj) -> Obj:
+        return await self._call(self._v1.prices.create_async, params=params)
+
+    async def update_price(self, price_id: str, params: Obj) -> Obj:
+        return await self._call(self._v1.prices.update_async, price_id, params=params)
