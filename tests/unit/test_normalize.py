@@ -1,0 +1,129 @@
+"""Provider events in the current and older API shapes, normalized."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+
+FIXTURES = json.loads((Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
+                       ).read_text())["resources"]
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+PRODUCTS = {"prod_pro": {"id": "prod_pro", "object": "product", "name": "Pro", "active": True,
+                         "metadata": {"subscription_group": "core"}, "updated": 1_700_000_000}}
+
+
+def event(kind: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"id": "evt_1", "object": "event", "type": kind, "created": 1_770_000_000, "api_version": "2026-08-27",
+            "data": {"object": obj}, **extra}
+
+
+def current_subscription() -> dict[str, Any]:
+    sub = copy.deepcopy(FIXTURES["subscription"])
+    item = copy.deepcopy(FIXTURES["subscription_item"])
+    item.update({"id": "si_1", "quantity": 3, "current_period_start": 1_770_000_000,
+                 "current_period_end": 1_772_592_000})
+    item["price"] = {**FIXTURES["price"], "id": "price_pro", "product": "prod_pro", "lookup_key": "pro_monthly",
+                     "metadata": {"billing_plan_code": "pro"}}
+    sub.update({"id": "sub_1", "customer": "cus_1", "status": "active", "metadata": {"account_id": "acct_1"},
+                "items": {"object": "list", "data": [item]}})
+    return sub
+
+
+def test_a_current_subscription_keeps_item_periods_metadata_and_the_products_metadata() -> None:
+    normalized = normalize(event("customer.subscription.updated", current_subscription()), b"raw", NOW, PRODUCTS)
+    sub = normalized.subscription
+    assert (normalized.account_id, sub.subscription_id, sub.provider_customer_id) == ("acct_1", "sub_1", "cus_1")
+    assert sub.status == pb.SUBSCRIPTION_STATUS_ACTIVE
+    [item] = sub.items
+    assert (item.price.price_id, item.quantity, item.price.lookup_key) == ("price_pro", 3, "pro_monthly")
+    assert item.current_period_end.seconds == 1_772_592_000
+    assert dict(item.price.product.metadata) == {"subscription_group": "core"}
+    assert normalized.raw_payload == b"raw" and normalized.created.seconds == 1_770_000_000
+
+
+def test_a_subscription_in_the_older_shape_takes_its_periods_and_price_from_the_subscription_and_plan() -> None:
+    sub = current_subscription()
+    item = sub["items"]["data"][0]
+    del item["current_period_start"], item["current_period_end"]
+    item["plan"] = {"object": "plan", "id": "price_pro", "product": "prod_pro", "interval": "month",
+                    "interval_count": 1, "amount": 2000, "currency": "usd", "active": True, "metadata": {}}
+    del item["price"]
+    sub.update({"current_period_start": 1_770_000_000, "current_period_end": 1_772_592_000})
+    normalized = normalize(event("customer.subscription.updated", sub, api_version="2024-06-20"), b"", NOW, PRODUCTS)
+    [item_out] = normalized.subscription.items
+    assert item_out.price.price_id == "price_pro" and item_out.price.interval == "month"
+    assert item_out.current_period_end.seconds == 1_772_592_000
+
+
+def test_products_the_payload_does_not_carry_are_named_for_fetching() -> None:
+    assert product_ids("customer.subscription.updated", current_subscription()) == {"prod_pro"}
+
+
+@pytest.mark.parametrize("line_shape", ["current", "older"])
+def test_a_paid_invoice_names_its_subscription_and_each_lines_price_and_period(line_shape: str) -> None:
+    invoice = copy.deepcopy(FIXTURES["invoice"])
+    line = copy.deepcopy(invoice["lines"]["data"][0])
+    line.update({"quantity": 2, "period": {"start": 1_770_000_000, "end": 1_772_592_000}})
+    if line_shape == "current":
+        line["pricing"] = {"type": "price_details", "price_details": {"price": "price_pro", "product": "prod_pro"}}
+        invoice["parent"] = {"type": "subscription_details", "quote_details": None,
+                             "subscription_details": {"subscription": "sub_1", "metadata": {"account_id": "acct_1"}}}
+    else:
+        line["price"] = {"id": "price_pro", "object": "price"}
+        invoice.update({"subscription": "sub_1", "parent": None,
+                        "subscription_details": {"metadata": {"account_id": "acct_1"}}})
+    invoice.update({"id": "in_1", "customer": "cus_1", "status": "paid", "lines": {"data": [line]}})
+    normalized = normalize(event("invoice.paid", invoice), b"", NOW, {})
+    assert normalized.account_id == "acct_1"
+    assert normalized.invoice.subscription_id == "sub_1" and normalized.invoice.paid
+    [out] = normalized.invoice.lines
+    assert (out.price_id, out.quantity, out.period_start.seconds) == ("price_pro", 2, 1_770_000_000)
+
+
+def test_a_checkout_session_carries_the_purchase_and_account() -> None:
+    session = copy.deepcopy(FIXTURES["checkout.session"])
+    session.update({"id": "cs_1", "client_reference_id": "pur_1", "customer": "cus_1", "mode": "payment",
+                    "status": "complete", "payment_status": "paid", "metadata": {"account_id": "acct_1"},
+                    "line_items": {"data": [{"quantity": 2, "price": {"id": "price_pack", "product": "prod_pro"}}]}})
+    normalized = normalize(event("checkout.session.completed", session), b"", NOW, PRODUCTS)
+    cs = normalized.checkout_session
+    assert (cs.purchase_id, cs.mode, cs.payment_status, normalized.account_id) == (
+        "pur_1", pb.PURCHASE_MODE_PAYMENT, "paid", "acct_1")
+    assert [(li.price.price_id, li.quantity) for li in cs.line_items] == [("price_pack", 2)]
+
+
+def test_product_and_price_events_take_the_events_time_and_deletions() -> None:
+    deleted = normalize(event("product.deleted", {**FIXTURES["product"], "id": "prod_x"}), b"", NOW, {})
+    assert deleted.product.deleted and deleted.product.provider_updated_at.seconds == 1_770_000_000
+    price = normalize(event("price.updated", {**FIXTURES["price"], "id": "price_x", "product": "prod_pro"}),
+                      b"", NOW, PRODUCTS)
+    assert price.price.product.product_id == "prod_pro"
+
+
+def test_an_event_type_we_do_not_use_carries_no_object() -> None:
+    assert normalize(event("charge.refunded", {"id": "ch_1"}), b"", NOW, {}).WhichOneof("object") is None
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ([], "not a JSON object"),
+    ({"type": "x", "created": 1, "data": {"object": {}}}, "no id"),
+    ({"id": "evt", "created": 1, "data": {"object": {}}}, "no type"),
+    ({"id": "evt", "type": "x", "created": "soon", "data": {"object": {}}}, "no integer created"),
+    ({"id": "evt", "type": "x", "created": 1, "data": {}}, "no data.object"),
+])
+def test_a_body_that_is_not_an_event_is_refused_with_the_reason(body: object, why: str) -> None:
+    with pytest.raises(MalformedEvent, match=why):
+        envelope(body)
+
+
+def test_a_subscription_with_an_unknown_status_is_malformed() -> None:
+    with pytest.raises(MalformedEvent, match="unknown status"):
+        normalize(event("customer.subscription.updated", {**current_subscription(), "status": "zombie"}), b"", NOW, {})
