@@ -134,6 +134,11 @@ async def upsert_price(conn: Conn, r: ResolvedPrice) -> bool:
     ) is not None
 
 
+async def price_is_newer(conn: Conn, price_id: str, at: datetime) -> bool:
+    stored = await conn.fetchval("SELECT provider_updated_at FROM catalog_prices WHERE price_id = $1", price_id)
+    return stored is None or stored <= at
+
+
 async def release_lookup_key(conn: Conn, lookup_key: str, keep_price_id: str) -> None:
     """A lookup key moves to the newest price that claims it, as at the provider."""
     await conn.execute("UPDATE catalog_prices SET lookup_key = NULL WHERE lookup_key = $1 AND price_id <> $2",

@@ -35,10 +35,10 @@ async def store_price(conn: q.Conn, price: Price, product: Product | None,
     """Resolves the price against its product and the configuration, and stores it unless the
     stored entry describes a later provider time. Returns it and whether the stored entry changed."""
     resolved = rules.resolve_price(price, product, config)
-    changed = await q.upsert_price(conn, resolved)
-    if changed and price.lookup_key and not price.deleted:
+    if price.lookup_key and not price.deleted and await q.price_is_newer(conn, price.price_id,
+                                                                          price.provider_updated_at):
         await q.release_lookup_key(conn, price.lookup_key, price.price_id)
-    return resolved, changed
+    return resolved, await q.upsert_price(conn, resolved)
 
 
 async def store_product(conn: q.Conn, product: Product, config: CatalogConfig) -> bool:

@@ -55,15 +55,19 @@ class _Authed:
         return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
-async def start_service(database_url: str) -> Client:
+async def start_service(database_url: str, port: int = 0) -> Client:
     settings = Settings.from_env({"DATABASE_URL": database_url, "SERVICE_TOKENS": SERVICE_TOKENS,
-                                  "ENTITLEMENT_GRPC_ADDR": "127.0.0.1:0", "ENTITLEMENT_METRICS_ADDR": "127.0.0.1:0"})
+                                  "ENTITLEMENT_GRPC_ADDR": f"127.0.0.1:{port}",
+                                  "ENTITLEMENT_METRICS_ADDR": "127.0.0.1:0"})
     running = await start(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     health = health_pb2_grpc.HealthStub(channel)
 
     async def serving() -> bool:
-        reply = await health.Check(health_pb2.HealthCheckRequest())
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False  # still binding, or a restart on the same port not yet reachable
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     await eventually(serving, what="the entitlement service to serve")

@@ -50,6 +50,7 @@ def subscription_event(
     customer_id: str = "cus_1", start: datetime | None = None, period_end: datetime | None = None,
     cancel_at: datetime | None = None, cancel_at_period_end: bool = False, ended_at: datetime | None = None,
     event_type: str = "customer.subscription.updated", purchase_id: str | None = None,
+    price_ids: dict[str, str] | None = None,
 ) -> pb.ProviderEvent:
     start = start or at
     metadata = {k: v for k, v in (("account_id", account_id), ("purchase_id", purchase_id)) if v}
@@ -62,7 +63,8 @@ def subscription_event(
             ended_at=ts(ended_at), metadata=metadata,
             items=[pb.SubscriptionItemSnapshot(
                 item_id=f"si_{subscription_id}_{key}", quantity=quantity,
-                price=pb.PriceSnapshot(price_id=price_id(key), product_id=PRODUCT_OF.get(key, key)),
+                price=pb.PriceSnapshot(price_id=(price_ids or {}).get(key) or price_id(key),
+                                       product_id=PRODUCT_OF.get(key, key)),
                 current_period_start=ts(start), current_period_end=ts(period_end or start + MONTH))
                 for key, quantity in items],
         ),

@@ -1,0 +1,263 @@
+"""The checkout service in-process over real sockets, with the real entitlement service and
+PostgreSQL behind it and a fake provider in front (the simulator runs in the end-to-end tests)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from checkout_service.app import Running, start
+from checkout_service.catalog_apply import apply
+from checkout_service.settings import Settings
+from checkout_service.stripe.signature import sign
+from entitlement_service.domain.catalog_file import CatalogFileError, load_catalog, parse_catalog
+from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from service_runtime.auth import Role
+from tests.integration.conftest import Client, start_service, stop_service
+from tests.support.fake_provider import FakeProvider
+from tests.support.provider import EXAMPLE_CATALOG, T0, subscription_event
+from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
+from tests.support.waiting import eventually
+
+SECRET = "whsec_checkout_tests"
+PRODUCT = {"Authorization": f"Bearer {TOKENS[Role.PRODUCT]}"}
+
+
+@dataclass
+class Stack:
+    entitlement: Client
+    checkout: Running
+    provider: FakeProvider
+    http: aiohttp.ClientSession
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.checkout.http_port}{path}"
+
+    async def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.http.post(self.url(path), json=body, headers={**PRODUCT, **(headers or {})}) as r:
+            return r.status, await r.json()
+
+    async def webhook(self, event: dict[str, Any], secret: str = SECRET) -> tuple[int, Any]:
+        raw = json.dumps(event).encode()
+        at = int(time.time())
+        headers = {"Stripe-Signature": f"t={at},v1={sign(raw, secret, at)}", "Content-Type": "application/json"}
+        async with self.http.post(self.url("/webhooks/stripe"), data=raw, headers=headers) as r:
+            return r.status, await r.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    entitlement = await start_service(database_url, free_port())
+    provider = FakeProvider()
+    settings = Settings.from_env({
+        "SERVICE_TOKENS": SERVICE_TOKENS, "STRIPE_API_KEY": "sk_test_fake",
+        "STRIPE_WEBHOOK_SECRETS": f"whsec_old,{SECRET}",
+        "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
+        "CHECKOUT_HTTP_ADDR": "127.0.0.1:0"})
+    checkout = await start(settings, provider)
+    await apply(load_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
+    async with aiohttp.ClientSession() as http:
+        stack = Stack(entitlement, checkout, provider, http)
+        yield stack
+    await checkout.stop(0)
+    await stop_service(stack.entitlement)  # a test may have restarted it
+
+
+def checkout_body(price: str = "pro_monthly", quantity: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"account_id": "acct_1", "items": [{"price": price, "quantity": quantity}],
+            "success_url": "https://app.example/done", "cancel_url": "https://app.example/pricing", **extra}
+
+
+async def test_applying_the_catalog_again_changes_nothing_at_the_provider_or_in_entitlements(stack: Stack) -> None:
+    calls_before = len(stack.provider.calls)
+    report, reply = await apply(load_catalog(EXAMPLE_CATALOG), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
+    assert report.created == [] and report.updated == [] and len(report.unchanged) == 9  # 4 products, 5 prices
+    assert not any(e.changed for e in reply.entries)
+    writes = [c for c in stack.provider.calls[calls_before:] if c.startswith(("create", "update"))]
+    assert writes == []
+
+
+async def test_a_changed_amount_moves_the_lookup_key_to_a_new_price_and_archives_the_old(stack: Stack) -> None:
+    text = EXAMPLE_CATALOG.read_text().replace("unit_amount = 900", "unit_amount = 990")
+    report, _ = await apply(parse_catalog(text), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
+    assert any("starter_monthly (new terms" in c for c in report.created)
+    starters = [p for p in stack.provider.prices.values() if p["product"] == "starter"]
+    assert sorted((p["unit_amount"], p["active"], p["lookup_key"]) for p in starters) == [
+        (900, False, None), (990, True, "starter_monthly")]
+
+
+def test_an_invalid_catalog_file_is_refused_naming_the_entry_before_anything_is_written() -> None:
+    text = EXAMPLE_CATALOG.read_text().replace('billing_plan_code = "pro"', 'billing_plan_code = "platinum"', 1)
+    with pytest.raises(CatalogFileError, match="platinum"):
+        parse_catalog(text)
+
+
+async def test_a_checkout_session_is_created_once_per_idempotency_key(stack: Stack) -> None:
+    status, first = await stack.post("/v1/checkout/sessions", checkout_body(), {"Idempotency-Key": "k1"})
+    assert status == 201, first
+    assert first["status"] == "pending" and first["url"].startswith("https://checkout.test/")
+    status, again = await stack.post("/v1/checkout/sessions", checkout_body(), {"Idempotency-Key": "k1"})
+    assert status == 201 and again == first
+    assert stack.provider.calls.count("create_customer") == 1
+    assert len(stack.provider.sessions) == 1
+    session = stack.provider.sessions[first["checkout_session_id"]]
+    assert session["client_reference_id"] == first["purchase_id"]
+    assert session["metadata"] == session["subscription_data"]["metadata"] == {
+        "account_id": "acct_1", "purchase_id": first["purchase_id"]}
+    assert "{CHECKOUT_SESSION_ID}" in session["success_url"]
+
+
+@pytest.mark.parametrize(("body", "status", "code", "names"), [
+    (checkout_body(price="gold_monthly"), 422, "invalid_selection", "gold_monthly"),
+    (checkout_body(quantity=0), 422, "invalid_request", "items[0].quantity"),
+    ({**checkout_body(), "items": []}, 422, "invalid_request", "items"),
+    (checkout_body(success_url="javascript:alert(1)"), 422, "invalid_request", "success_url"),
+    ({**checkout_body(), "account_id": ""}, 422, "invalid_request", "account_id"),
+    ({**checkout_body(), "items": [{"price": "pro_monthly"}, {"price": "credit_pack_500"}]}, 422,
+     "invalid_selection", "recurring and one-time"),
+    ("not an object", 422, "invalid_request", "JSON object"),
+])
+async def test_a_bad_selection_is_refused_with_a_json_error_naming_it(
+    stack: Stack, body: object, status: int, code: str, names: str
+) -> None:
+    got, reply = await stack.post("/v1/checkout/sessions", body)
+    assert got == status and reply["error"]["code"] == code and names in reply["error"]["message"]
+
+
+async def test_session_endpoints_need_a_product_token(stack: Stack) -> None:
+    async with stack.http.post(stack.url("/v1/checkout/sessions"), json=checkout_body()) as r:
+        assert r.status == 401 and (await r.json())["error"]["code"] == "unauthenticated"
+    headers = {"Authorization": f"Bearer {TOKENS[Role.SUPPORT]}"}
+    async with stack.http.post(stack.url("/v1/checkout/sessions"), json=checkout_body(), headers=headers) as r:
+        assert r.status == 403
+
+
+async def test_a_body_over_one_mebibyte_is_refused(stack: Stack) -> None:
+    async with stack.http.post(stack.url("/webhooks/stripe"), data=b"x" * (1024 * 1024 + 1)) as r:
+        assert r.status == 413 and (await r.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_a_purchase_into_an_occupied_group_is_refused_with_a_portal_link(stack: Stack) -> None:
+    await stack.post("/v1/checkout/sessions", checkout_body())  # creates and links the customer
+    customer = next(iter(stack.provider.customers))
+    ids = {p["lookup_key"]: p["id"] for p in stack.provider.prices.values()}
+    [applied] = await stack.entitlement.apply(subscription_event("evt_1", "sub_1", T0, customer_id=customer,
+                                                                 price_ids=ids))
+    assert applied.outcome == pb.EVENT_OUTCOME_APPLIED
+    status, reply = await stack.post("/v1/checkout/sessions", checkout_body(price="starter_monthly"))
+    assert status == 409 and reply["error"]["code"] == "group_conflict"
+    assert reply["error"]["portal_url"].startswith(f"https://portal.test/{customer}")
+    assert reply["error"]["subscription_ids"] == ["sub_1"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.checkout.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await checkout_pb2_grpc.CheckoutServiceStub(channel).CreateCheckoutSession(
+                checkout_pb2.CreateCheckoutSessionRequest(
+                    account_id="acct_1", items=[pb.PurchaseItem(price="starter_monthly", quantity=1)],
+                    success_url="https://app.example/done", cancel_url="https://app.example/pricing"),
+                metadata=bearer(Role.PRODUCT))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    trailing = dict(refused.value.trailing_metadata() or ())
+    assert trailing["error-code"] == "group_conflict" and trailing["portal-url"].startswith("https://portal.test/")
+
+
+async def test_a_portal_session_needs_a_provider_customer(stack: Stack) -> None:
+    body = {"account_id": "acct_new", "return_url": "https://app.example/account"}
+    status, reply = await stack.post("/v1/portal/sessions", body)
+    assert status == 404 and reply["error"]["code"] == "not_found"
+    await stack.post("/v1/checkout/sessions", {**checkout_body(), "account_id": "acct_new"})
+    status, reply = await stack.post("/v1/portal/sessions", body)
+    assert status == 201 and reply["url"].startswith("https://portal.test/cus_")
+
+
+def subscription_payload(event_id: str = "evt_w1") -> dict[str, Any]:
+    item = {"id": "si_1", "object": "subscription_item", "quantity": 1, "created": 1_767_225_600,
+            "current_period_start": 1_767_225_600, "current_period_end": 1_769_904_000,
+            "price": {"id": "price_pro", "object": "price", "product": "pro", "active": True, "currency": "usd",
+                      "unit_amount": 2000, "recurring": {"interval": "month", "interval_count": 1},
+                      "lookup_key": "pro_monthly", "metadata": {}}}
+    return {"id": event_id, "object": "event", "type": "customer.subscription.created", "created": 1_767_225_600,
+            "api_version": "2026-08-27", "data": {"object": {
+                "id": "sub_w", "object": "subscription", "customer": "cus_w", "status": "active",
+                "created": 1_767_225_600, "start_date": 1_767_225_600, "cancel_at_period_end": False,
+                "metadata": {"account_id": "acct_w"}, "items": {"object": "list", "data": [item]}}}}
+
+
+async def test_a_signed_webhook_is_recorded_once_and_a_bad_one_records_nothing(stack: Stack) -> None:
+    event = subscription_payload()
+    status, reply = await stack.webhook(event, secret="whsec_wrong")
+    assert status == 400 and reply["error"]["code"] == "bad_signature"
+    assert not (await stack.entitlement.entitlements("acct_w")).plans
+    status, reply = await stack.webhook(event)
+    assert status == 200 and reply == {"received": True, "id": "evt_w1", "outcome": "applied"}
+    assert [p.billing_plan_code for p in (await stack.entitlement.entitlements("acct_w")).plans] == ["pro"]
+    status, reply = await stack.webhook(event)
+    assert status == 200 and reply["outcome"] == "duplicate"
+
+
+async def test_a_signed_body_that_is_not_an_event_is_refused(stack: Stack) -> None:
+    raw = b'{"hello": "world"}'
+    at = int(time.time())
+    async with stack.http.post(stack.url("/webhooks/stripe"), data=raw,
+                               headers={"Stripe-Signature": f"t={at},v1={sign(raw, SECRET, at)}"}) as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "malformed_body"
+
+
+async def test_an_event_type_we_do_not_use_is_acknowledged_and_recorded_as_ignored(stack: Stack) -> None:
+    status, reply = await stack.webhook({"id": "evt_c", "object": "event", "type": "charge.refunded",
+                                         "created": 1_767_225_600, "data": {"object": {"id": "ch_1"}}})
+    assert status == 200 and reply["outcome"] == "ignored"
+
+
+async def test_webhooks_answer_503_while_the_entitlement_service_is_down_and_nothing_is_lost(
+    stack: Stack, database_url: str
+) -> None:
+    port = stack.entitlement.running.port
+    await stop_service(stack.entitlement)
+    status, reply = await stack.webhook(subscription_payload())
+    assert status == 503 and reply["error"]["code"] == "unavailable"
+    stack.entitlement = await start_service(database_url, port)
+
+    async def retried() -> bool:  # the provider retries with backoff until it gets a 2xx
+        status, reply = await stack.webhook(subscription_payload())
+        return status == 200 and reply["outcome"] == "applied"
+
+    await eventually(retried, what="a retried delivery to be recorded")
+
+
+async def test_the_return_page_records_the_return_and_polls_a_status_the_browser_may_read(stack: Stack) -> None:
+    _, created = await stack.post("/v1/checkout/sessions", checkout_body())
+    purchase, session = created["purchase_id"], created["checkout_session_id"]
+    async with stack.http.get(stack.url(f"/checkout/return?purchase_id={purchase}&session_id={session}")) as r:
+        assert r.status == 200 and "Confirming your purchase" in await r.text()
+    async with stack.http.get(stack.url(f"/v1/purchases/{purchase}?checkout_session_id={session}")) as r:
+        body = await r.json()
+    assert body["state"] == "returned" and body["poll_after_ms"] > 0 and body["timeout_at"]
+    async with stack.http.get(stack.url(f"/v1/purchases/{purchase}?checkout_session_id=cs_other")) as r:
+        assert r.status == 404
+    async with stack.http.get(stack.url(f"/v1/purchases/{purchase}")) as r:
+        assert r.status == 401
+    async with stack.http.get(stack.url("/checkout/return?purchase_id=pur_nope&session_id=cs_nope")) as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
+async def test_the_catalog_lists_purchasability_for_an_account(stack: Stack) -> None:
+    async with stack.http.get(stack.url("/v1/catalog?account_id=acct_1"), headers=PRODUCT) as r:
+        body = await r.json()
+    keys = {p["price"]["lookup_key"]: p["purchasability"]["purchasable"] for p in body["prices"]}
+    assert keys == dict.fromkeys(
+        ["starter_monthly", "pro_monthly", "pro_yearly", "team_seats_monthly", "credit_pack_500"], True)
