@@ -40,8 +40,10 @@ def build_server(settings: Settings, deps: Deps) -> GrpcServer:
 
 
 class Running:
-    def __init__(self, server: GrpcServer, runner: web.AppRunner, http_port: int, channel: grpc.aio.Channel) -> None:
+    def __init__(self, server: GrpcServer, runner: web.AppRunner, http_port: int, channel: grpc.aio.Channel,
+                 gateway: StripeGateway | None) -> None:
         self.server, self.runner, self.http_port, self.channel = server, runner, http_port, channel
+        self.gateway = gateway
 
     @property
     def port(self) -> int:
@@ -54,11 +56,15 @@ class Running:
         finally:
             await self.runner.cleanup()
             await self.channel.close()
+            if self.gateway is not None:
+                await self.gateway.close()
 
 
 async def start(settings: Settings, provider: Provider | None = None) -> Running:
     channel = open_channel(settings.entitlement_target, settings.entitlement_token)
-    provider = provider or StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    gateway = None if provider else StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    provider = provider or gateway
+    assert provider is not None
     deps = Deps(entitlement_pb2_grpc.EntitlementServiceStub(channel), provider, settings.public_url or "",
                 settings.poll_interval_ms)
     hooks = WebhookDeps(deps, settings.stripe_webhook_secrets, settings.stripe_webhook_tolerance_s,
@@ -77,7 +83,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     deps.public_url = settings.public_url or f"http://{settings.http_addr.host}:{http_port}"
     log.info("listening", grpc_port=server.port, http_port=http_port, entitlement_target=settings.entitlement_target,
              provider=settings.stripe_api_base or "stripe", sync_mode=settings.stripe_sync_mode)
-    return Running(server, runner, http_port, channel)
+    return Running(server, runner, http_port, channel, gateway)
 
 
 async def run(settings: Settings) -> None:

@@ -27,8 +27,8 @@ def catalog_apply(path: str) -> int:
 
 async def _apply(file: CatalogFile, settings: Settings) -> int:
     channel = open_channel(settings.entitlement_target, settings.entitlement_token)
+    provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
     try:
-        provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
         report, reply = await apply(file, provider, entitlement_pb2_grpc.EntitlementServiceStub(channel))
     except ProviderError as exc:
         print(f"the provider refused: {exc}")
@@ -37,6 +37,7 @@ async def _apply(file: CatalogFile, settings: Settings) -> int:
         print(f"the entitlement service refused: {exc.code().name}: {exc.details()}")
         return 1
     finally:
+        await provider.close()
         await channel.close()
     print(report.line())
     changed = [e for e in reply.entries if e.changed]

@@ -23,6 +23,7 @@ from devstack.pg import Database, ensure_database
 ROLES = ("product", "checkout", "support", "operator")
 SIM_ADDR = "127.0.0.1:12111"
 READY_TIMEOUT_S = 60.0
+CATALOG = "deploy/catalog.example.toml"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,12 @@ def service_env(root: Path, database: Database, ends: Endpoints, simulator: bool
         or local_secret(run_dir, "webhook_secret", f"whsec_{secrets.token_hex(16)}"),
     }
     if simulator and "STRIPE_API_BASE" not in os.environ:
-        env["STRIPE_API_BASE"] = f"http://{os.environ.get('PROVIDER_SIM_ADDR', SIM_ADDR)}"
+        sim_addr = os.environ.get("PROVIDER_SIM_ADDR", SIM_ADDR)
+        env["STRIPE_API_BASE"] = f"http://{sim_addr}"
+        env["PROVIDER_SIM_ADDR"] = sim_addr
+        # The simulator delivers to the checkout service, signing with the secret it verifies.
+        env["PROVIDER_SIM_WEBHOOK_URL"] = f"http://{ends.checkout_http}/webhooks/stripe"
+        env["PROVIDER_SIM_WEBHOOK_SECRET"] = env["STRIPE_WEBHOOK_SECRETS"].split(",")[0]
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
 
@@ -102,7 +108,18 @@ class Children:
                     await proc.wait()
 
 
-async def wait_ready(children: Children, ends: Endpoints) -> None:
+async def answers(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def wait_ready(children: Children, ends: Endpoints, sim_addr: str | None) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + READY_TIMEOUT_S
     async with aio.insecure_channel(ends.entitlement_grpc) as ent, aio.insecure_channel(ends.checkout_grpc) as co:
@@ -110,10 +127,33 @@ async def wait_ready(children: Children, ends: Endpoints) -> None:
             problem = children.exited()
             if problem:
                 raise RuntimeError(problem)
-            if await is_serving(ent) and await is_serving(co):
+            if (await is_serving(ent) and await is_serving(co)
+                    and (sim_addr is None or await answers(sim_addr))):
                 return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"the services were not ready within {READY_TIMEOUT_S:.0f} s")
+
+
+async def apply_catalog(root: Path, env: dict[str, str]) -> str:
+    """The example catalog, to the provider and the entitlement service (a no-op when unchanged)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "checkout_service", "catalog", "apply", str(root / CATALOG), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"catalog apply failed:\n{out.decode()}")
+    return out.decode().strip()
+
+
+def purchase_lines(token: str, ends: Endpoints) -> list[str]:
+    body = ('{"account_id": "acct_demo", "items": [{"price": "pro_monthly", "quantity": 1}], '
+            '"success_url": "https://example.com/welcome", "cancel_url": "https://example.com/pricing"}')
+    return [
+        "",
+        "  buy a plan (open the returned url in a browser and press Pay; the simulator plays Stripe):",
+        f"    curl -s -X POST http://{ends.checkout_http}/v1/checkout/sessions -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+    ]
 
 
 def banner(env: dict[str, str], ends: Endpoints, database: Database, simulator: bool) -> str:
@@ -139,6 +179,7 @@ def banner(env: dict[str, str], ends: Endpoints, database: Database, simulator: 
         f"    {grpcurl} -plaintext -d '{{\"service\": \"selfserve.entitlement.v1.EntitlementService\"}}' "
         f"{ends.entitlement_grpc} grpc.health.v1.Health/Check",
         f"    {grpcurl} -plaintext {ends.checkout_grpc} describe selfserve.checkout.v1.CheckoutService",
+        *(purchase_lines(tokens["product"], ends) if simulator else []),
         "",
     ]
     return "\n".join(lines)
@@ -167,7 +208,9 @@ async def serve(root: Path, database: Database) -> int:
             await children.start("provider_sim", env)
         await children.start("entitlement_service", env)
         await children.start("checkout_service", env)
-        await wait_ready(children, ends)
+        await wait_ready(children, ends, env.get("PROVIDER_SIM_ADDR") if simulator else None)
+        if simulator:
+            print(await apply_catalog(root, env), flush=True)
         print(banner(env, ends, database, simulator), flush=True)
         while not stop.is_set() and children.exited() is None:
             try:

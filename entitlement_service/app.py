@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 import structlog
@@ -113,15 +114,24 @@ async def start(settings: Settings) -> Running:
     return Running(runtime, server, runner, metrics_port)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings) -> int:
+    """Serves until SIGTERM or SIGINT (exit 0), or until start-up fails for good, for example on a
+    migration that changed after it was applied (exit 1, after one clear log line)."""
     running = await start(settings)
-    signal_name = await wait_for_stop_signal()
-    log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
-    await running.stop(settings.shutdown_grace_s)
+    stop = asyncio.create_task(wait_for_stop_signal())
+    await asyncio.wait({stop, running.connecting}, return_when=asyncio.FIRST_COMPLETED)
+    failed = running.connecting.done() and not running.connecting.cancelled() and running.connecting.exception()
+    if failed:
+        log.error("startup_failed", error=f"{type(failed).__name__}: {failed}")
+        stop.cancel()
+    else:
+        log.info("shutting_down", signal=stop.result(), grace_s=settings.shutdown_grace_s)
+    await running.stop(0 if failed else settings.shutdown_grace_s)
     log.info("stopped")
+    return 1 if failed else 0
 
 
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("entitlement_service", level=settings.log_level)
-    asyncio.run(run(settings))
+    sys.exit(asyncio.run(run(settings)))

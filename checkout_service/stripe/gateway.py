@@ -44,11 +44,15 @@ class StripeGateway:
     points it at the simulator; unset, it talks to real Stripe."""
 
     def __init__(self, api_key: str, api_base: str | None, max_network_retries: int = 2) -> None:
+        self._http = stripe.AIOHTTPClient()
         self._client = stripe.StripeClient(
             api_key, base_addresses={"api": api_base} if api_base else None,
-            http_client=stripe.AIOHTTPClient(), max_network_retries=max_network_retries,
+            http_client=self._http, max_network_retries=max_network_retries,
         )
         self._v1 = self._client.v1
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Obj:
         try:
