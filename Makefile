@@ -23,7 +23,7 @@ test: $(STAMP)
 ## lint: ruff, mypy (strict on the domain packages), buf lint, generated code up to date
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack
+	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack provider_sim
 	$(BIN)/buf lint
 	$(BIN)/python -m devstack protos --check
 

@@ -21,3 +21,5 @@ try:
         sys.exit(USAGE)
 except ConfigError as exc:
     sys.exit(f"checkout_service: configuration error: {exc}")
+except OSError as exc:  # a listen address already taken, for one
+    sys.exit(f"checkout_service: cannot start: {exc}")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provider_sim.errors import StripeError, invalid, missing, unknown_param
+from provider_sim.errors import invalid, missing, unknown_param
 
 INTEGER = re.compile(r"^-?\d+$")
 METADATA_KEY_MAX, METADATA_VALUE_MAX, METADATA_KEYS_MAX = 40, 500, 50
@@ -98,10 +98,12 @@ class Params:
 
     def boolean(self, key: str) -> bool | None:
         value = self.raw(key)
-        if value is None or isinstance(value, bool):
-            return value
+        if value is None:
+            return None
+        if value is True or value is False:
+            return bool(value)
         if value in ("true", "false"):
-            return value == "true"
+            return bool(value == "true")
         raise invalid(self.name(key), f"Invalid boolean: {_describe(value)}")
 
     def choice(self, key: str, options: Iterable[str], *, required: bool = False) -> str | None:
@@ -179,7 +181,3 @@ class Params:
     def expand(self) -> list[str]:
         return self.texts("expand") or []
 
-
-def check_metadata_size(metadata: Mapping[str, str], param: str = "metadata") -> None:
-    if len(metadata) > METADATA_KEYS_MAX:
-        raise StripeError(400, f"Metadata can have up to {METADATA_KEYS_MAX} keys.", param=param)

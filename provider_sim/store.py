@@ -106,7 +106,8 @@ def _revive(cls: type[T], data: dict[str, Any]) -> T:
             continue
         value = data[f.name]
         args = typing.get_args(hints[f.name])
-        if typing.get_origin(hints[f.name]) is list and args and dataclasses.is_dataclass(args[0]):
+        if typing.get_origin(hints[f.name]) is list and args and isinstance(args[0], type) \
+                and dataclasses.is_dataclass(args[0]):
             value = [_revive(args[0], item) for item in value]
         values[f.name] = value
     return cls(**values)

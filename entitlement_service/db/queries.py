@@ -71,6 +71,16 @@ async def load_config(conn: Conn) -> CatalogConfig:
     )
 
 
+CATALOG_LOCK_KEY = 0x5E1FCA7A
+
+
+async def lock_catalog(conn: Conn) -> None:
+    """Serializes catalog writers to the end of the transaction, so a price is always resolved
+    against the configuration committed before it (a catalog load racing a price event cannot
+    leave the price resolved against the old configuration)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", CATALOG_LOCK_KEY)
+
+
 async def load_gate_bundles(conn: Conn, codes: Iterable[str]) -> list[GateBundle]:
     return [rows.gate_bundle(r) for r in await conn.fetch("SELECT * FROM gate_bundles WHERE code = ANY($1)",
                                                           list(codes))]

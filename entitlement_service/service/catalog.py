@@ -54,6 +54,7 @@ async def upsert_catalog(deps: Deps, config: CatalogConfig, products: Sequence[P
                          prices: Sequence[Price]) -> list[EntryResult]:
     results: list[EntryResult] = []
     async with deps.pool.acquire() as conn, conn.transaction():
+        await q.lock_catalog(conn)
         for kind, code, changed in await q.upsert_config(conn, config):
             results.append(EntryResult(kind, code, changed))
         merged = _merged(await q.load_config(conn), config)

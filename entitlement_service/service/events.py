@@ -134,11 +134,12 @@ async def _learn_prices(conn: q.Conn, items: Sequence[tuple[Price, Product | Non
     """A price the catalog does not know is learned from the snapshot when the snapshot carries
     its product (with the product's metadata); otherwise the event is rejected naming the price.
     An event that references an invalid catalog entry is rejected with the entry's reason."""
-    config = await q.load_config(conn)
     known = await q.load_prices(conn, [price.price_id for price, _ in items])
     for price, product in items:
         resolved = known.get(price.price_id)
         if resolved is None and product is not None:
+            await q.lock_catalog(conn)
+            config = await q.load_config(conn)
             await store_product(conn, product, config)
             resolved, _ = await store_price(conn, price, product, config)
         if resolved is None:
@@ -212,6 +213,7 @@ async def _rebuild(conn: q.Conn, deps: Deps, account: str, event: ProviderEvent)
 
 
 async def _product(conn: q.Conn, event: ProviderEvent, product: Product) -> EventResult:
+    await q.lock_catalog(conn)
     if not await q.product_is_newer(conn, product.product_id, product.provider_updated_at):
         return EventResult(event.provider_event_id, Outcome.STALE, "an equal or newer product state is held")
     await store_product(conn, product, await q.load_config(conn))
@@ -219,6 +221,7 @@ async def _product(conn: q.Conn, event: ProviderEvent, product: Product) -> Even
 
 
 async def _price(conn: q.Conn, event: ProviderEvent, price: Price) -> EventResult:
+    await q.lock_catalog(conn)
     held = (await q.load_prices(conn, [price.price_id])).get(price.price_id)
     if held is not None and held.price.provider_updated_at > price.provider_updated_at:
         return EventResult(event.provider_event_id, Outcome.STALE, "a newer price state is held")

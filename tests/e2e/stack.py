@@ -1,0 +1,134 @@
+"""The whole product as separate processes on free loopback ports: the provider simulator,
+the entitlement service over its own database, the checkout service, the example catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from selfserve.entitlement.v1 import entitlement_pb2_grpc
+from service_runtime.auth import Role
+from tests.support.processes import ServiceProcess
+from tests.support.provider import EXAMPLE_CATALOG, ROOT
+from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
+from tests.support.waiting import eventually
+
+SECRET = "whsec_e2e_purchases"
+
+
+def free_port() -> int:
+    """A free port below Linux's ephemeral range, so outgoing connections cannot take it first."""
+    while True:
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    processes: list[ServiceProcess]
+    http: aiohttp.ClientSession
+    channel: grpc.aio.Channel
+
+    @property
+    def sim(self) -> str:
+        return self.env["STRIPE_API_BASE"]
+
+    @property
+    def checkout(self) -> str:
+        return f"http://{self.env['CHECKOUT_HTTP_ADDR']}"
+
+    def stub(self, role: Role = Role.PRODUCT) -> Any:
+        stub = entitlement_pb2_grpc.EntitlementServiceStub(self.channel)
+
+        class Authed:
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(stub, name)
+                return lambda request, **kw: method(request, metadata=bearer(role), **kw)
+
+        return Authed()
+
+    async def sim_control(self, path: str, **params: Any) -> Any:
+        async with self.http.post(f"{self.sim}/_sim/{path}", json=params) as response:
+            body = await response.json()
+            assert response.status == 200, body
+            return body
+
+    async def delivered(self) -> None:
+        body = await self.sim_control("delivery/wait", timeout_ms=20000)
+        assert body["idle"], body
+
+    async def buy(self, account_id: str, price: str = "pro_monthly", quantity: int = 1,
+                  **extra: Any) -> tuple[int, Any]:
+        body = {"account_id": account_id, "items": [{"price": price, "quantity": quantity}],
+                "success_url": "https://app.example/welcome", "cancel_url": "https://app.example/pricing", **extra}
+        headers = {"Authorization": f"Bearer {TOKENS[Role.PRODUCT]}"}
+        async with self.http.post(f"{self.checkout}/v1/checkout/sessions", json=body, headers=headers) as response:
+            return response.status, await response.json()
+
+    async def purchase(self, purchase_id: str) -> pb.Purchase:
+        reply = await self.stub(Role.CHECKOUT).GetPurchase(pb.GetPurchaseRequest(purchase_id=purchase_id))
+        return reply.purchase
+
+    async def entitlements(self, account_id: str, at_provider_now: bool = False) -> pb.Entitlements:
+        """Now by our clock, or by the simulator's (which tests move ahead of ours)."""
+        request = pb.GetEntitlementsRequest(account_id=account_id)
+        if at_provider_now:
+            async with self.http.get(f"{self.sim}/_sim/clock") as response:
+                request.as_of.FromSeconds(int((await response.json())["now"]))
+        return (await self.stub().GetEntitlements(request)).entitlements
+
+    async def wait_state(self, purchase_id: str, state: int) -> pb.Purchase:
+        async def reached() -> pb.Purchase | None:
+            found = await self.purchase(purchase_id)
+            return found if found.state == state else None
+
+        return await eventually(reached, timeout_s=20, what=f"purchase {purchase_id} to reach state {state}")
+
+
+async def start_stack(database_url: str, extra_env: dict[str, str] | None = None) -> Stack:
+    ports = {name: free_port() for name in ("sim", "ent", "ent_metrics", "co", "co_http")}
+    env = {
+        "DATABASE_URL": database_url, "SERVICE_TOKENS": SERVICE_TOKENS,
+        "PROVIDER_SIM_ADDR": f"127.0.0.1:{ports['sim']}", "STRIPE_API_BASE": f"http://127.0.0.1:{ports['sim']}",
+        "STRIPE_API_KEY": "sk_test_e2e", "STRIPE_WEBHOOK_SECRETS": SECRET,
+        "PROVIDER_SIM_WEBHOOK_URL": f"http://127.0.0.1:{ports['co_http']}/webhooks/stripe",
+        "PROVIDER_SIM_WEBHOOK_SECRET": SECRET,
+        "ENTITLEMENT_GRPC_ADDR": f"127.0.0.1:{ports['ent']}", "ENTITLEMENT_TARGET": f"127.0.0.1:{ports['ent']}",
+        "ENTITLEMENT_METRICS_ADDR": f"127.0.0.1:{ports['ent_metrics']}",
+        "CHECKOUT_GRPC_ADDR": f"127.0.0.1:{ports['co']}", "CHECKOUT_HTTP_ADDR": f"127.0.0.1:{ports['co_http']}",
+        "PURCHASE_RETURN_TIMEOUT_S": "30", **(extra_env or {}),
+    }
+    processes = [ServiceProcess(m, env) for m in ("provider_sim", "entitlement_service", "checkout_service")]
+    for process in processes:
+        await process.start()
+        await process.wait_for_event("listening")
+    await processes[1].wait_for_event("ready")
+    apply = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "checkout_service", "catalog", "apply", str(EXAMPLE_CATALOG), cwd=ROOT,
+        env={**__import__("os").environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await apply.communicate()
+    assert apply.returncode == 0, out.decode()
+    stack = Stack(env, processes, aiohttp.ClientSession(), grpc.aio.insecure_channel(env["ENTITLEMENT_TARGET"]))
+    await stack.delivered()  # the catalog's product and price events
+    return stack
+
+
+async def stop_stack(stack: Stack) -> None:
+    await stack.http.close()
+    await stack.channel.close()
+    for process in reversed(stack.processes):
+        await process.terminate()
