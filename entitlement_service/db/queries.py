@@ -302,11 +302,13 @@ async def subscription_head(conn: Conn, subscription_id: str) -> asyncpg.Record 
 UPSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
     provider_updated_at, provider_event_id, started_at, trial_end, current_period_start, current_period_end,
-    cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch,
+    provider_refetched)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.provider_customer_id,
     subscription_group = excluded.subscription_group, status = excluded.status,
     provider_updated_at = excluded.provider_updated_at, provider_event_id = excluded.provider_event_id,
+    provider_refetched = excluded.provider_refetched,
     started_at = excluded.started_at, trial_end = excluded.trial_end,
     current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
     cancel_at = excluded.cancel_at, cancel_at_period_end = excluded.cancel_at_period_end,

@@ -35,6 +35,8 @@ class SubscriptionSnapshot:
     canceled_at: datetime | None = None
     ended_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Read from the provider after the event arrived (refetch mode, reconciler): the present state.
+    refetched: bool = False
 
     @property
     def purchase_id(self) -> str | None:

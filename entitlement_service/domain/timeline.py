@@ -21,19 +21,21 @@ from entitlement_service.domain.windows import Window, coalesce
 EFFECTIVE = frozenset({Status.TRIALING, Status.ACTIVE, Status.PAST_DUE})
 ENDED = frozenset({Status.CANCELED, Status.INCOMPLETE_EXPIRED})
 
-# The tie rule for snapshots with the same provider second: the one further along the lifecycle
-# wins (a cancellation is never undone by an update stamped the same second); if still tied, the
-# larger provider event id wins, arbitrary but the same for every arrival order.
+# The tie rule for snapshots with the same provider second: a snapshot read from the provider
+# (refetch mode; it holds from when it was read) wins over one from an event payload;
+# then the one further along the lifecycle (a cancellation is never undone by an update stamped
+# the same second); if still tied, the larger provider event id, arbitrary but the same for every
+# arrival order.
 LIFECYCLE_RANK = {
     Status.INCOMPLETE: 0, Status.TRIALING: 1, Status.ACTIVE: 2, Status.PAST_DUE: 3, Status.PAUSED: 4,
     Status.UNPAID: 5, Status.CANCELED: 6, Status.INCOMPLETE_EXPIRED: 6,
 }
 
-OrderKey = tuple[datetime, int, str]
+OrderKey = tuple[datetime, bool, int, str]
 
 
 def order_key(snapshot: SubscriptionSnapshot) -> OrderKey:
-    return (snapshot.at, LIFECYCLE_RANK[snapshot.status], snapshot.event_id)
+    return (snapshot.at, snapshot.refetched, LIFECYCLE_RANK[snapshot.status], snapshot.event_id)
 
 
 @dataclass(frozen=True)

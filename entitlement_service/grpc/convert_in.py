@@ -107,7 +107,8 @@ def catalog_config(c: pb.CatalogConfig) -> CatalogConfig:
     )
 
 
-def subscription(s: pb.SubscriptionSnapshot, event_id: str, at: datetime) -> SubscriptionSnapshot:
+def subscription(s: pb.SubscriptionSnapshot, event_id: str, at: datetime, refetched: bool = False
+                 ) -> SubscriptionSnapshot:
     if s.status not in STATUSES:
         raise InvalidRequest("subscription.status is required")
     return SubscriptionSnapshot(
@@ -119,6 +120,7 @@ def subscription(s: pb.SubscriptionSnapshot, event_id: str, at: datetime) -> Sub
         start_date=time_or_none(s, "start_date") or time_or_none(s, "created"), trial_end=time_or_none(s, "trial_end"),
         cancel_at=time_or_none(s, "cancel_at"), cancel_at_period_end=s.cancel_at_period_end,
         canceled_at=time_or_none(s, "canceled_at"), ended_at=time_or_none(s, "ended_at"), metadata=dict(s.metadata),
+        refetched=refetched,
     )
 
 
@@ -148,7 +150,10 @@ def invoice(i: pb.InvoiceSnapshot, at: datetime) -> InvoiceSnapshot:
 def provider_object(e: pb.ProviderEvent, at: datetime) -> ProviderObject | None:
     kind = e.WhichOneof("object")
     if kind == "subscription":
-        return subscription(e.subscription, e.provider_event_id, at)
+        # A re-read object is the provider's state when it was read, after the event arrived: it
+        # holds from then, which orders several re-reads within one provider second.
+        read_at = max(at, time_or_none(e, "received_at") or at) if e.refetched else at
+        return subscription(e.subscription, e.provider_event_id, read_at, e.refetched)
     if kind == "checkout_session":
         return checkout_session(e.checkout_session, at)
     if kind == "invoice":

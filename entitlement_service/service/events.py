@@ -155,7 +155,8 @@ async def _subscription(conn: q.Conn, deps: Deps, event: ProviderEvent, snap: Su
     head = await q.subscription_head(conn, snap.subscription_id)
     outcome, reason = Outcome.APPLIED, ""
     if head is not None:
-        held = (head["provider_updated_at"], LIFECYCLE_RANK[Status(head["status"])], head["provider_event_id"] or "")
+        held = (head["provider_updated_at"], head["provider_refetched"], LIFECYCLE_RANK[Status(head["status"])],
+                head["provider_event_id"] or "")
         if order_key(snap) < held:
             outcome, reason = Outcome.STALE, f"older than the state held (from {head['provider_event_id']})"
     await q.set_event_outcome(conn, event.provider_event_id, outcome.value, reason, account)

@@ -79,7 +79,7 @@ class Rebuild:
             values = (s.subscription_id, self.account_id, s.provider_customer_id, d.subscription_group, s.status.value,
                       s.at, s.event_id, s.start_date, s.trial_end, s.current_period_start, s.current_period_end,
                       s.cancel_at, s.cancel_at_period_end, s.canceled_at, s.ended_at, s.purchase_id, s.metadata,
-                      d.group_mismatch)
+                      d.group_mismatch, s.refetched)
             if await q.upsert_subscription(self.conn, values):
                 changed = True
                 self.note("subscription", s.subscription_id, "upsert",

@@ -123,6 +123,7 @@ async def test_support_follows_a_purchase_to_its_assignment_and_funding_with_grp
     _, created = await stack.buy("acct_f")
     await complete(stack, created)
     await stack.wait_state(str(created["purchase_id"]), FINALIZED)
+    await stack.delivered()  # the invoice may follow the subscription
     grpcurl = str(Path(sys.executable).parent / "grpcurl")
     target, service = stack.env["ENTITLEMENT_GRPC_ADDR"], "selfserve.entitlement.v1.EntitlementService"
     header = f"authorization: Bearer {TOKENS[Role.SUPPORT]}"
@@ -144,3 +145,21 @@ async def test_support_follows_a_purchase_to_its_assignment_and_funding_with_grp
     funding = explained["entitlements"]["funding"]  # type: ignore[index]
     assert [(f["grant_program_code"], f["amount"]) for f in funding] == [("ai_credits", "1200")]
     assert explained["gate_decision"]["gate_bundle"] == "pro"  # type: ignore[index]
+
+
+async def test_a_credit_pack_bought_once_funds_once_and_a_failed_async_payment_fails_the_purchase(
+    stack: Stack,
+) -> None:
+    _, created = await stack.buy("acct_g", "credit_pack_500", quantity=2)
+    await complete(stack, created)
+    await stack.wait_state(str(created["purchase_id"]), FINALIZED)
+    funding = (await stack.entitlements("acct_g")).funding
+    assert [(f.grant_program_code, f.amount) for f in funding] == [("credit_pack", 1000)]
+
+    _, pending = await stack.buy("acct_g", "credit_pack_500")
+    await complete(stack, pending, payment="async_pending")
+    await stack.delivered()
+    assert (await stack.purchase(str(pending["purchase_id"]))).state == pb.PURCHASE_STATE_PENDING
+    await stack.sim_control(f"checkout/sessions/{pending['checkout_session_id']}/async_result", result="failed")
+    await stack.wait_state(str(pending["purchase_id"]), pb.PURCHASE_STATE_FAILED)
+    assert len((await stack.entitlements("acct_g")).funding) == 1

@@ -16,7 +16,7 @@ import stripe
 from tests.provider_sim.harness import SimServer
 
 FIXTURES: dict[str, dict[str, Any]] = json.loads(
-    (Path(__file__).parent / "stripe_fixtures.json").read_text())["resources"]
+    (Path(__file__).parents[1] / "support" / "stripe_fixtures.json").read_text())["resources"]
 SHARED_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
 
 # Fixture keys the simulator deliberately does not render, with the reason. Empty: it renders all.

@@ -13,8 +13,9 @@ import pytest
 from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
-FIXTURES = json.loads((Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
-                       ).read_text())["resources"]
+# Stripe's own example objects (a copy of the ones this project reads, from fixtures3.json).
+FIXTURES = json.loads((Path(__file__).resolve().parents[1] / "support" / "stripe_fixtures.json").read_text())[
+    "resources"]
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 PRODUCTS = {"prod_pro": {"id": "prod_pro", "object": "product", "name": "Pro", "active": True,
                          "metadata": {"subscription_group": "core"}, "updated": 1_700_000_000}}

@@ -162,6 +162,7 @@ CREATE TABLE subscriptions (
     status                text NOT NULL CHECK (status IN ('incomplete', 'incomplete_expired', 'trialing',
                               'active', 'past_due', 'canceled', 'unpaid', 'paused')),
     provider_updated_at   timestamptz NOT NULL,
+    provider_refetched    boolean NOT NULL DEFAULT false,
     provider_event_id     text,
     started_at            timestamptz,
     trial_end             timestamptz,
