@@ -9,13 +9,15 @@ import structlog
 from aiohttp import web
 
 from checkout_service.entitlement_client import is_serving, open_channel
+from checkout_service.errors import CheckoutError
 from checkout_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from checkout_service.grpc.errors import ERRORS
 from checkout_service.grpc.servicer import CheckoutServicer
 from checkout_service.http.app import create_app
+from checkout_service.reconcile import reconcile
 from checkout_service.service import Deps
 from checkout_service.settings import Settings
-from checkout_service.stripe.gateway import Provider, StripeGateway
+from checkout_service.stripe.gateway import Provider, ProviderError, StripeGateway
 from checkout_service.webhooks import BoundedCache, WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
@@ -27,9 +29,8 @@ from service_runtime.rpc import RpcInterceptor
 log = structlog.get_logger("checkout_service")
 
 
-def build_server(settings: Settings, deps: Deps) -> GrpcServer:
-    # Reconcile answers UNIMPLEMENTED through the generated base class.
-    servicer = CheckoutServicer(deps)  # type: ignore[abstract]
+def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps) -> GrpcServer:
+    servicer = CheckoutServicer(deps, hooks)
     interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
     return build_grpc_server(
         settings.grpc_addr,
@@ -41,15 +42,18 @@ def build_server(settings: Settings, deps: Deps) -> GrpcServer:
 
 class Running:
     def __init__(self, server: GrpcServer, runner: web.AppRunner, http_port: int, channel: grpc.aio.Channel,
-                 gateway: StripeGateway | None) -> None:
+                 gateway: StripeGateway | None, periodic: asyncio.Task[None] | None) -> None:
         self.server, self.runner, self.http_port, self.channel = server, runner, http_port, channel
-        self.gateway = gateway
+        self.gateway, self.periodic = gateway, periodic
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def stop(self, grace_s: float) -> None:
+        if self.periodic is not None:
+            self.periodic.cancel()
+            await asyncio.gather(self.periodic, return_exceptions=True)
         try:
             await self.server.stop(grace_s)
             await self.runner.shutdown()
@@ -74,7 +78,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     async def readiness() -> dict[str, bool]:
         return {"entitlement_service": await is_serving(channel)}
 
-    server = build_server(settings, deps)
+    server = build_server(settings, deps, hooks)
     await server.server.start()
     await server.set_serving(True)
     app = create_app(readiness, deps, hooks, settings.service_tokens)
@@ -83,7 +87,19 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     deps.public_url = settings.public_url or f"http://{settings.http_addr.host}:{http_port}"
     log.info("listening", grpc_port=server.port, http_port=http_port, entitlement_target=settings.entitlement_target,
              provider=settings.stripe_api_base or "stripe", sync_mode=settings.stripe_sync_mode)
-    return Running(server, runner, http_port, channel, gateway)
+    periodic = (asyncio.create_task(reconcile_every(hooks, settings.reconcile_interval_s))
+                if settings.reconcile_interval_s > 0 else None)
+    return Running(server, runner, http_port, channel, gateway, periodic)
+
+
+async def reconcile_every(hooks: WebhookDeps, interval_s: float) -> None:
+    """The periodic reconciler; a failed run is logged and the next one tries again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await reconcile(hooks, None)
+        except (CheckoutError, ProviderError, grpc.aio.AioRpcError) as exc:
+            log.warning("reconcile_failed", error=str(exc))
 
 
 async def run(settings: Settings) -> None:

@@ -30,6 +30,8 @@ class Settings:
     public_url: str | None
     # How often the return page polls while a purchase is not final.
     poll_interval_ms: int
+    # How often the reconciler runs on its own; 0 turns the periodic run off.
+    reconcile_interval_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +58,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             public_url=_public_url(env),
             poll_interval_ms=int(env.number("PURCHASE_POLL_MS", 500, minimum=50)),
+            reconcile_interval_s=env.number("RECONCILE_INTERVAL_S", 300),
         )
 
 

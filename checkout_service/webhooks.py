@@ -72,9 +72,16 @@ async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
         raise BadWebhook("bad_signature", str(exc)) from exc
     try:
         event = json.loads(raw)
-        event_id, kind, _, obj = norm.envelope(event)
+        norm.envelope(event)
     except (ValueError, norm.MalformedEvent) as exc:
         raise BadWebhook("malformed_body", f"not a provider event: {exc}") from exc
+    return await forward(w, event, raw)
+
+
+async def forward(w: WebhookDeps, event: Any, raw: bytes) -> Accepted:
+    """Completes, normalizes and forwards one provider event (from a webhook or the provider's
+    event list); returns once the entitlement service has recorded it."""
+    event_id, kind, _, obj = norm.envelope(event)
     if kind in norm.PRODUCT_TYPES:
         w.products.invalidate(norm.ref(obj))
     if kind == "customer.updated":

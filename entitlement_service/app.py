@@ -6,6 +6,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from entitlement_service.grpc.servicer import EntitlementServicer
 from entitlement_service.service.changes import Watchers, listen
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
+from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
@@ -55,8 +57,7 @@ class Runtime:
 
 
 def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
-    # TracePurchase and ListMismatches answer UNIMPLEMENTED through the generated base class.
-    servicer = EntitlementServicer(runtime.deps, runtime.gates, runtime.watchers)  # type: ignore[abstract]
+    servicer = EntitlementServicer(runtime.deps, runtime.gates, runtime.watchers)
     interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
     return build_grpc_server(
         settings.grpc_addr,
@@ -77,7 +78,16 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     await runtime.listening.wait()
     await server.set_serving(True)
     log.info("ready")
-    await listener
+    await asyncio.gather(listener, keep_gauges_fresh(runtime.deps, settings.gauges_interval_s))
+
+
+async def keep_gauges_fresh(deps: Deps, interval_s: float) -> None:
+    while True:
+        try:
+            await refresh_gauges(deps)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("gauges_not_refreshed", error=str(exc))
+        await asyncio.sleep(interval_s)
 
 
 class Running:

@@ -25,6 +25,7 @@ class Settings:
     shutdown_grace_s: float
     log_level: str
     purchase_return_timeout: timedelta
+    gauges_interval_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,4 +41,5 @@ class Settings:
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             purchase_return_timeout=timedelta(seconds=env.number("PURCHASE_RETURN_TIMEOUT_S", 120, minimum=1)),
+            gauges_interval_s=env.number("OPERATIONS_GAUGES_INTERVAL_S", 15, minimum=0.1),
         )

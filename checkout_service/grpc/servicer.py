@@ -9,7 +9,9 @@ from typing import TypeAlias
 import grpc
 
 from checkout_service import service
+from checkout_service.reconcile import reconcile
 from checkout_service.service import Deps
+from checkout_service.webhooks import WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2 as pb
 from selfserve.checkout.v1 import checkout_pb2_grpc
 
@@ -17,8 +19,8 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, deps: Deps, hooks: WebhookDeps) -> None:
+        self.deps, self.hooks = deps, hooks
 
     async def CreateCheckoutSession(self, request: pb.CreateCheckoutSessionRequest,
                                     context: Context) -> pb.CreateCheckoutSessionResponse:
@@ -41,3 +43,11 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 
     async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> pb.ListCatalogResponse:
         return pb.ListCatalogResponse(catalog=await service.list_catalog(self.deps, request.account_id or None))
+
+    async def Reconcile(self, request: pb.ReconcileRequest, context: Context) -> pb.ReconcileResponse:
+        done = await reconcile(self.hooks, request.account_id or None)
+        r = done.reply
+        return pb.ReconcileResponse(
+            subscriptions_checked=r.subscriptions_checked, mismatches_found=r.mismatches_found,
+            mismatches_repaired=r.mismatches_repaired, events_replayed=done.events_replayed,
+            purchases_resolved=r.purchases_resolved, open_mismatches=r.open_mismatches)

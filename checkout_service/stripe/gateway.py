@@ -33,6 +33,8 @@ class Provider(Protocol):
     async def prices_by_lookup_keys(self, lookup_keys: Sequence[str]) -> list[Obj]: ...
     async def create_price(self, params: Obj) -> Obj: ...
     async def update_price(self, price_id: str, params: Obj) -> Obj: ...
+    async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj: ...
+    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj: ...
 
 
 def _plain(obj: Any) -> Obj:
@@ -109,3 +111,18 @@ class StripeGateway:
 
     async def update_price(self, price_id: str, params: Obj) -> Obj:
         return await self._call(self._v1.prices.update_async, price_id, params=params)
+
+    async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj:
+        params: Obj = {"customer": customer_id, "status": "all", "limit": 100,
+                       "expand": ["data.items.data.price.product"]}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return await self._call(self._v1.subscriptions.list_async, params=params)
+
+    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj:
+        params: Obj = {"limit": 100}
+        if created_gte is not None:
+            params["created"] = {"gte": created_gte}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return await self._call(self._v1.events.list_async, params=params)

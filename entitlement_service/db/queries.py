@@ -281,7 +281,8 @@ async def account_history(conn: Conn, account_id: str) -> list[bytes]:
     events and its paid invoices."""
     found = await conn.fetch(
         "SELECT snapshot FROM provider_events WHERE account_id = $1 AND outcome IN ('applied', 'stale') "
-        "AND snapshot IS NOT NULL AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid') "
+        "AND snapshot IS NOT NULL AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid' "
+        "OR type = 'reconciliation.subscription') "
         "ORDER BY created, provider_event_id", account_id)
     return [r["snapshot"] for r in found]
 
@@ -527,3 +528,84 @@ async def boundary_after(conn: Conn, account_id: str, at: datetime) -> datetime 
                UNION ALL SELECT lower(effective) FROM grant_bindings WHERE account_id = $1
                UNION ALL SELECT upper(effective) FROM grant_bindings WHERE account_id = $1) b
            WHERE t > $2""", account_id, at)
+
+
+# --------------------------------------------------------------------------------------------
+# Support and reconciliation
+
+
+async def events_for(conn: Conn, *, subscription_id: str | None, checkout_session_id: str | None,
+                     purchase_id: str | None) -> list[asyncpg.Record]:
+    """Every provider event about a checkout session, its purchase and its subscription (its
+    invoices included), in provider order."""
+    return await conn.fetch(
+        """SELECT provider_event_id, type, created, received_at, outcome, reason, account_id, object_id, deliveries
+           FROM provider_events
+           WHERE (subscription_id = $1 AND $1 IS NOT NULL) OR (checkout_session_id = $2 AND $2 IS NOT NULL)
+              OR (object_id = ANY(ARRAY[$1, $2, $3]::text[]))
+           ORDER BY created, provider_event_id""", subscription_id, checkout_session_id, purchase_id)
+
+
+async def subscription_ids_for_session(conn: Conn, checkout_session_id: str) -> list[str]:
+    return [r["subscription_id"] for r in await conn.fetch(
+        "SELECT DISTINCT subscription_id FROM provider_events WHERE checkout_session_id = $1 "
+        "AND subscription_id IS NOT NULL AND subscription_id <> ''", checkout_session_id)]
+
+
+async def purchase_for_subscription(conn: Conn, subscription_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM purchases WHERE subscription_id = $1 OR purchase_id = "
+        "(SELECT purchase_id FROM subscriptions WHERE subscription_id = $1) ORDER BY created_at LIMIT 1",
+        subscription_id)
+
+
+async def audit_for(conn: Conn, cause_ids: list[str], entity_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM audit_log WHERE cause_id = ANY($1) OR entity_id = ANY($2) ORDER BY id", cause_ids, entity_ids)
+
+
+async def list_mismatches(conn: Conn, account_id: str | None, include_closed: bool, after_id: int,
+                          limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT * FROM mismatches
+           WHERE ($1::text IS NULL OR account_id = $1) AND ($2 OR closed_at IS NULL) AND mismatch_id > $3
+           ORDER BY mismatch_id LIMIT $4""", account_id, include_closed, after_id, limit)
+
+
+async def close_mismatch(conn: Conn, fingerprint: str, resolution: str) -> bool:
+    status = await conn.execute(
+        "UPDATE mismatches SET closed_at = now(), resolution = $2 WHERE fingerprint = $1 AND closed_at IS NULL",
+        fingerprint, resolution)
+    return status.endswith(" 1")
+
+
+async def checkpoint(conn: Conn, name: str) -> datetime | None:
+    return await conn.fetchval("SELECT last_event_created FROM reconciler_checkpoints WHERE name = $1", name)
+
+
+async def save_checkpoint(conn: Conn, name: str, at: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO reconciler_checkpoints (name, last_event_created) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET last_event_created = greatest(reconciler_checkpoints.last_event_created,
+               excluded.last_event_created), updated_at = now()""", name, at)
+
+
+async def accounts_with_customers(conn: Conn, account_id: str | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT account_id, provider_customer_id FROM accounts WHERE provider_customer_id IS NOT NULL "
+        "AND ($1::text IS NULL OR account_id = $1) ORDER BY account_id", account_id)
+
+
+async def overdue_purchases(conn: Conn, account_id: str | None, now: datetime) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT purchase_id, checkout_session_id, account_id FROM purchases "
+        "WHERE state IN ('pending', 'returned') AND timeout_at < $2 AND ($1::text IS NULL OR account_id = $1) "
+        "ORDER BY timeout_at LIMIT 500", account_id, now)
+
+
+async def operations_counts(conn: Conn, now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM mismatches WHERE closed_at IS NULL) AS open_mismatches,
+                  (SELECT count(*) FROM purchases WHERE state IN ('pending', 'returned')) AS pending,
+                  (SELECT count(*) FROM purchases WHERE state IN ('pending', 'returned') AND timeout_at < $1)
+                      AS past_timeout""", now)

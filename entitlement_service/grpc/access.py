@@ -24,6 +24,8 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "TracePurchase": frozenset({_S, _O}),
     "ExplainAccount": frozenset({_S, _O}),
     "ListMismatches": frozenset({_S, _O}),
+    "GetReconcileState": frozenset({_C}),
+    "ApplyReconciliation": frozenset({_C}),
 }
 
 ROLES_BY_METHOD = {f"/{SERVICE}/{rpc}": roles for rpc, roles in ROLES_BY_RPC.items()}

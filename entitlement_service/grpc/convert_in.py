@@ -3,9 +3,11 @@ fields raise InvalidRequest naming the field."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from entitlement_service.domain.errors import InvalidRequest
@@ -33,6 +35,7 @@ from entitlement_service.domain.provider import (
     SubscriptionSnapshot,
 )
 from entitlement_service.service.purchases import NewPurchase
+from entitlement_service.service.support import ProviderAccount
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -206,3 +209,37 @@ def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
         cancel_url=r.cancel_url, expires_at=required_time(r, "expires_at", "expires_at"),
         provider_customer_id=r.provider_customer_id or None,
     )
+
+
+def _digest(message: Message) -> str:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def reconciliation(r: pb.ApplyReconciliationRequest) -> tuple[datetime, list[ProviderAccount],
+                                                               list[tuple[CheckoutSessionSnapshot, ProviderEvent]]]:
+    """The provider's present state as reconciliation events: their ids hash the state read, so
+    the same drift is repaired once however often the reconciler runs."""
+    read_at = required_time(r, "read_at", "read_at")
+    accounts = []
+    for i, account in enumerate(r.accounts):
+        account_id = required(account.account_id, f"accounts[{i}].account_id")
+        subs = []
+        for sub in account.subscriptions:
+            event = pb.ProviderEvent(
+                provider_event_id=f"recon_{sub.subscription_id}_{_digest(sub)}", type="reconciliation.subscription",
+                created=r.read_at, received_at=r.read_at, account_id=account_id, subscription=sub, refetched=True)
+            domain = provider_event(event)
+            if isinstance(domain.object, SubscriptionSnapshot):
+                subs.append((domain.object, domain))
+        accounts.append(ProviderAccount(account_id, account.provider_customer_id, subs))
+    sessions = []
+    for session in r.checkout_sessions:
+        kind = "expired" if session.status == "expired" else "completed"
+        event = pb.ProviderEvent(
+            provider_event_id=f"recon_{session.checkout_session_id}_{_digest(session)}",
+            type=f"reconciliation.checkout.session.{kind}", created=r.read_at, received_at=r.read_at,
+            account_id=session.metadata.get("account_id", ""), checkout_session=session, refetched=True)
+        domain = provider_event(event)
+        if isinstance(domain.object, CheckoutSessionSnapshot):
+            sessions.append((domain.object, domain))
+    return read_at, accounts, sessions

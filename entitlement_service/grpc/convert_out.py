@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,6 +27,7 @@ from entitlement_service.service.catalog import CatalogView, EntryResult, PriceC
 from entitlement_service.service.events import EventResult
 from entitlement_service.service.purchases import PurchaseView
 from entitlement_service.service.reads import EntitlementsView, Explanation, IssuedView, SubscriptionView
+from entitlement_service.service.support import Trace
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 STATES = {PurchaseState.PENDING: pb.PURCHASE_STATE_PENDING, PurchaseState.RETURNED: pb.PURCHASE_STATE_RETURNED,
@@ -228,3 +231,32 @@ def upsert_catalog_request(config: CatalogConfig, products: list[Product],
         products=[product_snapshot(p) for p in products],
         prices=[price_snapshot(p) for p in prices],
     )
+
+
+def event_record(r: Any) -> pb.EventRecord:
+    outcome = OUTCOMES[Outcome(r["outcome"])]
+    return pb.EventRecord(provider_event_id=r["provider_event_id"], type=r["type"], created=ts(r["created"]),
+                          received_at=ts(r["received_at"]), outcome=outcome, reason=r["reason"],
+                          account_id=r["account_id"] or "", object_id=r["object_id"], deliveries=r["deliveries"])
+
+
+def audit_entry(r: Any) -> pb.AuditEntry:
+    return pb.AuditEntry(at=ts(r["at"]), cause=r["cause"], cause_id=r["cause_id"], entity=r["entity"],
+                         entity_id=r["entity_id"], action=r["action"], detail=json.dumps(r["detail"], sort_keys=True))
+
+
+def trace(t: Trace) -> pb.TracePurchaseResponse:
+    return pb.TracePurchaseResponse(
+        purchase=purchase(t.purchase) if t.purchase else None, events=[event_record(e) for e in t.events],
+        subscriptions=[subscription(s) for s in t.subscriptions],
+        assignments=[assignment(a, t.config) for a in t.assignments],
+        grant_bindings=[binding(b, t.config) for b in t.bindings], funding=[issued(f) for f in t.funding],
+        gate_decision=gate_decision(t.decision), audit=[audit_entry(a) for a in t.audit],
+    )
+
+
+def mismatch(r: Any) -> pb.Mismatch:
+    return pb.Mismatch(mismatch_id=str(r["mismatch_id"]), kind=r["kind"], account_id=r["account_id"] or "",
+                       subscription_id=r["subscription_id"] or "", fingerprint=r["fingerprint"],
+                       diff=json.dumps(r["diff"], sort_keys=True), opened_at=ts(r["opened_at"]),
+                       closed_at=ts(r["closed_at"]), resolution=r["resolution"] or "")

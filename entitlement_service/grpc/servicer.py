@@ -12,7 +12,7 @@ import grpc
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.grpc import convert_in as cin
 from entitlement_service.grpc import convert_out as out
-from entitlement_service.service import catalog, events, purchases, reads
+from entitlement_service.service import catalog, events, purchases, reads, support
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
@@ -113,3 +113,34 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
         return pb.ExplainAccountResponse(entitlements=out.entitlements(view),
                                          explanations=[out.explanation(e, view.config) for e in found],
                                          gate_decision=out.gate_decision(view.decision))
+
+    async def TracePurchase(self, request: pb.TracePurchaseRequest, context: Context) -> pb.TracePurchaseResponse:
+        field, value = exactly_one(purchase_id=request.purchase_id, checkout_session_id=request.checkout_session_id,
+                                   subscription_id=request.subscription_id)
+        found = await support.trace_purchase(self.deps, *(value if f == field else None for f in
+                                                          ("purchase_id", "checkout_session_id", "subscription_id")))
+        return out.trace(found)
+
+    async def ListMismatches(self, request: pb.ListMismatchesRequest, context: Context) -> pb.ListMismatchesResponse:
+        found, token = await support.list_mismatches(self.deps, request.account_id or None, request.include_closed,
+                                                     request.page_size, request.page_token)
+        return pb.ListMismatchesResponse(mismatches=[out.mismatch(m) for m in found], next_page_token=token)
+
+    async def GetReconcileState(self, request: pb.GetReconcileStateRequest,
+                                context: Context) -> pb.GetReconcileStateResponse:
+        state = await support.reconcile_state(self.deps, request.account_id or None)
+        return pb.GetReconcileStateResponse(
+            events_checkpoint=out.ts(state.checkpoint),
+            accounts=[pb.ReconcileAccount(account_id=a, provider_customer_id=c) for a, c in state.accounts],
+            overdue_purchases=[pb.OverduePurchase(purchase_id=p, checkout_session_id=s, account_id=a)
+                               for p, s, a in state.overdue])
+
+    async def ApplyReconciliation(self, request: pb.ApplyReconciliationRequest,
+                                  context: Context) -> pb.ApplyReconciliationResponse:
+        read_at, accounts, sessions = cin.reconciliation(request)
+        result = await support.apply_reconciliation(self.deps, read_at, accounts, sessions,
+                                                    cin.time_or_none(request, "events_checkpoint"))
+        return pb.ApplyReconciliationResponse(
+            subscriptions_checked=result.checked, mismatches_found=result.found,
+            mismatches_repaired=result.repaired, purchases_resolved=result.resolved,
+            open_mismatches=[out.mismatch(m) for m in result.open])

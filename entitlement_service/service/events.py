@@ -6,6 +6,7 @@ outcome. The provider's 2xx is sent only after the commit."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,9 +27,11 @@ from entitlement_service.domain.timeline import LIFECYCLE_RANK, order_key
 from entitlement_service.service.catalog import store_price, store_product
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.metrics import EVENTS
-from entitlement_service.service.rebuild import Rebuild
+from entitlement_service.service.rebuild import Rebuild, record_transition
 
 log = structlog.get_logger("events")
+# Events the reconciler makes from the provider's present state carry this prefix on the type.
+RECONCILIATION = "reconciliation."
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ async def apply_events(deps: Deps, events: Sequence[ProviderEvent]) -> list[Even
 
 
 async def apply_event(deps: Deps, event: ProviderEvent) -> EventResult:
+    started = time.perf_counter()
     async with deps.pool.acquire() as conn, conn.transaction():
         if not await q.insert_event(conn, _event_row(event)):
             await q.count_delivery(conn, event.provider_event_id)
@@ -57,6 +61,9 @@ async def apply_event(deps: Deps, event: ProviderEvent) -> EventResult:
             await q.set_event_outcome(conn, event.provider_event_id, result.outcome.value, result.reason,
                                       result.account_id)
     EVENTS.labels(event.type, result.outcome.value).inc()
+    log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
+             outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
+             object_id=event.object_id, duration_ms=round((time.perf_counter() - started) * 1000, 3))
     return result
 
 
@@ -183,9 +190,10 @@ async def _checkout_session(conn: q.Conn, deps: Deps, event: ProviderEvent,
         purchase = await q.get_purchase(conn, purchase_id=purchase["purchase_id"], lock=True)
     wanted: PurchaseState | None = None
     reason = ""
-    if event.type == "checkout.session.expired":
+    kind = event.type.removeprefix(RECONCILIATION)
+    if kind == "checkout.session.expired":
         wanted, reason = PurchaseState.EXPIRED, "checkout session expired"
-    elif event.type == "checkout.session.async_payment_failed":
+    elif kind == "checkout.session.async_payment_failed":
         wanted, reason = PurchaseState.FAILED, "asynchronous payment failed"
     elif session.paid and session.mode is Mode.PAYMENT:
         await _learn_prices(conn, [(i.price, i.product) for i in session.line_items])
@@ -201,15 +209,15 @@ async def _checkout_session(conn: q.Conn, deps: Deps, event: ProviderEvent,
     if purchase is not None and wanted is not None:
         target = next_state(PurchaseState(purchase["state"]), wanted)
         if target is not None:
-            await q.record_transition(conn, purchase["purchase_id"], purchase["state"], target.value, deps.clock(),
-                                      event.provider_event_id, reason)
+            await record_transition(conn, deps, purchase, target, event.provider_event_id, reason, event.created)
     await q.set_event_outcome(conn, event.provider_event_id, Outcome.APPLIED.value, reason, account)
     await _rebuild(conn, deps, account, event)
     return EventResult(event.provider_event_id, Outcome.APPLIED, reason, account)
 
 
 async def _rebuild(conn: q.Conn, deps: Deps, account: str, event: ProviderEvent) -> None:
-    if await Rebuild(conn, deps, account, "provider_event", event.provider_event_id).run():
+    cause = "reconciliation" if event.type.startswith(RECONCILIATION) else "provider_event"
+    if await Rebuild(conn, deps, account, cause, event.provider_event_id, event.created).run():
         await q.bump_revision(conn, account)
 
 

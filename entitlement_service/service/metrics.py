@@ -1,6 +1,6 @@
 """The entitlement service's Prometheus metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "provider_events_total",
@@ -8,3 +8,14 @@ EVENTS = Counter(
     "out-of-order rates are ratios of these.",
     ["type", "outcome"],
 )
+
+FINALIZE_SECONDS = Histogram(
+    "purchase_finalize_seconds",
+    "Checkout success to finalized: from the provider's completion event (provider time) and from the "
+    "browser's return (our clock) to the purchase being finalized.",
+    ["since"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+)
+OPEN_MISMATCHES = Gauge("mismatches_open", "Open differences between the provider's view and internal state.")
+PURCHASES_PENDING = Gauge("purchases_pending", "Purchases pending or returned, not yet final.")
+PURCHASES_PAST_TIMEOUT = Gauge("purchases_past_timeout", "Pending or returned purchases past their timeout.")

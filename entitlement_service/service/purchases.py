@@ -54,7 +54,7 @@ class NewPurchase:
     provider_customer_id: str | None
 
 
-async def _view(conn: q.Conn, purchase_id: str) -> PurchaseView:
+async def view_of(conn: q.Conn, purchase_id: str) -> PurchaseView:
     row = await q.get_purchase(conn, purchase_id=purchase_id)
     if row is None:
         raise NotFound(f"no purchase {purchase_id}")
@@ -83,7 +83,7 @@ async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
         if inserted:
             await q.record_transition(conn, new.purchase_id, None, PurchaseState.PENDING.value, now, None,
                                       "checkout session created")
-        view = await _view(conn, new.purchase_id)
+        view = await view_of(conn, new.purchase_id)
     if view.checkout_session_id != new.checkout_session_id or view.account_id != new.account_id:
         raise Conflict(f"purchase {new.purchase_id} is already registered for another session or account")
     return view
@@ -103,17 +103,17 @@ async def mark_returned(deps: Deps, purchase_id: str, checkout_session_id: str |
             await q.record_transition(conn, purchase_id, row["state"], PurchaseState.RETURNED.value, now, None,
                                       "browser returned from the provider")
             await q.set_purchase_timeout(conn, purchase_id, now + deps.return_timeout)
-        return await _view(conn, purchase_id)
+        return await view_of(conn, purchase_id)
 
 
 async def get_purchase(deps: Deps, purchase_id: str | None, checkout_session_id: str | None) -> PurchaseView:
     async with deps.pool.acquire() as conn:
         if purchase_id:
-            return await _view(conn, purchase_id)
+            return await view_of(conn, purchase_id)
         row = await q.get_purchase(conn, checkout_session_id=checkout_session_id)
         if row is None:
             raise NotFound(f"no purchase for checkout session {checkout_session_id}")
-        return await _view(conn, row["purchase_id"])
+        return await view_of(conn, row["purchase_id"])
 
 
 async def get_account(deps: Deps, account_id: str | None, customer_id: str | None) -> tuple[str, str | None]:

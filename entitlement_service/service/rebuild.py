@@ -16,6 +16,7 @@ from entitlement_service.domain.provider import InvoiceSnapshot, SubscriptionSna
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.domain.timeline import EFFECTIVE, Derived
 from entitlement_service.service.deps import Deps
+from entitlement_service.service.metrics import FINALIZE_SECONDS
 
 Audit = list[tuple[str | None, str, str, str, str, str, dict[str, Any]]]
 
@@ -39,9 +40,10 @@ def _binding_key(p: PlacedBinding) -> tuple[object, ...]:
 class Rebuild:
     """One account's rebuild inside the caller's transaction, with the account row locked."""
 
-    def __init__(self, conn: q.Conn, deps: Deps, account_id: str, cause: str, cause_id: str) -> None:
+    def __init__(self, conn: q.Conn, deps: Deps, account_id: str, cause: str, cause_id: str,
+                 provider_at: datetime | None = None) -> None:
         self.conn, self.deps, self.account_id = conn, deps, account_id
-        self.cause, self.cause_id = cause, cause_id
+        self.cause, self.cause_id, self.provider_at = cause, cause_id, provider_at
         self.audit: Audit = []
 
     def note(self, entity: str, entity_id: str, action: str, detail: dict[str, Any]) -> None:
@@ -168,9 +170,7 @@ class Rebuild:
                 continue
             target = next_state(PurchaseState(purchase["state"]), wanted)
             if target is not None:
-                await q.record_transition(self.conn, purchase["purchase_id"], purchase["state"], target.value,
-                                          self.deps.clock(), self.cause_id if self.cause == "provider_event" else None,
-                                          reason)
+                await record_transition(self.conn, self.deps, purchase, target, self.cause_id, reason, self.provider_at)
                 self.note("purchase", purchase["purchase_id"], target.value, {"reason": reason})
 
     async def _mismatches(self, state: AccountState) -> None:
@@ -190,6 +190,19 @@ class Rebuild:
                 await q.open_mismatch(self.conn, "group_mismatch", self.account_id, d.latest.subscription_id,
                                       fingerprint, {"reason": d.group_mismatch})
         await q.close_mismatches(self.conn, self.account_id, "group_mismatch", mismatched, "items in one group again")
+
+
+async def record_transition(conn: q.Conn, deps: Deps, purchase: Any, target: PurchaseState, cause_id: str | None,
+                            reason: str, provider_at: datetime | None) -> None:
+    """Moves a purchase and, when it finalizes, measures how long the provider's completion and
+    the browser's return waited for it."""
+    now = deps.clock()
+    await q.record_transition(conn, purchase["purchase_id"], purchase["state"], target.value, now, cause_id, reason)
+    if target is PurchaseState.FINALIZED:
+        if provider_at is not None:
+            FINALIZE_SECONDS.labels("provider_completion").observe(max((now - provider_at).total_seconds(), 0))
+        if purchase["returned_at"] is not None:
+            FINALIZE_SECONDS.labels("browser_return").observe(max((now - purchase["returned_at"]).total_seconds(), 0))
 
 
 def _window_detail(start: object, end: object, conflict_with: object) -> dict[str, Any]:

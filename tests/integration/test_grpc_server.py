@@ -41,6 +41,8 @@ class ScriptedServicer(EntitlementServicer):
             raise InvalidRequest("gate must not be 'bad'")
         if request.gate == "boom":
             raise RuntimeError("secret internals")
+        if request.gate == "unbuilt":
+            raise NotImplementedError("CheckGate for this gate is not available")
         return pb.CheckGateResponse(allowed=True, gate_bundle="pro")
 
 
@@ -92,9 +94,9 @@ async def test_a_token_of_an_allowed_role_reaches_the_handler(served) -> None:  
     assert reply.allowed and reply.gate_bundle == "pro"
 
 
-async def test_an_unbuilt_rpc_answers_unimplemented(served) -> None:  # type: ignore[no-untyped-def]
+async def test_a_capability_not_available_answers_unimplemented(served) -> None:  # type: ignore[no-untyped-def]
     _, _, channel = served
-    call = stub(channel).ListMismatches(pb.ListMismatchesRequest(), metadata=bearer(Role.OPERATOR))
+    call = stub(channel).CheckGate(pb.CheckGateRequest(account_id="a", gate="unbuilt"), metadata=bearer(Role.PRODUCT))
     assert await code_of(call) == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -101,3 +101,11 @@ class FakeProvider:
         metadata = {**price.get("metadata", {}), **params.pop("metadata", {})}
         price.update(params, metadata={k: v for k, v in metadata.items() if v != ""})
         return price
+
+    async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj:
+        self._check("list_subscriptions")
+        return {"object": "list", "data": [], "has_more": False}
+
+    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj:
+        self._check("list_events")
+        return {"object": "list", "data": [], "has_more": False}

@@ -2824,3 +2824,213 @@ class ListMismatchesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMismatchesResponse: _TypeAlias = ListMismatchesResponse  # noqa: Y015
+
+@_typing.final
+class GetReconcileStateRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Reconciliation
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Optional: one account; every account with a provider customer when empty."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconcileStateRequest: _TypeAlias = GetReconcileStateRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileAccount(_message.Message):
+    """An account the reconciler should compare with the provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    provider_customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "provider_customer_id", b"provider_customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileAccount: _TypeAlias = ReconcileAccount  # noqa: Y015
+
+@_typing.final
+class OverduePurchase(_message.Message):
+    """A purchase past its timeout whose checkout session should be read from the provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASE_ID_FIELD_NUMBER: _builtins.int
+    CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    purchase_id: _builtins.str
+    checkout_session_id: _builtins.str
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        purchase_id: _builtins.str = ...,
+        checkout_session_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "checkout_session_id", b"checkout_session_id", "purchase_id", b"purchase_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverduePurchase: _TypeAlias = OverduePurchase  # noqa: Y015
+
+@_typing.final
+class GetReconcileStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    OVERDUE_PURCHASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events_checkpoint(self) -> _timestamp_pb2.Timestamp:
+        """Provider time of the newest provider event already replayed; unset before the first run."""
+
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileAccount]: ...
+    @_builtins.property
+    def overdue_purchases(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverduePurchase]: ...
+    def __init__(
+        self,
+        *,
+        events_checkpoint: _timestamp_pb2.Timestamp | None = ...,
+        accounts: _abc.Iterable[Global___ReconcileAccount] | None = ...,
+        overdue_purchases: _abc.Iterable[Global___OverduePurchase] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconcileStateResponse: _TypeAlias = GetReconcileStateResponse  # noqa: Y015
+
+@_typing.final
+class ProviderAccountState(_message.Message):
+    """One account's subscriptions as the provider holds them now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required."""
+    provider_customer_id: _builtins.str
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionSnapshot]:
+        """Every subscription the provider holds for the customer (all statuses)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+        subscriptions: _abc.Iterable[Global___SubscriptionSnapshot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "provider_customer_id", b"provider_customer_id", "subscriptions", b"subscriptions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderAccountState: _TypeAlias = ProviderAccountState  # noqa: Y015
+
+@_typing.final
+class ApplyReconciliationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_AT_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    CHECKOUT_SESSIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_ID_FIELD_NUMBER: _builtins.int
+    reconciliation_id: _builtins.str
+    """An id for this run, recorded with every repair it makes."""
+    @_builtins.property
+    def read_at(self) -> _timestamp_pb2.Timestamp:
+        """Required: when the provider was read (provider time)."""
+
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderAccountState]: ...
+    @_builtins.property
+    def checkout_sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutSessionSnapshot]:
+        """Checkout sessions of overdue purchases, read from the provider."""
+
+    @_builtins.property
+    def events_checkpoint(self) -> _timestamp_pb2.Timestamp:
+        """Optional: the new event checkpoint after replaying missed events."""
+
+    def __init__(
+        self,
+        *,
+        read_at: _timestamp_pb2.Timestamp | None = ...,
+        accounts: _abc.Iterable[Global___ProviderAccountState] | None = ...,
+        checkout_sessions: _abc.Iterable[Global___CheckoutSessionSnapshot] | None = ...,
+        events_checkpoint: _timestamp_pb2.Timestamp | None = ...,
+        reconciliation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint", "read_at", b"read_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "checkout_sessions", b"checkout_sessions", "events_checkpoint", b"events_checkpoint", "read_at", b"read_at", "reconciliation_id", b"reconciliation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyReconciliationRequest: _TypeAlias = ApplyReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class ApplyReconciliationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTIONS_CHECKED_FIELD_NUMBER: _builtins.int
+    MISMATCHES_FOUND_FIELD_NUMBER: _builtins.int
+    MISMATCHES_REPAIRED_FIELD_NUMBER: _builtins.int
+    PURCHASES_RESOLVED_FIELD_NUMBER: _builtins.int
+    OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
+    subscriptions_checked: _builtins.int
+    mismatches_found: _builtins.int
+    mismatches_repaired: _builtins.int
+    purchases_resolved: _builtins.int
+    @_builtins.property
+    def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]: ...
+    def __init__(
+        self,
+        *,
+        subscriptions_checked: _builtins.int = ...,
+        mismatches_found: _builtins.int = ...,
+        mismatches_repaired: _builtins.int = ...,
+        purchases_resolved: _builtins.int = ...,
+        open_mismatches: _abc.Iterable[Global___Mismatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatches_found", b"mismatches_found", "mismatches_repaired", b"mismatches_repaired", "open_mismatches", b"open_mismatches", "purchases_resolved", b"purchases_resolved", "subscriptions_checked", b"subscriptions_checked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyReconciliationResponse: _TypeAlias = ApplyReconciliationResponse  # noqa: Y015

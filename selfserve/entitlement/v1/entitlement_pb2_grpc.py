@@ -109,6 +109,16 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesResponse.FromString,
                 _registered_method=True)
+        self.GetReconcileState = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/GetReconcileState',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateResponse.FromString,
+                _registered_method=True)
+        self.ApplyReconciliation = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/ApplyReconciliation',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class EntitlementServiceServicer:
@@ -224,6 +234,23 @@ class EntitlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReconcileState(self, request, context):
+        """What the reconciler should read from the provider: its event checkpoint, the accounts to
+        check and the purchases past their timeout. Roles: checkout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyReconciliation(self, request, context):
+        """The provider's present state as the reconciler read it: differences are recorded as
+        mismatches and deterministic drift is repaired by applying the provider's state, recorded as
+        a reconciliation. Roles: checkout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntitlementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +328,16 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.ListMismatches,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesResponse.SerializeToString,
+            ),
+            'GetReconcileState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconcileState,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateResponse.SerializeToString,
+            ),
+            'ApplyReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyReconciliation,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -708,6 +745,60 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/ListMismatches',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ListMismatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconcileState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/GetReconcileState',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.GetReconcileStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/ApplyReconciliation',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,15 @@ class EntitlementServiceStub:
     """
     ListMismatches: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ListMismatchesRequest, _entitlement_pb2.ListMismatchesResponse]
     """Open differences between the provider's view and internal state. Roles: support, operator."""
+    GetReconcileState: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]
+    """What the reconciler should read from the provider: its event checkpoint, the accounts to
+    check and the purchases past their timeout. Roles: checkout.
+    """
+    ApplyReconciliation: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]
+    """The provider's present state as the reconciler read it: differences are recorded as
+    mismatches and deterministic drift is repaired by applying the provider's state, recorded as
+    a reconciliation. Roles: checkout.
+    """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
@@ -122,6 +131,15 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     """
     ListMismatches: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ListMismatchesRequest, _entitlement_pb2.ListMismatchesResponse]  # type: ignore[assignment]
     """Open differences between the provider's view and internal state. Roles: support, operator."""
+    GetReconcileState: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]  # type: ignore[assignment]
+    """What the reconciler should read from the provider: its event checkpoint, the accounts to
+    check and the purchases past their timeout. Roles: checkout.
+    """
+    ApplyReconciliation: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]  # type: ignore[assignment]
+    """The provider's present state as the reconciler read it: differences are recorded as
+    mismatches and deterministic drift is repaired by applying the provider's state, recorded as
+    a reconciliation. Roles: checkout.
+    """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -253,5 +271,26 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ListMismatchesResponse, _abc.Awaitable[_entitlement_pb2.ListMismatchesResponse]]:
         """Open differences between the provider's view and internal state. Roles: support, operator."""
+
+    @_abc_1.abstractmethod
+    def GetReconcileState(
+        self,
+        request: _entitlement_pb2.GetReconcileStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.GetReconcileStateResponse, _abc.Awaitable[_entitlement_pb2.GetReconcileStateResponse]]:
+        """What the reconciler should read from the provider: its event checkpoint, the accounts to
+        check and the purchases past their timeout. Roles: checkout.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyReconciliation(
+        self,
+        request: _entitlement_pb2.ApplyReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.ApplyReconciliationResponse, _abc.Awaitable[_entitlement_pb2.ApplyReconciliationResponse]]:
+        """The provider's present state as the reconciler read it: differences are recorded as
+        mismatches and deterministic drift is repaired by applying the provider's state, recorded as
+        a reconciliation. Roles: checkout.
+        """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
