@@ -45,15 +45,17 @@ async def pages(fetch: Callable[[str | None], Awaitable[dict[str, Any]]]) -> lis
 
 
 async def replay(w: WebhookDeps, checkpoint: Timestamp | None, now: int) -> tuple[int, int | None]:
-    """Forwards every provider event since the checkpoint (duplicates change nothing); returns the
-    count and the newest event's time."""
+    """Forwards every provider event since the checkpoint (duplicates change nothing); returns how
+    many had been missed (not recorded before) and the newest event's time."""
     since = checkpoint.seconds if checkpoint is not None and checkpoint.seconds else now - FIRST_REPLAY_S
     events = await pages(lambda after: w.deps.provider.list_events(since, after))
     newest: int | None = None
+    missed = 0
     for event in sorted(events, key=lambda e: (e.get("created", 0), e.get("id", ""))):
-        await forward(w, event, json.dumps(event).encode())
+        accepted = await forward(w, event, json.dumps(event).encode())
+        missed += accepted.outcome != "duplicate"
         newest = max(newest or 0, int(event.get("created") or 0))
-    return len(events), newest
+    return missed, newest
 
 
 async def reconcile(w: WebhookDeps, account_id: str | None) -> Outcome:
@@ -81,8 +83,9 @@ async def reconcile(w: WebhookDeps, account_id: str | None) -> Outcome:
         if newest is not None:
             done = pb.ApplyReconciliationRequest(reconciliation_id=request.reconciliation_id, read_at=request.read_at)
             done.events_checkpoint.FromSeconds(newest)
-            reply.open_mismatches[:] = (await entitlement_call(deps.entitlement.ApplyReconciliation,
-                                                               done)).open_mismatches
+            latest = await entitlement_call(deps.entitlement.ApplyReconciliation, done)
+            del reply.open_mismatches[:]
+            reply.open_mismatches.extend(latest.open_mismatches)
     log.info("reconciled", account_id=account_id, events_replayed=replayed,
              subscriptions_checked=reply.subscriptions_checked, mismatches_found=reply.mismatches_found,
              mismatches_repaired=reply.mismatches_repaired, purchases_resolved=reply.purchases_resolved,

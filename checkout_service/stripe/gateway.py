@@ -38,7 +38,7 @@ class Provider(Protocol):
 
 
 def _plain(obj: Any) -> Obj:
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return obj.to_dict(recursive=True, for_json=True) if hasattr(obj, "to_dict") else dict(obj)
 
 
 class StripeGateway:

@@ -1,0 +1,139 @@
+"""Support and operations against real processes: drift behind the system's back is found,
+counted and repaired; the runbook's grpcurl lines work; counters move; no secret is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from service_runtime.auth import Role
+from tests.e2e.stack import SECRET, Stack, start_stack, stop_stack
+from tests.support.tokens import TOKENS, bearer
+
+pytestmark = pytest.mark.e2e
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+SERVICE = "selfserve.entitlement.v1.EntitlementService"
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    started = await start_stack(database_url, {"OPERATIONS_GAUGES_INTERVAL_S": "0.2", "RECONCILE_INTERVAL_S": "0"})
+    yield started
+    await stop_stack(started)
+
+
+async def grpcurl(stack: Stack, role: Role, method: str, body: dict[str, str]) -> dict[str, object]:
+    proc = await asyncio.create_subprocess_exec(
+        GRPCURL, "-plaintext", "-H", f"authorization: Bearer {TOKENS[role]}", "-d", json.dumps(body),
+        stack.env["ENTITLEMENT_GRPC_ADDR"], f"{SERVICE}/{method}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    return dict(json.loads(out))
+
+
+async def reconcile(stack: Stack, account_id: str = "") -> checkout_pb2.ReconcileResponse:
+    async with grpc.aio.insecure_channel(stack.env["CHECKOUT_GRPC_ADDR"]) as channel:
+        return await checkout_pb2_grpc.CheckoutServiceStub(channel).Reconcile(
+            checkout_pb2.ReconcileRequest(account_id=account_id), metadata=bearer(Role.OPERATOR), timeout=60)
+
+
+async def metric(stack: Stack, name: str, **labels: str) -> float:
+    async with stack.http.get(f"http://{stack.env['ENTITLEMENT_METRICS_ADDR']}/metrics") as response:
+        text = await response.text()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            found = re.match(rf'{name}(?:{{(.*)}})? (\S+)', line)
+            if found and ",".join(sorted((found.group(1) or "").split(","))) == wanted:
+                return float(found.group(2))
+    return 0.0
+
+
+async def bought(stack: Stack, account_id: str, price: str = "pro_monthly") -> pb.Purchase:
+    _, created = await stack.buy(account_id, price)
+    await stack.sim_control(f"checkout/sessions/{created['checkout_session_id']}/complete")
+    purchase = await stack.wait_state(str(created["purchase_id"]), pb.PURCHASE_STATE_FINALIZED)
+    await stack.delivered()
+    return purchase
+
+
+async def test_drift_made_behind_the_systems_back_is_found_counted_and_repaired(stack: Stack) -> None:
+    purchase = await bought(stack, "acct_drift", "starter_monthly")
+    await stack.sim_control("delivery", mode="drop")
+    await stack.sim_control(f"subscriptions/{purchase.subscription_id}/portal", action="change_price",
+                            price="pro_monthly")
+    await stack.delivered()
+    assert [p.billing_plan_code for p in (await stack.entitlements("acct_drift")).plans] == ["starter"]
+
+    first = await reconcile(stack)
+    assert first.subscriptions_checked >= 1 and first.mismatches_found == 1 and first.mismatches_repaired == 1
+    assert first.events_replayed >= 1  # the dropped event, from the provider's event list
+    assert [p.billing_plan_code for p in (await stack.entitlements("acct_drift")).plans] == ["pro"]
+    again = await reconcile(stack)
+    assert again.mismatches_found == 0 and again.events_replayed == 0
+
+    listed = await grpcurl(stack, Role.SUPPORT, "ListMismatches", {"account_id": "acct_drift", "include_closed": True})
+    [mismatch] = listed["mismatches"]  # type: ignore[misc]
+    assert mismatch["kind"] == "items_differ" and mismatch["closed_at"] and "repaired" in mismatch["resolution"]
+    trace = await grpcurl(stack, Role.SUPPORT, "TracePurchase", {"subscription_id": purchase.subscription_id})
+    assert any(a["cause"] == "reconciliation" for a in trace["audit"])  # type: ignore[union-attr]
+
+
+async def test_support_traces_a_purchase_by_each_of_its_ids(stack: Stack) -> None:
+    purchase = await bought(stack, "acct_trace")
+    for key, value in (("purchase_id", purchase.purchase_id), ("checkout_session_id", purchase.checkout_session_id),
+                       ("subscription_id", purchase.subscription_id)):
+        trace = await grpcurl(stack, Role.SUPPORT, "TracePurchase", {key: value})
+        assert trace["purchase"]["purchase_id"] == purchase.purchase_id  # type: ignore[index]
+        types = [e["type"] for e in trace["events"]]  # type: ignore[union-attr]
+        assert {"checkout.session.completed", "customer.subscription.created", "invoice.paid"} <= set(types)
+        assert [a["billing_plan_code"] for a in trace["assignments"]] == ["pro"]  # type: ignore[union-attr]
+        assert [f["grant_program_code"] for f in trace["funding"]] == ["ai_credits"]  # type: ignore[union-attr]
+        assert trace["gate_decision"]["gate_bundle"] == "pro"  # type: ignore[index]
+    explained = await grpcurl(stack, Role.SUPPORT, "ExplainAccount", {"account_id": "acct_trace"})
+    assert all(e["reason"] for e in explained["explanations"])  # type: ignore[union-attr]
+
+
+async def test_a_duplicate_and_a_stale_event_move_their_counters(stack: Stack) -> None:
+    purchase = await bought(stack, "acct_counts")
+    async def counts() -> dict[str, float]:
+        return {o: await metric(stack, "provider_events_total", type="customer.subscription.updated", outcome=o)
+                for o in ("duplicate", "stale")}
+
+    before = await counts()
+    await stack.sim_control("delivery", mode="hold")
+    sub = purchase.subscription_id
+    await stack.sim_control(f"subscriptions/{sub}/portal", action="change_quantity", quantity=2)
+    await stack.sim_control("clock/advance", seconds=1)
+    await stack.sim_control(f"subscriptions/{sub}/portal", action="change_quantity", quantity=3)
+    released = await stack.sim_control("delivery/release", order="reverse")  # the newer change first
+    await stack.delivered()
+    await stack.sim_control("delivery/redeliver", event=released["released"][0]["event"])  # once more
+    await stack.delivered()
+    after = await counts()
+    assert after["stale"] - before["stale"] == 1
+    assert after["duplicate"] - before["duplicate"] == 1
+    assert await metric(stack, "purchase_finalize_seconds_count", since="provider_completion") >= 1
+    assert await metric(stack, "mismatches_open") == 0
+
+
+async def test_no_secret_token_or_signature_reaches_a_log_line(stack: Stack) -> None:
+    await bought(stack, "acct_logs")
+    await grpcurl(stack, Role.SUPPORT, "GetEntitlements", {"account_id": "acct_logs"})
+    await reconcile(stack)
+    lines = [line for process in stack.processes for line in process.raw]
+    assert any('"provider_event"' in line for line in lines) and any('"rpc"' in line for line in lines)
+    secrets = [*TOKENS.values(), SECRET, stack.env["STRIPE_API_KEY"]]
+    leaked = [line for line in lines for secret in secrets if secret in line]
+    assert leaked == []
+    assert not [line for line in lines if re.search(r"t=\d+,v1=[0-9a-f]{64}", line)]
