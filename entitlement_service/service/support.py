@@ -167,16 +167,32 @@ async def apply_reconciliation(deps: Deps, read_at: datetime, accounts: list[Pro
             result.checked += 1
             await _repair(deps, account, snapshot, event, read_at, result)
     for session, event in sessions:
-        before = await _purchase_state(deps, session.checkout_session_id)
-        if session.status == "expired" or session.paid:
-            await apply_event(deps, event)
-        if await _purchase_state(deps, session.checkout_session_id) != before:
-            result.resolved += 1
+        await _resolve(deps, session, event, result)
     async with deps.pool.acquire() as conn:
         if checkpoint is not None:
             await q.save_checkpoint(conn, CHECKPOINT, checkpoint)
         result.open = await q.list_mismatches(conn, None, False, 0, 1000)
     return result
+
+
+async def _resolve(deps: Deps, session: CheckoutSessionSnapshot, event: ProviderEvent, result: ReconcileResult) -> None:
+    """An overdue purchase: finalized or expired from its checkout session, or flagged as stuck
+    while the provider still holds the session open."""
+    before = await _purchase_state(deps, session.checkout_session_id)
+    fingerprint = f"stuck_purchase:{session.checkout_session_id}"
+    if session.status == "expired" or session.paid:
+        await apply_event(deps, event)
+    if await _purchase_state(deps, session.checkout_session_id) != before:
+        result.resolved += 1
+        async with deps.pool.acquire() as conn:
+            await q.close_mismatch(conn, fingerprint, "resolved from the provider's checkout session")
+    elif session.status == "open" and session.purchase_id:
+        result.found += 1
+        account = session.metadata.get("account_id") or None
+        async with deps.pool.acquire() as conn:
+            await q.open_mismatch(conn, "stuck_purchase", account or "", None, fingerprint, {
+                "purchase_id": session.purchase_id, "checkout_session": session.status,
+                "payment_status": session.payment_status})
 
 
 async def _purchase_state(deps: Deps, session_id: str) -> PurchaseState | None:

@@ -18,6 +18,7 @@ from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
 from tests.e2e.stack import SECRET, Stack, start_stack, stop_stack
 from tests.support.tokens import TOKENS, bearer
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -137,3 +138,23 @@ async def test_no_secret_token_or_signature_reaches_a_log_line(stack: Stack) -> 
     leaked = [line for line in lines for secret in secrets if secret in line]
     assert leaked == []
     assert not [line for line in lines if re.search(r"t=\d+,v1=[0-9a-f]{64}", line)]
+
+
+async def test_a_purchase_whose_webhooks_were_lost_is_finalized_by_the_reconciler(database_url: str) -> None:
+    stack = await start_stack(database_url, {"PURCHASE_RETURN_TIMEOUT_S": "1", "RECONCILE_INTERVAL_S": "0"})
+    try:
+        await stack.sim_control("delivery", mode="drop")
+        _, created = await stack.buy("acct_lost")
+        await stack.sim_control(f"checkout/sessions/{created['checkout_session_id']}/complete")
+        async with stack.http.get(f"{stack.checkout}/checkout/return?purchase_id={created['purchase_id']}"
+                                  f"&session_id={created['checkout_session_id']}") as page:
+            assert page.status == 200
+
+        async def finalized_by_reconciling() -> bool:
+            await reconcile(stack)
+            return (await stack.purchase(str(created["purchase_id"]))).state == pb.PURCHASE_STATE_FINALIZED
+
+        await eventually(finalized_by_reconciling, timeout_s=20, what="the reconciler to finalize the purchase")
+        assert [p.billing_plan_code for p in (await stack.entitlements("acct_lost")).plans] == ["pro"]
+    finally:
+        await stop_stack(stack)
