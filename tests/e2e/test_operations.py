@@ -158,3 +158,20 @@ async def test_a_purchase_whose_webhooks_were_lost_is_finalized_by_the_reconcile
         assert [p.billing_plan_code for p in (await stack.entitlements("acct_lost")).plans] == ["pro"]
     finally:
         await stop_stack(stack)
+
+
+async def test_the_periodic_reconciler_repairs_drift_on_its_own(database_url: str) -> None:
+    stack = await start_stack(database_url, {"RECONCILE_INTERVAL_S": "1"})
+    try:
+        purchase = await bought(stack, "acct_periodic", "starter_monthly")
+        await stack.sim_control("delivery", mode="drop")
+        await stack.sim_control(f"subscriptions/{purchase.subscription_id}/portal", action="change_price",
+                                price="pro_monthly")
+
+        async def repaired() -> bool:
+            return [p.billing_plan_code for p in (await stack.entitlements("acct_periodic")).plans] == ["pro"]
+
+        await eventually(repaired, timeout_s=20, what="the periodic reconciler to apply the provider's state")
+        await stack.processes[2].wait_for_event("reconciled")
+    finally:
+        await stop_stack(stack)
