@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from service_runtime.config import ConfigError
@@ -22,6 +22,14 @@ class ServiceTokens:
     """The `SERVICE_TOKENS` table: which role each token carries."""
 
     by_token: Mapping[str, Role]
+    # Roles by the SHA-256 of each token: a presented token is looked up by its digest, so the
+    # lookup's timing depends on the digest, never on how much of a real token was guessed.
+    by_digest: Mapping[bytes, Role] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.by_digest:
+            digests = {hashlib.sha256(t.encode()).digest(): r for t, r in self.by_token.items()}
+            object.__setattr__(self, "by_digest", digests)
 
     @classmethod
     def parse(cls, raw: str, name: str = "SERVICE_TOKENS") -> ServiceTokens:
@@ -43,12 +51,7 @@ class ServiceTokens:
         return cls(by_token)
 
     def role_of(self, token: str) -> Role | None:
-        # Compare every token in constant time so response timing reveals nothing.
-        found: Role | None = None
-        for known, role in self.by_token.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
-                found = role
-        return found
+        return self.by_digest.get(hashlib.sha256(token.encode()).digest())
 
     def token_for(self, role: Role) -> str | None:
         return next((token for token, r in self.by_token.items() if r is role), None)

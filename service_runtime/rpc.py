@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,6 +22,17 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 LOGGED_FIELDS = ("account_id", "purchase_id", "checkout_session_id", "subscription_id", "gate")
 
 log = structlog.get_logger("rpc")
+
+
+@functools.cache
+def handled(method: str, code: str) -> Any:
+    """The labelled counter child, resolved once per method and code rather than per call."""
+    return RPC_HANDLED.labels(method, code)
+
+
+@functools.cache
+def timed(method: str) -> Any:
+    return RPC_SECONDS.labels(method)
 
 
 @dataclass(frozen=True)
@@ -150,8 +162,8 @@ class _Guard:
 
     def _finish(self, code: grpc.StatusCode, message: str) -> None:
         seconds = time.perf_counter() - self.started
-        RPC_HANDLED.labels(self.call.method, code.name).inc()
-        RPC_SECONDS.labels(self.call.method).observe(seconds)
+        handled(self.call.method, code.name).inc()
+        timed(self.call.method).observe(seconds)
         ids = {f: v for f in LOGGED_FIELDS if (v := getattr(self.request, f, ""))}
         log.info("rpc", method=self.call.method, code=code.name, duration_ms=round(seconds * 1000, 3),
                  **({"error": message} if message else {}), **ids)
