@@ -19,24 +19,24 @@ from checkout_service.service import Deps
 from checkout_service.settings import Settings
 from checkout_service.stripe.gateway import Provider, ProviderError, StripeGateway
 from checkout_service.webhooks import BoundedCache, WebhookDeps
-from selfserve.checkout.v1 import checkout_pb2_grpc
+from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
 from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
-from service_runtime.rpc import RpcInterceptor
+from service_runtime.rpc import RpcPipeline
 
 log = structlog.get_logger("checkout_service")
 
 
 def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps) -> GrpcServer:
     servicer = CheckoutServicer(deps, hooks)
-    interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    wrapped = pipeline.wrap(servicer, checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
     return build_grpc_server(
         settings.grpc_addr,
         [SERVICE],
-        lambda server: checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(servicer, server),
-        [interceptor],
+        lambda server: checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(wrapped, server),  # type: ignore[arg-type]
     )
 
 

@@ -21,11 +21,11 @@ from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import Settings
-from selfserve.entitlement.v1 import entitlement_pb2_grpc
+from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
 from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
 from service_runtime.http_probes import add_probe_routes, start_site
 from service_runtime.logs import configure_logging
-from service_runtime.rpc import RpcInterceptor
+from service_runtime.rpc import RpcPipeline
 
 log = structlog.get_logger("entitlement_service")
 
@@ -58,12 +58,12 @@ class Runtime:
 
 def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
     servicer = EntitlementServicer(runtime.deps, runtime.gates, runtime.watchers)
-    interceptor = RpcInterceptor(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    wrapped = pipeline.wrap(servicer, entitlement_pb2.DESCRIPTOR.services_by_name["EntitlementService"])
     return build_grpc_server(
         settings.grpc_addr,
         [SERVICE],
-        lambda server: entitlement_pb2_grpc.add_EntitlementServiceServicer_to_server(servicer, server),
-        [interceptor],
+        lambda server: entitlement_pb2_grpc.add_EntitlementServiceServicer_to_server(wrapped, server),  # type: ignore[arg-type]
     )
 
 

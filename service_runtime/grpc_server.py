@@ -41,9 +41,8 @@ def build_grpc_server(
     address: Address,
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
-    server = grpc.aio.server(interceptors=list(interceptors))
+    server = grpc.aio.server()
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -19,7 +19,7 @@ from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
 from service_runtime.config import Address
 from service_runtime.grpc_server import GrpcServer, build_grpc_server
-from service_runtime.rpc import RpcInterceptor
+from service_runtime.rpc import RpcPipeline
 from tests.support.tokens import bearer, service_tokens
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -49,11 +49,12 @@ class ScriptedServicer(EntitlementServicer):
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[GrpcServer, ScriptedServicer, grpc.aio.Channel]]:
     servicer = ScriptedServicer()
+    pipeline = RpcPipeline(service_tokens(), ROLES_BY_METHOD, ERRORS)
+    wrapped = pipeline.wrap(servicer, pb.DESCRIPTOR.services_by_name["EntitlementService"])
     server = build_grpc_server(
         Address("127.0.0.1", 0),
         [SERVICE],
-        lambda s: entitlement_pb2_grpc.add_EntitlementServiceServicer_to_server(servicer, s),
-        [RpcInterceptor(service_tokens(), ROLES_BY_METHOD, ERRORS)],
+        lambda s: entitlement_pb2_grpc.add_EntitlementServiceServicer_to_server(wrapped, s),  # type: ignore[arg-type]
     )
     await server.server.start()
     await server.set_serving(True)
