@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint protos check-protos clean
+.PHONY: run test lint protos check-protos clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack provider_sim
 	$(BIN)/buf lint
 	$(BIN)/python -m devstack protos --check
+
+## bench: benchmarks on loopback against same-run baselines (needs wrk, h2load, pgbench); see README
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 ## protos: regenerate selfserve/ (Python code and type stubs) from proto/
 protos: $(STAMP)

@@ -1,0 +1,125 @@
+"""(a) Webhook ingest to finalized, through the whole stack, against pgbench running the
+equivalent transaction; then receipt-to-finalized latency at half the measured rate."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from .context import Context
+from .pg_baseline import run_baseline
+from .procs import LOAD_CPU, describe_cpu, meter, python_module, run_tool
+from .profiling import profiled
+from .report import Row, ratio
+from .stack import Stack, start_stack
+from .tools import WrkResult, wrk
+from .webhook_bodies import bodies, price_for, template_event, write_signed
+
+NAME = "a. webhook ingest → finalized"
+TARGET = "≥ 0.50 of pgbench TPS"
+LATENCY_NAME = "a. receipt → finalized at half rate"
+LATENCY_TARGET = "p99 ≤ 50 ms"
+CONCURRENCY = 64
+MIN_EVENTS = 1000
+MAX_LOAD_S = 60
+
+
+@dataclass(frozen=True)
+class Finalized:
+    applied: int
+    recorded: int
+    assignments: int
+
+
+async def finalized(database_url: str, tag: str) -> Finalized:
+    """Events of batch `tag` the entitlement service recorded and applied, and the plan assignments
+    their accounts hold."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE outcome = 'applied') AS applied, count(*) AS recorded "
+            "FROM provider_events WHERE starts_with(provider_event_id, $1)", f"evt_{tag}_")
+        assignments = await conn.fetchval(
+            "SELECT count(*) FROM plan_assignments WHERE starts_with(account_id, $1)", f"acct_{tag}_")
+    finally:
+        await conn.close()
+    return Finalized(row["applied"], row["recorded"], assignments)
+
+
+async def _delivered(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.sim}/_sim/delivery/wait",
+                                                         params={"timeout_ms": "20000"}) as response:
+        if not (await response.json()).get("idle"):
+            raise RuntimeError("the simulator's webhook deliveries did not settle")
+
+
+async def _closed_loop(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int,
+                       duration_s: float) -> WrkResult:
+    path = write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count), stack.secret)
+    return await wrk(stack.webhook_url, path, connections=CONCURRENCY, duration_s=duration_s)
+
+
+async def _open_loop(ctx: Context, stack: Stack, template: dict[str, Any], rate: float) -> dict[str, Any]:
+    count = max(200, int(rate * ctx.load_s))
+    path = write_signed(ctx.path("bench_h.requests"), bodies(template, "bench_h", count), stack.secret)
+    run = await run_tool(python_module("bench.openloop", stack.webhook_url, str(path), f"{rate:.2f}"), LOAD_CPU,
+                         timeout_s=count / rate + 120)
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+async def run(ctx: Context) -> list[Row]:
+    database_url = await ctx.server.create("webhook", migrated=False)
+    stack = await start_stack(database_url, ctx.work)
+    try:
+        template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
+        await _delivered(stack)
+        warm = await _closed_loop(ctx, stack, template, "bench_w", 1500, max(3.0, ctx.warmup_s))
+        duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
+        count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
+        async with meter(stack.pids()) as cpu, profiled(ctx.profile, {
+                "webhook-entitlement": stack.children["entitlement"].pid,
+                "webhook-checkout": stack.children["checkout"].pid}):
+            load = await _closed_loop(ctx, stack, template, "bench_m", count, duration)
+        done = await finalized(database_url, "bench_m")
+        unique_ok = load.counts["ok"] - load.counts["wrapped"]
+        rate = unique_ok / load.seconds
+        half = await _open_loop(ctx, stack, template, rate / 2)
+        half_done = await finalized(database_url, "bench_h")
+    finally:
+        await stack.stop()
+    baseline_url = await ctx.server.create("pgbench")
+    async with meter({}) as pg_cpu:
+        base = await run_baseline(baseline_url, json.dumps(template).encode(), ctx.work, clients=CONCURRENCY,
+                                  duration_s=duration)
+    value = ratio(rate, base.tps)
+    all_final = done.applied >= unique_ok and done.assignments >= unique_ok
+    cpu_used = {**cpu.used, "wrk": load.run.cores}
+    ingest = Row(
+        NAME, f"{rate:,.0f} events/s ({unique_ok} distinct 2xx in {load.seconds:.1f} s, p99 "
+              f"{load.counts['p99_us'] / 1000:.0f} ms)",
+        f"{base.tps:,.0f} TPS pgbench ({base.transactions} tx, {base.latency_ms:.1f} ms avg)",
+        value, TARGET, value is not None and value >= 0.50 and all_final and load.errors == 0,
+        f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU}); pgbench -c{CONCURRENCY} -j2 -M prepared (core {LOAD_CPU})",
+        f"finalized: {done.applied} applied events, {done.assignments} plan assignments, {load.errors} errors; "
+        f"services and PostgreSQL unpinned; {describe_cpu(cpu_used)}; pgbench run: postgres "
+        f"{pg_cpu.used['postgres']:.2f}, pgbench {base.run.cores:.2f}",
+        {"wrk": load.counts, "warmup_ok_per_s": warm.ok_per_s, "finalized": done.__dict__, "cpu": cpu_used,
+         "pgbench": {"tps": base.tps, "transactions": base.transactions, "latency_ms": base.latency_ms,
+                     "failed": base.failed, "cpu": {"postgres": pg_cpu.used["postgres"], "pgbench": base.run.cores}}})
+    p99 = float(half["p99_ms"])
+    latency = Row(
+        LATENCY_NAME, f"p99 {p99:.1f} ms, p50 {half['p50_ms']:.1f} ms at {half['rate']:.0f} events/s",
+        "", None, LATENCY_TARGET,
+        p99 <= 50 and half["ok"] == half["sent"] and half_done.applied >= half["ok"],
+        f"python -m bench.openloop, open loop at a fixed rate (core {LOAD_CPU})",
+        f"{half['sent']} events, statuses {half['statuses']}, {half_done.applied} applied; latency from each "
+        f"request's due time to its answer (sent only after the commit); max dispatch lag "
+        f"{half['max_dispatch_lag_ms']} ms",
+        {"openloop": half, "finalized": half_done.__dict__})
+    return [ingest, latency]
