@@ -4,8 +4,6 @@ the entitlement service over its own database, the checkout service, the example
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +14,7 @@ import grpc
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.provider import EXAMPLE_CATALOG, ROOT
 from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
@@ -24,16 +23,6 @@ from tests.support.waiting import eventually
 SECRET = "whsec_e2e_purchases"
 
 
-def free_port() -> int:
-    """A free port below Linux's ephemeral range, so outgoing connections cannot take it first."""
-    while True:
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @dataclass

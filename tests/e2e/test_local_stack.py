@@ -7,12 +7,12 @@ import asyncio
 import os
 import shlex
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.tokens import SERVICE_TOKENS
 from tests.support.waiting import eventually
 
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def processes_with(marker: str) -> list[int]:

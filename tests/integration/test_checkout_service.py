@@ -4,7 +4,6 @@ PostgreSQL behind it and a fake provider in front (the simulator runs in the end
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
 from tests.integration.conftest import Client, start_service, stop_service
 from tests.support.fake_provider import FakeProvider
+from tests.support.ports import free_port
 from tests.support.provider import EXAMPLE_CATALOG, T0, subscription_event
 from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
 from tests.support.waiting import eventually
@@ -54,10 +54,6 @@ class Stack:
             return r.status, await r.json()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
