@@ -4,6 +4,7 @@ the entitlement service over its own database, the checkout service, the example
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -102,15 +103,20 @@ async def start_stack(database_url: str, extra_env: dict[str, str] | None = None
         "PURCHASE_RETURN_TIMEOUT_S": "30", **(extra_env or {}),
     }
     processes = [ServiceProcess(m, env) for m in ("provider_sim", "entitlement_service", "checkout_service")]
-    for process in processes:
-        await process.start()
-        await process.wait_for_event("listening")
-    await processes[1].wait_for_event("ready")
-    apply = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "checkout_service", "catalog", "apply", str(EXAMPLE_CATALOG), cwd=ROOT,
-        env={**__import__("os").environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await apply.communicate()
-    assert apply.returncode == 0, out.decode()
+    try:
+        for process in processes:
+            await process.start()
+            await process.wait_for_event("listening")
+        await processes[1].wait_for_event("ready")
+        apply = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "checkout_service", "catalog", "apply", str(EXAMPLE_CATALOG), cwd=ROOT,
+            env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await apply.communicate()
+        assert apply.returncode == 0, out.decode()
+    except BaseException:
+        for process in processes:  # leave nothing running when the stack cannot start
+            await process.kill()
+        raise
     stack = Stack(env, processes, aiohttp.ClientSession(), grpc.aio.insecure_channel(env["ENTITLEMENT_TARGET"]))
     await stack.delivered()  # the catalog's product and price events
     return stack
