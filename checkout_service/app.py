@@ -21,10 +21,11 @@ from checkout_service.stripe.gateway import Provider, ProviderError, StripeGatew
 from checkout_service.webhooks import BoundedCache, WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
-from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
+from service_runtime.grpc_server import GrpcServer, build_grpc_server
 from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
 from service_runtime.rpc import RpcPipeline
+from service_runtime.signals import wait_for_stop_signal
 
 log = structlog.get_logger("checkout_service")
 

@@ -22,10 +22,11 @@ from entitlement_service.service.gates import GateCache
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
-from service_runtime.grpc_server import GrpcServer, build_grpc_server, wait_for_stop_signal
+from service_runtime.grpc_server import GrpcServer, build_grpc_server
 from service_runtime.http_probes import add_probe_routes, start_site
 from service_runtime.logs import configure_logging
 from service_runtime.rpc import RpcPipeline
+from service_runtime.signals import wait_for_stop_signal
 
 log = structlog.get_logger("entitlement_service")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
 import structlog
@@ -17,21 +16,9 @@ from provider_sim.store import State, load_snapshot
 from service_runtime.config import ConfigError
 from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
+from service_runtime.signals import wait_for_stop_signal
 
 log = structlog.get_logger("provider_sim")
-
-
-async def wait_for_stop() -> str:
-    loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[str] = loop.create_future()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not stopped.done():
-            stopped.set_result(sig.name)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    return await stopped
 
 
 async def serve(settings: Settings) -> None:
@@ -44,7 +31,7 @@ async def serve(settings: Settings) -> None:
         log.info("webhook_endpoint_preset", url=preset.url, api_version=preset.api_version)
     log.info("listening", url=f"http://{settings.addr.host}:{port}", snapshot=str(snapshot) if snapshot else None,
              restored=loaded is not None)
-    signal_name = await wait_for_stop()
+    signal_name = await wait_for_stop_signal()
     log.info("shutting_down", signal=signal_name)
     await runner.cleanup()
     log.info("stopped")
