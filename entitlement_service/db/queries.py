@@ -71,6 +71,12 @@ async def load_config(conn: Conn) -> CatalogConfig:
     )
 
 
+async def catalog_version(conn: Conn) -> int:
+    """Changes with every catalog write (a trigger on each catalog table bumps it)."""
+    version: int = await conn.fetchval("SELECT version FROM catalog_version")
+    return version
+
+
 CATALOG_LOCK_KEY = 0x5E1FCA7A
 
 
@@ -205,8 +211,18 @@ async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
     """Creates the account if new and holds its row lock to the end of the transaction: every
     change to one account's state is serialized here, which covers each of its subscriptions and
     each (account, group)."""
-    await ensure_account(conn, account_id)
-    return await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
+    return (await lock_accounts(conn, [account_id]))[account_id]
+
+
+async def lock_accounts(conn: Conn, account_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+    """`lock_account` for many, in one order (by id), so two transactions locking overlapping
+    sets queue behind each other instead of deadlocking."""
+    ordered = sorted(set(account_ids))
+    await conn.execute("INSERT INTO accounts (account_id) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+                       ordered)
+    found = await conn.fetch("SELECT * FROM accounts WHERE account_id = ANY($1) ORDER BY account_id FOR UPDATE",
+                             ordered)
+    return {r["account_id"]: r for r in found}
 
 
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
@@ -215,6 +231,12 @@ async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
 
 async def account_for_customer(conn: Conn, customer_id: str) -> str | None:
     return await conn.fetchval("SELECT account_id FROM accounts WHERE provider_customer_id = $1", customer_id)
+
+
+async def accounts_for_customers(conn: Conn, customer_ids: Sequence[str]) -> dict[str, str]:
+    found = await conn.fetch("SELECT provider_customer_id, account_id FROM accounts "
+                             "WHERE provider_customer_id = ANY($1)", list(customer_ids))
+    return {r["provider_customer_id"]: r["account_id"] for r in found}
 
 
 async def link_customer(conn: Conn, account_id: str, customer_id: str) -> bool:
@@ -226,13 +248,13 @@ async def link_customer(conn: Conn, account_id: str, customer_id: str) -> bool:
     return status.endswith(" 1")
 
 
-async def bump_revision(conn: Conn, account_id: str) -> int:
-    """Moves the account to a new revision and tells every replica (delivered on commit)."""
-    revision: int = await conn.fetchval(
-        "UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = $1 RETURNING revision",
-        account_id)
-    await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, f"{revision}:{account_id}")
-    return revision
+async def bump_revisions(conn: Conn, account_ids: Sequence[str]) -> None:
+    """Moves each account to a new revision and tells every replica (delivered on commit)."""
+    if account_ids:
+        await conn.execute(
+            """WITH bumped AS (UPDATE accounts SET revision = revision + 1, updated_at = now()
+                               WHERE account_id = ANY($1) RETURNING account_id, revision)
+               SELECT pg_notify($2, revision || ':' || account_id) FROM bumped""", list(account_ids), CHANGES_CHANNEL)
 
 
 async def notify_everything(conn: Conn) -> None:
@@ -257,34 +279,124 @@ async def insert_event(conn: Conn, values: Sequence[Any]) -> bool:
     return await conn.fetchval(INSERT_EVENT, *values) is not None
 
 
+INSERT_EVENTS = """
+INSERT INTO provider_events (provider_event_id, type, created, received_at, api_version, object_id, subscription_id,
+    checkout_session_id, account_id, provider_customer_id, outcome, reason, payload, snapshot)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
+ON CONFLICT (provider_event_id) DO NOTHING
+RETURNING provider_event_id"""
+
+
+async def insert_events(conn: Conn, rows_: Sequence[Sequence[Any]]) -> set[str]:
+    """`insert_event` for many in one statement; the ids recorded now (not duplicates)."""
+    columns = [list(column) for column in zip(*rows_, strict=True)]
+    return {r["provider_event_id"] for r in await conn.fetch(INSERT_EVENTS, *columns)}
+
+
 async def count_delivery(conn: Conn, event_id: str) -> None:
-    await conn.execute("UPDATE provider_events SET deliveries = deliveries + 1 WHERE provider_event_id = $1", event_id)
+    await count_deliveries(conn, [event_id])
+
+
+async def count_deliveries(conn: Conn, event_ids: Sequence[str]) -> None:
+    await conn.executemany("UPDATE provider_events SET deliveries = deliveries + 1 WHERE provider_event_id = $1",
+                           [(event_id,) for event_id in event_ids])
+
+
+SET_OUTCOME = """
+UPDATE provider_events SET outcome = $2, reason = $3, account_id = coalesce($4, account_id)
+WHERE provider_event_id = $1"""
 
 
 async def set_event_outcome(conn: Conn, event_id: str, outcome: str, reason: str, account_id: str | None) -> None:
-    await conn.execute(
-        "UPDATE provider_events SET outcome = $2, reason = $3, account_id = coalesce($4, account_id) "
-        "WHERE provider_event_id = $1", event_id, outcome, reason, account_id)
+    await conn.execute(SET_OUTCOME, event_id, outcome, reason, account_id)
 
 
-async def adopt_waiting_events(conn: Conn, account_id: str, customer_id: str) -> int:
-    status = await conn.execute(
-        """UPDATE provider_events SET account_id = $1, outcome = 'applied',
-               reason = 'applied once its customer was linked to an account'
-           WHERE provider_customer_id = $2 AND outcome = 'rejected' AND reason = 'unknown_account'
-             AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid')""", account_id, customer_id)
-    return int(status.split()[-1])
+async def set_event_outcomes(conn: Conn, outcomes: Sequence[tuple[str, str, str, str | None]]) -> None:
+    """Entries of (event id, outcome, reason, account id)."""
+    if outcomes:
+        await conn.executemany(SET_OUTCOME, outcomes)
 
 
-async def account_history(conn: Conn, account_id: str) -> list[bytes]:
-    """The stored snapshots every derivation of the account starts from: its subscriptions'
-    events and its paid invoices."""
+ADOPT_WAITING = """
+UPDATE provider_events e SET account_id = l.account_id, outcome = 'applied',
+    reason = 'applied once its customer was linked to an account'
+FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
+WHERE e.provider_customer_id = l.customer_id AND e.outcome = 'rejected' AND e.reason = 'unknown_account'
+  AND (e.type LIKE 'customer.subscription.%' OR e.type = 'invoice.paid')
+RETURNING e.account_id"""
+
+
+async def adopt_waiting_events(conn: Conn, links: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Subscription and invoice events kept as `unknown_account` for each (account, customer)
+    join that account's history; how many per account."""
+    if not links:
+        return {}
+    adopted: dict[str, int] = {}
+    for r in await conn.fetch(ADOPT_WAITING, [a for a, _ in links], [c for _, c in links]):
+        adopted[r["account_id"]] = adopted.get(r["account_id"], 0) + 1
+    return adopted
+
+
+async def link_customers(conn: Conn, links: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`link_customer` for many (account, customer) pairs; the pairs linked now."""
+    if not links:
+        return []
     found = await conn.fetch(
-        "SELECT snapshot FROM provider_events WHERE account_id = $1 AND outcome IN ('applied', 'stale') "
-        "AND snapshot IS NOT NULL AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid' "
-        "OR type = 'reconciliation.subscription') "
-        "ORDER BY created, provider_event_id", account_id)
-    return [r["snapshot"] for r in found]
+        """UPDATE accounts a SET provider_customer_id = l.customer_id, updated_at = now()
+           FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
+           WHERE a.account_id = l.account_id AND a.provider_customer_id IS NULL
+           RETURNING a.account_id, a.provider_customer_id""", [a for a, _ in links], [c for _, c in links])
+    return [(r["account_id"], r["provider_customer_id"]) for r in found]
+
+
+# What an account's derivation reads, for many accounts at once.
+
+async def account_histories(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The stored snapshots every derivation of an account starts from: its subscriptions'
+    events and its paid invoices, in provider order."""
+    return await conn.fetch(
+        "SELECT account_id, snapshot FROM provider_events WHERE account_id = ANY($1) "
+        "AND outcome IN ('applied', 'stale') AND snapshot IS NOT NULL "
+        "AND (type LIKE 'customer.subscription.%' OR type = 'invoice.paid' OR type = 'reconciliation.subscription') "
+        "ORDER BY account_id, created, provider_event_id", list(account_ids))
+
+
+async def subscriptions_of(conn: Conn, account_ids: Sequence[str], subscription_ids: Sequence[str]
+                           ) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM subscriptions WHERE account_id = ANY($1) OR subscription_id = ANY($2)",
+                            list(account_ids), list(subscription_ids))
+
+
+async def items_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT s.account_id, i.* FROM subscription_items i JOIN subscriptions s USING (subscription_id) "
+        "WHERE s.account_id = ANY($1)", list(account_ids))
+
+
+async def assignments_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM plan_assignments WHERE account_id = ANY($1) "
+                            "ORDER BY account_id, lower(effective), id", list(account_ids))
+
+
+async def bindings_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM grant_bindings WHERE account_id = ANY($1) "
+                            "ORDER BY account_id, lower(effective), id", list(account_ids))
+
+
+async def subscription_purchases_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM purchases WHERE account_id = ANY($1) AND mode = 'subscription' "
+                            "ORDER BY created_at", list(account_ids))
+
+
+async def issue_keys_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT account_id, issue_key FROM issued_grants WHERE account_id = ANY($1)",
+                            list(account_ids))
+
+
+async def open_mismatches_of(conn: Conn, account_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT account_id, kind, fingerprint FROM mismatches "
+                            "WHERE account_id = ANY($1) AND closed_at IS NULL", list(account_ids))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,14 +433,9 @@ WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_i
 RETURNING subscription_id"""
 
 
-async def upsert_subscription(conn: Conn, values: Sequence[Any]) -> bool:
-    return await conn.fetchval(UPSERT_SUBSCRIPTION, *values) is not None
-
-
-async def stored_items(conn: Conn, account_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT i.* FROM subscription_items i JOIN subscriptions s USING (subscription_id) WHERE s.account_id = $1",
-        account_id)
+async def upsert_subscriptions(conn: Conn, values: Sequence[Sequence[Any]]) -> None:
+    if values:
+        await conn.executemany(UPSERT_SUBSCRIPTION, values)
 
 
 async def stored_assignments(conn: Conn, account_id: str) -> list[asyncpg.Record]:
@@ -347,46 +454,49 @@ async def delete_rows(conn: Conn, table: str, ids: list[int]) -> None:
         await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1)", ids)
 
 
-async def upsert_item(conn: Conn, item: ItemRow) -> None:
-    await conn.execute(
-        """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
-               current_period_start, current_period_end)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
-               product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
-               current_period_start = excluded.current_period_start,
-               current_period_end = excluded.current_period_end, updated_at = now()""",
-        item.subscription_id, item.price_id, item.item_id, item.product_id, item.quantity, rows.to_range(item.window),
-        item.current_period_start, item.current_period_end)
+async def upsert_items(conn: Conn, items: Sequence[ItemRow]) -> None:
+    if items:
+        await conn.executemany(
+            """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
+                   current_period_start, current_period_end)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
+                   product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
+                   current_period_start = excluded.current_period_start,
+                   current_period_end = excluded.current_period_end, updated_at = now()""",
+            [(i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, rows.to_range(i.window),
+              i.current_period_start, i.current_period_end) for i in items])
 
 
-async def delete_items(conn: Conn, keys: list[tuple[str, str]]) -> None:
-    for subscription_id, price_id in keys:
-        await conn.execute("DELETE FROM subscription_items WHERE subscription_id = $1 AND price_id = $2",
-                           subscription_id, price_id)
+async def delete_items(conn: Conn, keys: Sequence[tuple[str, str]]) -> None:
+    if keys:
+        await conn.executemany("DELETE FROM subscription_items WHERE subscription_id = $1 AND price_id = $2", keys)
 
 
-async def insert_assignments(conn: Conn, account_id: str, stackable: dict[str, bool],
-                             placed: list[PlacedAssignment]) -> None:
-    await conn.executemany(
-        """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
-               billing_plan_code, priority, gate_bundle, started_at, effective, conflict,
-               conflict_with_subscription_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-        [(account_id, p.row.subscription_group, stackable.get(p.row.subscription_group, False), p.row.subscription_id,
-          p.row.price_id, p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at,
-          rows.to_range(p.window), p.conflict, p.conflict_with) for p in placed])
+async def insert_assignments(conn: Conn, placed: Sequence[tuple[str, bool, PlacedAssignment]]) -> None:
+    """Entries of (account id, whether the group is stackable, assignment)."""
+    if placed:
+        await conn.executemany(
+            """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
+                   billing_plan_code, priority, gate_bundle, started_at, effective, conflict,
+                   conflict_with_subscription_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            [(account_id, p.row.subscription_group, stackable, p.row.subscription_id, p.row.price_id,
+              p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at, rows.to_range(p.window),
+              p.conflict, p.conflict_with) for account_id, stackable, p in placed])
 
 
-async def insert_bindings(conn: Conn, account_id: str, placed: list[PlacedBinding]) -> None:
-    await conn.executemany(
-        """INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
-               grant_program_code, amount, scale_by_quantity, quantity, source, effective,
-               conflict_with_subscription_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-        [(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id, p.row.product_id,
-          p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity, p.row.quantity, p.row.source.value,
-          rows.to_range(p.window), p.conflict_with) for p in placed])
+async def insert_bindings(conn: Conn, placed: Sequence[tuple[str, PlacedBinding]]) -> None:
+    """Entries of (account id, binding)."""
+    if placed:
+        await conn.executemany(
+            """INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
+                   grant_program_code, amount, scale_by_quantity, quantity, source, effective,
+                   conflict_with_subscription_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            [(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id, p.row.product_id,
+              p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity, p.row.quantity, p.row.source.value,
+              rows.to_range(p.window), p.conflict_with) for account_id, p in placed])
 
 
 INSERT_ISSUE = """
@@ -397,13 +507,21 @@ ON CONFLICT (issue_key) DO NOTHING
 RETURNING issue_key"""
 
 
+def _issue_values(account_id: str, issue: Issue, event_id: str) -> tuple[object, ...]:
+    return (issue.issue_key, account_id, issue.grant_program_code, issue.cadence.value, issue.unit, issue.amount,
+            issue.source.value, issue.price_id, issue.subscription_id, issue.invoice_id, issue.checkout_session_id,
+            rows.to_range(issue.period) if issue.period else None, issue.issued_at, event_id)
+
+
 async def insert_issue(conn: Conn, account_id: str, issue: Issue, event_id: str) -> bool:
     """True when issued now; False when that key was issued before (never twice)."""
-    return await conn.fetchval(
-        INSERT_ISSUE, issue.issue_key, account_id, issue.grant_program_code, issue.cadence.value, issue.unit,
-        issue.amount, issue.source.value, issue.price_id, issue.subscription_id, issue.invoice_id,
-        issue.checkout_session_id, rows.to_range(issue.period) if issue.period else None, issue.issued_at, event_id,
-    ) is not None
+    return await conn.fetchval(INSERT_ISSUE, *_issue_values(account_id, issue, event_id)) is not None
+
+
+async def insert_issues(conn: Conn, issues: Sequence[tuple[str, Issue, str]]) -> None:
+    """Entries of (account id, issue, event id); a key issued before is left as it is."""
+    if issues:
+        await conn.executemany(INSERT_ISSUE, [_issue_values(*entry) for entry in issues])
 
 
 async def insert_audit(conn: Conn, entries: list[tuple[str | None, str, str, str, str, str, dict[str, Any]]]) -> None:
@@ -414,21 +532,30 @@ async def insert_audit(conn: Conn, entries: list[tuple[str | None, str, str, str
             "VALUES ($1, $2, $3, $4, $5, $6, $7)", entries)
 
 
+OPEN_MISMATCH = """
+INSERT INTO mismatches (kind, account_id, subscription_id, fingerprint, diff)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (fingerprint) WHERE closed_at IS NULL
+DO UPDATE SET last_seen_at = now(), diff = excluded.diff"""
+
+
 async def open_mismatch(conn: Conn, kind: str, account_id: str, subscription_id: str | None, fingerprint: str,
                         diff: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO mismatches (kind, account_id, subscription_id, fingerprint, diff)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (fingerprint) WHERE closed_at IS NULL
-           DO UPDATE SET last_seen_at = now(), diff = excluded.diff""",
-        kind, account_id, subscription_id, fingerprint, diff)
+    await conn.execute(OPEN_MISMATCH, kind, account_id, subscription_id, fingerprint, diff)
 
 
-async def close_mismatches(conn: Conn, account_id: str, kind: str, keep: list[str], resolution: str) -> None:
-    await conn.execute(
-        "UPDATE mismatches SET closed_at = now(), resolution = $4 "
-        "WHERE account_id = $1 AND kind = $2 AND closed_at IS NULL AND NOT fingerprint = ANY($3)",
-        account_id, kind, keep, resolution)
+async def open_mismatches(conn: Conn, entries: Sequence[tuple[str, str, str | None, str, dict[str, Any]]]) -> None:
+    """Entries of (kind, account id, subscription id, fingerprint, diff)."""
+    if entries:
+        await conn.executemany(OPEN_MISMATCH, entries)
+
+
+async def close_mismatches(conn: Conn, closing: Sequence[tuple[str, str]]) -> None:
+    """Entries of (fingerprint, resolution)."""
+    if closing:
+        await conn.executemany(
+            "UPDATE mismatches SET closed_at = now(), resolution = $2 WHERE fingerprint = $1 AND closed_at IS NULL",
+            closing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,34 +580,49 @@ async def get_purchase(conn: Conn, *, purchase_id: str | None = None, checkout_s
                                purchase_id or checkout_session_id)
 
 
-async def purchases_of_subscriptions(conn: Conn, account_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM purchases WHERE account_id = $1 AND mode = 'subscription' ORDER BY created_at", account_id)
-
-
 async def transitions(conn: Conn, purchase_id: str) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT * FROM purchase_transitions WHERE purchase_id = $1 ORDER BY id", purchase_id)
 
 
+TRANSITION_COLUMNS = {state: f"{state}_at" for state in ("returned", "finalized", "expired", "failed", "conflict")}
+
+
 async def record_transition(conn: Conn, purchase_id: str, from_state: str | None, to_state: str, at: datetime,
                             event_id: str | None, reason: str) -> None:
-    column = f"{to_state}_at"
-    assert column in ("pending_at", "returned_at", "finalized_at", "expired_at", "failed_at", "conflict_at")
-    if to_state != "pending":
-        await conn.execute(f"UPDATE purchases SET state = $2, {column} = $3, reason = $4 WHERE purchase_id = $1",
-                           purchase_id, to_state, at, reason if to_state in ("failed", "conflict") else None)
-    await conn.execute(
-        "INSERT INTO purchase_transitions (purchase_id, from_state, to_state, at, provider_event_id, reason) "
-        "VALUES ($1, $2, $3, $4, $5, $6)", purchase_id, from_state, to_state, at, event_id, reason)
+    await record_transitions(conn, [(purchase_id, from_state, to_state, at, event_id, reason)])
+
+
+async def record_transitions(conn: Conn, moves: Sequence[tuple[str, str | None, str, datetime, str | None, str]]
+                             ) -> None:
+    """Entries of (purchase id, from state, to state, at, event id, reason)."""
+    for to_state, column in TRANSITION_COLUMNS.items():
+        updates = [(pid, to, at, reason if to in ("failed", "conflict") else None)
+                   for pid, _, to, at, _, reason in moves if to == to_state]
+        if updates:
+            await conn.executemany(f"UPDATE purchases SET state = $2, {column} = $3, reason = $4 "
+                                   "WHERE purchase_id = $1", updates)
+    if moves:
+        await conn.executemany(
+            "INSERT INTO purchase_transitions (purchase_id, from_state, to_state, at, provider_event_id, reason) "
+            "VALUES ($1, $2, $3, $4, $5, $6)", moves)
 
 
 async def set_purchase_timeout(conn: Conn, purchase_id: str, timeout_at: datetime) -> None:
     await conn.execute("UPDATE purchases SET timeout_at = $2 WHERE purchase_id = $1", purchase_id, timeout_at)
 
 
+SET_PURCHASE_SUBSCRIPTION = """
+UPDATE purchases SET subscription_id = $2 WHERE purchase_id = $1 AND subscription_id IS NULL"""
+
+
 async def set_purchase_subscription(conn: Conn, purchase_id: str, subscription_id: str) -> None:
-    await conn.execute("UPDATE purchases SET subscription_id = $2 WHERE purchase_id = $1 AND subscription_id IS NULL",
-                       purchase_id, subscription_id)
+    await conn.execute(SET_PURCHASE_SUBSCRIPTION, purchase_id, subscription_id)
+
+
+async def set_purchase_subscriptions(conn: Conn, pairs: Sequence[tuple[str, str]]) -> None:
+    """Entries of (purchase id, subscription id)."""
+    if pairs:
+        await conn.executemany(SET_PURCHASE_SUBSCRIPTION, pairs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from entitlement_service.db.pool import PoolHandle
 from entitlement_service.domain.provider import ProviderEvent
+from entitlement_service.service.catalog_cache import CatalogCache
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,4 @@ class Deps:
     clock: Callable[[], datetime]
     # How long a browser that came back waits for the provider before it is told "still processing".
     return_timeout: timedelta = timedelta(minutes=2)
+    catalog: CatalogCache = field(default_factory=CatalogCache)

@@ -1,8 +1,10 @@
-"""Applying provider events: one transaction and one outcome per event.
+"""Applying provider events: one outcome per event, a batch of events in one transaction.
 
-Order inside the transaction: record the event id under its unique constraint (a duplicate,
-even a concurrent one, stops here and changes nothing), lock the account, apply, record the
-outcome. The provider's 2xx is sent only after the commit."""
+Order inside the transaction: record each event id under its unique constraint (a duplicate,
+even a concurrent one, stops there and changes nothing), lock the accounts, apply, record the
+outcomes. The provider's 2xx is sent only after the commit. Subscription and invoice events for
+different accounts are applied together, their reads and writes made once for all of them;
+checkout sessions and catalog objects one at a time, in their place in the batch."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
+from asyncpg import Record
 
 from entitlement_service.db import queries as q
 from entitlement_service.domain.errors import Conflict
@@ -24,10 +27,12 @@ from entitlement_service.domain.provider import (
 )
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.domain.timeline import LIFECYCLE_RANK, order_key
+from entitlement_service.service.account_store import Writes, load_accounts
 from entitlement_service.service.catalog import store_price, store_product
+from entitlement_service.service.catalog_cache import CatalogView
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.metrics import EVENTS
-from entitlement_service.service.rebuild import Rebuild, record_transition
+from entitlement_service.service.rebuild import Rebuild, rebuild_account, record_transition
 
 log = structlog.get_logger("events")
 # Events the reconciler makes from the provider's present state carry this prefix on the type.
@@ -46,55 +51,187 @@ class Rejected(Exception):
     """The event's data cannot be applied; it is kept with this reason."""
 
 
-async def apply_events(deps: Deps, events: Sequence[ProviderEvent]) -> list[EventResult]:
-    return [await apply_event(deps, event) for event in events]
-
-
 async def apply_event(deps: Deps, event: ProviderEvent) -> EventResult:
+    return (await apply_events(deps, [event]))[0]
+
+
+async def apply_events(deps: Deps, events: Sequence[ProviderEvent]) -> list[EventResult]:
+    """Applies the events in order in one transaction. When that transaction fails, each event is
+    applied again in its own, so one event that cannot be applied holds back only itself."""
     started = time.perf_counter()
-    async with deps.pool.acquire() as conn, conn.transaction():
-        if not await q.insert_event(conn, _event_row(event)):
-            await q.count_delivery(conn, event.provider_event_id)
-            result = EventResult(event.provider_event_id, Outcome.DUPLICATE)
+    try:
+        async with deps.pool.acquire() as conn, conn.transaction():
+            results = await _apply_in_order(conn, deps, events)
+    except Exception:
+        if len(events) == 1:
+            raise
+        log.warning("batch_failed", events=len(events), retry="each event in its own transaction", exc_info=True)
+        return [result for event in events for result in await apply_events(deps, [event])]
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    for event, result in zip(events, results, strict=True):
+        EVENTS.labels(event.type, result.outcome.value).inc()
+        log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
+                 outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
+                 object_id=event.object_id, duration_ms=duration_ms, batch=len(events))
+    return results
+
+
+def _alone(event: ProviderEvent) -> bool:
+    """Checkout sessions and catalog objects are applied one at a time."""
+    return not event.malformed and isinstance(event.object, CheckoutSessionSnapshot | Product | Price)
+
+
+def _keys(event: ProviderEvent) -> set[str]:
+    """What two events applied together must not share: events about the same account, customer
+    or subscription are applied one after the other."""
+    obj = event.object
+    subscription = obj.subscription_id if isinstance(obj, SubscriptionSnapshot | InvoiceSnapshot) else None
+    named = (("event", event.provider_event_id), ("account", event.account_id),
+             ("customer", event.provider_customer_id), ("subscription", subscription))
+    return {f"{kind}:{value}" for kind, value in named if value}
+
+
+def _cause(event: ProviderEvent) -> str:
+    return "reconciliation" if event.type.startswith(RECONCILIATION) else "provider_event"
+
+
+async def _apply_in_order(conn: q.Conn, deps: Deps, events: Sequence[ProviderEvent]) -> list[EventResult]:
+    results: list[EventResult] = []
+    together: list[ProviderEvent] = []
+    taken: set[str] = set()
+    for event in events:
+        keys = _keys(event)
+        if together and (_alone(event) or keys & taken):
+            results += await _apply_together(conn, deps, together)
+            together, taken = [], set()
+        if _alone(event):
+            results.append(await _apply_alone(conn, deps, event))
         else:
-            result = await _apply(conn, deps, event)
-            await q.set_event_outcome(conn, event.provider_event_id, result.outcome.value, result.reason,
-                                      result.account_id)
-    EVENTS.labels(event.type, result.outcome.value).inc()
-    log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
-             outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
-             object_id=event.object_id, duration_ms=round((time.perf_counter() - started) * 1000, 3))
-    return result
+            together.append(event)
+            taken |= keys
+    if together:
+        results += await _apply_together(conn, deps, together)
+    return results
 
 
-def _event_row(event: ProviderEvent) -> tuple[object, ...]:
+def _event_row(event: ProviderEvent, account_id: str | None) -> tuple[object, ...]:
     obj = event.object
     subscription_id = (obj.subscription_id if isinstance(obj, SubscriptionSnapshot | InvoiceSnapshot
                                                           | CheckoutSessionSnapshot) else None)
     session_id = obj.checkout_session_id if isinstance(obj, CheckoutSessionSnapshot) else None
     return (event.provider_event_id, event.type, event.created, event.received_at, event.api_version,
-            event.object_id, subscription_id, session_id, event.account_id, event.provider_customer_id,
+            event.object_id, subscription_id, session_id, account_id, event.provider_customer_id,
             Outcome.APPLIED.value, "", event.raw_payload, event.snapshot)
 
 
-async def _apply(conn: q.Conn, deps: Deps, event: ProviderEvent) -> EventResult:
+def _needs_account(event: ProviderEvent) -> bool:
     obj = event.object
+    return not event.malformed and (isinstance(obj, SubscriptionSnapshot) or (
+        isinstance(obj, InvoiceSnapshot) and event.type == "invoice.paid" and obj.paid
+        and obj.subscription_id is not None))
+
+
+def _decided(event: ProviderEvent) -> EventResult | None:
+    """The outcome of an event that needs no account, if it is one."""
     if event.malformed:
         return EventResult(event.provider_event_id, Outcome.REJECTED, event.malformed, None)
+    if isinstance(event.object, InvoiceSnapshot) and not _needs_account(event):
+        return EventResult(event.provider_event_id, Outcome.IGNORED,
+                           "only paid subscription invoices fund grants; status changes arrive as subscription events")
+    if not _needs_account(event):
+        return EventResult(event.provider_event_id, Outcome.IGNORED, f"{event.type} is not used")
+    return None
+
+
+async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent]) -> list[EventResult]:
+    """Subscription, invoice and unused events that share no account, customer or subscription."""
+    # An account is the object's `metadata.account_id`; else the account linked to its provider
+    # customer; else the customer's own `metadata.account_id`.
+    unnamed = [e.provider_customer_id for e in events
+               if _needs_account(e) and not e.account_id and e.provider_customer_id]
+    by_customer = await q.accounts_for_customers(conn, unnamed) if unnamed else {}
+    accounts = {e.provider_event_id: (e.account_id or by_customer.get(e.provider_customer_id or "")
+                                      or e.customer_account_id or None) if _needs_account(e) else e.account_id
+                for e in events}
+    fresh = await q.insert_events(conn, [_event_row(e, accounts[e.provider_event_id]) for e in events])
+    await q.count_deliveries(conn, [e.provider_event_id for e in events if e.provider_event_id not in fresh])
+    results = {e.provider_event_id: EventResult(e.provider_event_id, Outcome.DUPLICATE)
+               for e in events if e.provider_event_id not in fresh}
+    todo: list[tuple[ProviderEvent, str]] = []
+    for e in (e for e in events if e.provider_event_id in fresh):
+        account = accounts[e.provider_event_id]
+        decided = _decided(e) or (None if account else EventResult(e.provider_event_id, Outcome.REJECTED,
+                                                                   "unknown_account"))
+        if decided is not None:
+            results[e.provider_event_id] = decided
+        else:
+            todo.append((e, account))  # type: ignore[arg-type]  # an account was found
+    writes = Writes()
+    if todo:
+        await _hold_accounts(conn, todo)
+        catalog = await deps.catalog.view(conn)
+        derive: list[tuple[ProviderEvent, str]] = []
+        for e, account in todo:
+            try:
+                if isinstance(e.object, SubscriptionSnapshot):
+                    catalog = await _learn_prices(conn, deps, catalog, [(i.price, i.product) for i in e.object.items])
+                derive.append((e, account))
+            except Rejected as exc:
+                results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
+        stored, heads = await load_accounts(conn, [a for _, a in derive], [
+            e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
+        for e, account in derive:
+            outcome, reason = Outcome.APPLIED, ""
+            if isinstance(e.object, SubscriptionSnapshot):
+                outcome, reason = _ordering(e.object, heads.get(e.object.subscription_id))
+            Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created).run()
+            results[e.provider_event_id] = EventResult(e.provider_event_id, outcome, reason, account)
+    for e in events:
+        r = results[e.provider_event_id]
+        if r.outcome is not Outcome.DUPLICATE and (r.outcome, r.reason) != (Outcome.APPLIED, ""):
+            writes.outcomes.append((e.provider_event_id, r.outcome.value, r.reason, r.account_id))
+    await writes.flush(conn)
+    return [results[e.provider_event_id] for e in events]
+
+
+async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> None:
+    """Locks the accounts (creating new ones) and links each unlinked one to its event's provider
+    customer; events that waited for that customer join the account's history."""
+    held = await q.lock_accounts(conn, [account for _, account in todo])
+    linked = await q.link_customers(conn, [(a, e.provider_customer_id) for e, a in todo
+                                           if e.provider_customer_id and held[a]["provider_customer_id"] is None])
+    for account_id, count in (await q.adopt_waiting_events(conn, linked)).items():
+        log.info("events_reapplied", account_id=account_id, count=count)
+
+
+def _ordering(snap: SubscriptionSnapshot, head: Record | None) -> tuple[Outcome, str]:
+    """Stale when the subscription state already held is later in provider order."""
+    if head is None:
+        return Outcome.APPLIED, ""
+    held = (head["provider_updated_at"], head["provider_refetched"], LIFECYCLE_RANK[Status(head["status"])],
+            head["provider_event_id"] or "")
+    if order_key(snap) < held:
+        return Outcome.STALE, f"older than the state held (from {head['provider_event_id']})"
+    return Outcome.APPLIED, ""
+
+
+async def _apply_alone(conn: q.Conn, deps: Deps, event: ProviderEvent) -> EventResult:
+    if not await q.insert_event(conn, _event_row(event, event.account_id)):
+        await q.count_delivery(conn, event.provider_event_id)
+        return EventResult(event.provider_event_id, Outcome.DUPLICATE)
+    obj = event.object
     try:
-        if isinstance(obj, SubscriptionSnapshot):
-            return await _subscription(conn, deps, event, obj)
         if isinstance(obj, CheckoutSessionSnapshot):
-            return await _checkout_session(conn, deps, event, obj)
-        if isinstance(obj, InvoiceSnapshot):
-            return await _invoice(conn, deps, event, obj)
-        if isinstance(obj, Product):
-            return await _product(conn, event, obj)
-        if isinstance(obj, Price):
-            return await _price(conn, event, obj)
+            result = await _checkout_session(conn, deps, event, obj)
+        elif isinstance(obj, Product):
+            result = await _product(conn, event, obj)
+        else:
+            assert isinstance(obj, Price)
+            result = await _price(conn, event, obj)
     except Rejected as exc:
-        return EventResult(event.provider_event_id, Outcome.REJECTED, str(exc), None)
-    return EventResult(event.provider_event_id, Outcome.IGNORED, f"{event.type} is not used")
+        result = EventResult(event.provider_event_id, Outcome.REJECTED, str(exc), None)
+    await q.set_event_outcome(conn, event.provider_event_id, result.outcome.value, result.reason, result.account_id)
+    return result
 
 
 async def resolve_account(conn: q.Conn, event: ProviderEvent, hint: str | None = None) -> str:
@@ -107,19 +244,8 @@ async def resolve_account(conn: q.Conn, event: ProviderEvent, hint: str | None =
     account = account or event.customer_account_id
     if not account:
         raise Rejected("unknown_account")
-    await q.lock_account(conn, account)
-    if customer and await q.link_customer(conn, account, customer):
-        await _reapply_waiting(conn, account, customer)
+    await _hold_accounts(conn, [(event, account)])
     return account
-
-
-async def _reapply_waiting(conn: q.Conn, account_id: str, customer_id: str) -> int:
-    """Subscription and invoice events kept as `unknown_account` for this customer now belong to
-    the account: they join its history, and the rebuild that follows applies them."""
-    count = await q.adopt_waiting_events(conn, account_id, customer_id)
-    if count:
-        log.info("events_reapplied", account_id=account_id, count=count)
-    return count
 
 
 async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
@@ -131,54 +257,33 @@ async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
             raise Conflict(f"customer {customer_id} and account {account_id} are linked elsewhere")
         if not await q.link_customer(conn, account_id, customer_id):
             return 0
-        count = await _reapply_waiting(conn, account_id, customer_id)
-        if count and await Rebuild(conn, deps, account_id, "provider_event", f"link:{customer_id}").run():
-            await q.bump_revision(conn, account_id)
+        count = (await q.adopt_waiting_events(conn, [(account_id, customer_id)])).get(account_id, 0)
+        if count:
+            log.info("events_reapplied", account_id=account_id, count=count)
+            await rebuild_account(conn, deps, account_id, "provider_event", f"link:{customer_id}")
         return count
 
 
-async def _learn_prices(conn: q.Conn, items: Sequence[tuple[Price, Product | None]]) -> None:
+async def _learn_prices(conn: q.Conn, deps: Deps, catalog: CatalogView,
+                        items: Sequence[tuple[Price, Product | None]]) -> CatalogView:
     """A price the catalog does not know is learned from the snapshot when the snapshot carries
     its product (with the product's metadata); otherwise the event is rejected naming the price.
-    An event that references an invalid catalog entry is rejected with the entry's reason."""
-    known = await q.load_prices(conn, [price.price_id for price, _ in items])
+    An event that references an invalid catalog entry is rejected with the entry's reason.
+    Returns the catalog as it is now."""
     for price, product in items:
-        resolved = known.get(price.price_id)
+        resolved = catalog.prices.get(price.price_id)
         if resolved is None and product is not None:
             await q.lock_catalog(conn)
-            config = await q.load_config(conn)
+            config = (await deps.catalog.view(conn)).config
             await store_product(conn, product, config)
             resolved, _ = await store_price(conn, price, product, config)
+            catalog = await deps.catalog.view(conn)
         if resolved is None:
             raise Rejected(f"unknown_price: {price.price_id} is not in the catalog and the event does not "
                            "carry its product")
         if not resolved.valid:
             raise Rejected(f"invalid_catalog_entry: {resolved.invalid_reason}")
-
-
-async def _subscription(conn: q.Conn, deps: Deps, event: ProviderEvent, snap: SubscriptionSnapshot) -> EventResult:
-    account = await resolve_account(conn, event)
-    await _learn_prices(conn, [(i.price, i.product) for i in snap.items])
-    head = await q.subscription_head(conn, snap.subscription_id)
-    outcome, reason = Outcome.APPLIED, ""
-    if head is not None:
-        held = (head["provider_updated_at"], head["provider_refetched"], LIFECYCLE_RANK[Status(head["status"])],
-                head["provider_event_id"] or "")
-        if order_key(snap) < held:
-            outcome, reason = Outcome.STALE, f"older than the state held (from {head['provider_event_id']})"
-    await q.set_event_outcome(conn, event.provider_event_id, outcome.value, reason, account)
-    await _rebuild(conn, deps, account, event)
-    return EventResult(event.provider_event_id, outcome, reason, account)
-
-
-async def _invoice(conn: q.Conn, deps: Deps, event: ProviderEvent, invoice: InvoiceSnapshot) -> EventResult:
-    if event.type != "invoice.paid" or not invoice.paid or invoice.subscription_id is None:
-        return EventResult(event.provider_event_id, Outcome.IGNORED,
-                           "only paid subscription invoices fund grants; status changes arrive as subscription events")
-    account = await resolve_account(conn, event)
-    await q.set_event_outcome(conn, event.provider_event_id, Outcome.APPLIED.value, "", account)
-    await _rebuild(conn, deps, account, event)
-    return EventResult(event.provider_event_id, Outcome.APPLIED, "", account)
+    return catalog
 
 
 async def _checkout_session(conn: q.Conn, deps: Deps, event: ProviderEvent,
@@ -196,10 +301,10 @@ async def _checkout_session(conn: q.Conn, deps: Deps, event: ProviderEvent,
     elif kind == "checkout.session.async_payment_failed":
         wanted, reason = PurchaseState.FAILED, "asynchronous payment failed"
     elif session.paid and session.mode is Mode.PAYMENT:
-        await _learn_prices(conn, [(i.price, i.product) for i in session.line_items])
-        prices = await q.load_prices(conn, [i.price.price_id for i in session.line_items])
-        programs = (await q.load_config(conn)).grant_programs
-        for issue in checkout_issues(session, prices, programs):
+        catalog = await _learn_prices(conn, deps, await deps.catalog.view(conn),
+                                      [(i.price, i.product) for i in session.line_items])
+        prices = catalog.prices_for([i.price.price_id for i in session.line_items])
+        for issue in checkout_issues(session, prices, catalog.config.grant_programs):
             await q.insert_issue(conn, account, issue, event.provider_event_id)
         wanted, reason = PurchaseState.FINALIZED, f"{event.type}: paid"
     elif session.paid and purchase is not None and session.subscription_id:
@@ -210,15 +315,8 @@ async def _checkout_session(conn: q.Conn, deps: Deps, event: ProviderEvent,
         target = next_state(PurchaseState(purchase["state"]), wanted)
         if target is not None:
             await record_transition(conn, deps, purchase, target, event.provider_event_id, reason, event.created)
-    await q.set_event_outcome(conn, event.provider_event_id, Outcome.APPLIED.value, reason, account)
-    await _rebuild(conn, deps, account, event)
+    await rebuild_account(conn, deps, account, _cause(event), event.provider_event_id, event.created)
     return EventResult(event.provider_event_id, Outcome.APPLIED, reason, account)
-
-
-async def _rebuild(conn: q.Conn, deps: Deps, account: str, event: ProviderEvent) -> None:
-    cause = "reconciliation" if event.type.startswith(RECONCILIATION) else "provider_event"
-    if await Rebuild(conn, deps, account, cause, event.provider_event_id, event.created).run():
-        await q.bump_revision(conn, account)
 
 
 async def _product(conn: q.Conn, event: ProviderEvent, product: Product) -> EventResult:
