@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from checkout_service.errors import BadWebhook, Unavailable
+from checkout_service.event_batches import EventBatcher
 from checkout_service.service import Deps, entitlement_call
 from checkout_service.stripe import normalize as norm
 from checkout_service.stripe.gateway import Obj, ProviderError
@@ -54,6 +55,16 @@ class WebhookDeps:
     products: BoundedCache
     customers: BoundedCache
     now: Callable[[], float] = time.time
+    batcher: EventBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = EventBatcher(self._apply_events)
+
+    async def _apply_events(self, events: Sequence[pb.ProviderEvent]) -> Sequence[pb.EventResult]:
+        reply = await entitlement_call(self.deps.entitlement.ApplyProviderEvents,
+                                       pb.ApplyProviderEventsRequest(events=events))
+        results: Sequence[pb.EventResult] = reply.results
+        return results
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,7 @@ async def forward(w: WebhookDeps, event: Any, raw: bytes) -> Accepted:
     except norm.MalformedEvent as exc:
         raise BadWebhook("malformed_body", str(exc)) from exc
     await _customer_account(w, normalized)
-    reply = await entitlement_call(w.deps.entitlement.ApplyProviderEvents,
-                                   pb.ApplyProviderEventsRequest(events=[normalized]))
-    result = reply.results[0]
+    result = await w.batcher.apply(normalized)
     outcome = pb.EventOutcome.Name(result.outcome).removeprefix("EVENT_OUTCOME_").lower()
     return Accepted(event_id, kind, outcome, result.reason, result.account_id)
 

@@ -1,0 +1,84 @@
+"""Provider events on their way to the entitlement service, sent together when they arrive
+together: a burst of webhooks becomes a few ApplyProviderEvents calls (one transaction each on
+the other side) instead of one call per webhook.
+
+An event that arrives while fewer than `max_in_flight` calls are outstanding goes at once, on
+its own; the others wait for the next free call and share it, up to `max_batch` events. Each
+caller gets its own event's result. When a shared call fails, its events are sent again one
+call each, so every webhook is answered for its own event alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+
+from checkout_service.errors import Unavailable
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+
+Send = Callable[[Sequence[pb.ProviderEvent]], Awaitable[Sequence[pb.EventResult]]]
+
+
+class EventBatcher:
+    def __init__(self, send: Send, *, max_batch: int = 64, max_in_flight: int = 2) -> None:
+        self._send, self._max_batch, self._max_in_flight = send, max_batch, max_in_flight
+        self._waiting: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]] = []
+        self._in_flight = 0
+        self._shared: set[asyncio.Task[None]] = set()
+
+    async def apply(self, event: pb.ProviderEvent) -> pb.EventResult:
+        if self._in_flight < self._max_in_flight and not self._waiting:
+            # Nothing to share the call with: it goes now, carrying this caller's request id.
+            self._in_flight += 1
+            try:
+                return (await self._send([event]))[0]
+            finally:
+                self._call_done()
+        result: asyncio.Future[pb.EventResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, result))
+        return await result
+
+    def _call_done(self) -> None:
+        self._in_flight -= 1
+        while self._waiting and self._in_flight < self._max_in_flight:
+            batch, self._waiting = self._waiting[:self._max_batch], self._waiting[self._max_batch:]
+            self._in_flight += 1
+            # A shared call belongs to no one caller: it runs outside every caller's context.
+            task = asyncio.create_task(self._call(batch), context=contextvars.Context())
+            self._shared.add(task)
+            task.add_done_callback(self._shared.discard)
+
+    async def _call(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:
+        try:
+            await self._settle_all(batch)
+        finally:
+            for _, waiter in batch:  # only when the call itself was cancelled, at shutdown
+                _settle(waiter, Unavailable("stopped before the entitlement service answered"))
+            self._call_done()
+
+    async def _settle_all(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:
+        try:
+            results = await self._send([event for event, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+            else:
+                await asyncio.gather(*(self._alone(event, waiter) for event, waiter in batch))
+            return
+        for (_, waiter), result in zip(batch, results, strict=True):
+            _settle(waiter, result)
+
+    async def _alone(self, event: pb.ProviderEvent, waiter: asyncio.Future[pb.EventResult]) -> None:
+        try:
+            _settle(waiter, (await self._send([event]))[0])
+        except Exception as exc:
+            _settle(waiter, exc)
+
+
+def _settle(waiter: asyncio.Future[pb.EventResult], outcome: pb.EventResult | BaseException) -> None:
+    if waiter.done():  # its caller went away
+        return
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
