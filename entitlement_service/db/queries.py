@@ -3,6 +3,7 @@ the service owns them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -18,6 +19,11 @@ from entitlement_service.domain.timeline import ItemRow
 Conn: TypeAlias = asyncpg.Connection
 
 CHANGES_CHANNEL = "entitlements_changed"
+
+
+def _columns(values: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for statements that insert many rows through unnest()."""
+    return [list(column) for column in zip(*values, strict=True)] if values else [[] for _ in range(width)]
 
 # --------------------------------------------------------------------------------------------
 # Catalog
@@ -290,8 +296,7 @@ RETURNING provider_event_id"""
 
 async def insert_events(conn: Conn, rows_: Sequence[Sequence[Any]]) -> set[str]:
     """`insert_event` for many in one statement; the ids recorded now (not duplicates)."""
-    columns = [list(column) for column in zip(*rows_, strict=True)]
-    return {r["provider_event_id"] for r in await conn.fetch(INSERT_EVENTS, *columns)}
+    return {r["provider_event_id"] for r in await conn.fetch(INSERT_EVENTS, *_columns(rows_, 14))}
 
 
 async def count_delivery(conn: Conn, event_id: str) -> None:
@@ -299,8 +304,9 @@ async def count_delivery(conn: Conn, event_id: str) -> None:
 
 
 async def count_deliveries(conn: Conn, event_ids: Sequence[str]) -> None:
-    await conn.executemany("UPDATE provider_events SET deliveries = deliveries + 1 WHERE provider_event_id = $1",
-                           [(event_id,) for event_id in event_ids])
+    if event_ids:
+        await conn.executemany("UPDATE provider_events SET deliveries = deliveries + 1 WHERE provider_event_id = $1",
+                               [(event_id,) for event_id in event_ids])
 
 
 SET_OUTCOME = """
@@ -412,12 +418,16 @@ async def subscription_head(conn: Conn, subscription_id: str) -> asyncpg.Record 
     return await conn.fetchrow("SELECT * FROM subscriptions WHERE subscription_id = $1", subscription_id)
 
 
-UPSERT_SUBSCRIPTION = """
+UPSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
     provider_updated_at, provider_event_id, started_at, trial_end, current_period_start, current_period_end,
     cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch,
     provider_refetched)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+SELECT s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m::jsonb, gm, r
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+    $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bool[],
+    $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[], $18::text[], $19::bool[])
+    AS v(s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m, gm, r)
 ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.provider_customer_id,
     subscription_group = excluded.subscription_group, status = excluded.status,
     provider_updated_at = excluded.provider_updated_at, provider_event_id = excluded.provider_event_id,
@@ -429,13 +439,14 @@ ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.prov
     metadata = excluded.metadata, group_mismatch = excluded.group_mismatch, updated_at = now()
 WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
    OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
-   OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
-RETURNING subscription_id"""
+   OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch"""
 
 
 async def upsert_subscriptions(conn: Conn, values: Sequence[Sequence[Any]]) -> None:
+    """Rows in UPSERT_SUBSCRIPTIONS' column order, metadata as a dict; one row per subscription."""
     if values:
-        await conn.executemany(UPSERT_SUBSCRIPTION, values)
+        latest = {v[0]: (*v[:16], json.dumps(v[16]), *v[17:]) for v in values}
+        await conn.execute(UPSERT_SUBSCRIPTIONS, *_columns(list(latest.values()), 19))
 
 
 async def stored_assignments(conn: Conn, account_id: str) -> list[asyncpg.Record]:
@@ -456,47 +467,60 @@ async def delete_rows(conn: Conn, table: str, ids: list[int]) -> None:
 
 async def upsert_items(conn: Conn, items: Sequence[ItemRow]) -> None:
     if items:
-        await conn.executemany(
+        latest = {(i.subscription_id, i.price_id): (
+            i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, i.window.start, i.window.end,
+            i.current_period_start, i.current_period_end) for i in items}
+        await conn.execute(
             """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
                    current_period_start, current_period_end)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               SELECT s, p, i, pr, q, tstzrange(lo, hi, '[)'), ps, pe
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[],
+                   $7::timestamptz[], $8::timestamptz[], $9::timestamptz[]) AS v(s, p, i, pr, q, lo, hi, ps, pe)
                ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
                    product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
                    current_period_start = excluded.current_period_start,
                    current_period_end = excluded.current_period_end, updated_at = now()""",
-            [(i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, rows.to_range(i.window),
-              i.current_period_start, i.current_period_end) for i in items])
+            *_columns(list(latest.values()), 9))
 
 
 async def delete_items(conn: Conn, keys: Sequence[tuple[str, str]]) -> None:
     if keys:
-        await conn.executemany("DELETE FROM subscription_items WHERE subscription_id = $1 AND price_id = $2", keys)
+        await conn.execute(
+            "DELETE FROM subscription_items i USING unnest($1::text[], $2::text[]) AS k(s, p) "
+            "WHERE i.subscription_id = k.s AND i.price_id = k.p", *_columns(keys, 2))
 
 
 async def insert_assignments(conn: Conn, placed: Sequence[tuple[str, bool, PlacedAssignment]]) -> None:
     """Entries of (account id, whether the group is stackable, assignment)."""
     if placed:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
                    billing_plan_code, priority, gate_bundle, started_at, effective, conflict,
                    conflict_with_subscription_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-            [(account_id, p.row.subscription_group, stackable, p.row.subscription_id, p.row.price_id,
-              p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at, rows.to_range(p.window),
-              p.conflict, p.conflict_with) for account_id, stackable, p in placed])
+               SELECT a, g, st, s, p, b, pr, gb, sa, tstzrange(lo, hi, '[)'), c, cw
+               FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::int[],
+                   $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::bool[], $13::text[])
+                   AS v(a, g, st, s, p, b, pr, gb, sa, lo, hi, c, cw)""",
+            *_columns([(account_id, p.row.subscription_group, stackable, p.row.subscription_id, p.row.price_id,
+                        p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at, p.window.start,
+                        p.window.end, p.conflict, p.conflict_with) for account_id, stackable, p in placed], 13))
 
 
 async def insert_bindings(conn: Conn, placed: Sequence[tuple[str, PlacedBinding]]) -> None:
     """Entries of (account id, binding)."""
     if placed:
-        await conn.executemany(
+        await conn.execute(
             """INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
                    grant_program_code, amount, scale_by_quantity, quantity, source, effective,
                    conflict_with_subscription_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-            [(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id, p.row.product_id,
-              p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity, p.row.quantity, p.row.source.value,
-              rows.to_range(p.window), p.conflict_with) for account_id, p in placed])
+               SELECT a, s, g, p, pr, gp, am, sq, q, so, tstzrange(lo, hi, '[)'), cw
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                   $8::bool[], $9::bigint[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[])
+                   AS v(a, s, g, p, pr, gp, am, sq, q, so, lo, hi, cw)""",
+            *_columns([(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id,
+                        p.row.product_id, p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity,
+                        p.row.quantity, p.row.source.value, p.window.start, p.window.end, p.conflict_with)
+                       for account_id, p in placed], 13))
 
 
 INSERT_ISSUE = """
@@ -527,9 +551,11 @@ async def insert_issues(conn: Conn, issues: Sequence[tuple[str, Issue, str]]) ->
 async def insert_audit(conn: Conn, entries: list[tuple[str | None, str, str, str, str, str, dict[str, Any]]]) -> None:
     """Entries of (account_id, cause, cause_id, entity, entity_id, action, detail)."""
     if entries:
-        await conn.executemany(
+        await conn.execute(
             "INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)", entries)
+            "SELECT a, c, ci, e, ei, ac, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[]) AS v(a, c, ci, e, ei, ac, d)",
+            *_columns([(*entry[:6], json.dumps(entry[6])) for entry in entries], 7))
 
 
 OPEN_MISMATCH = """
