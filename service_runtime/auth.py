@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from service_runtime.config import ConfigError
@@ -22,14 +21,6 @@ class ServiceTokens:
     """The `SERVICE_TOKENS` table: which role each token carries."""
 
     by_token: Mapping[str, Role]
-    # Roles by the SHA-256 of each token: a presented token is looked up by its digest, so the
-    # lookup's timing depends on the digest, never on how much of a real token was guessed.
-    by_digest: Mapping[bytes, Role] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.by_digest:
-            digests = {hashlib.sha256(t.encode()).digest(): r for t, r in self.by_token.items()}
-            object.__setattr__(self, "by_digest", digests)
 
     @classmethod
     def parse(cls, raw: str, name: str = "SERVICE_TOKENS") -> ServiceTokens:
@@ -51,7 +42,10 @@ class ServiceTokens:
         return cls(by_token)
 
     def role_of(self, token: str) -> Role | None:
-        return self.by_digest.get(hashlib.sha256(token.encode()).digest())
+        # A dict lookup compares characters only after the keyed (per-process random) string hashes
+        # match, so its timing reveals nothing about how much of a real token was guessed; hashing
+        # each presented token with SHA-256 first would buy nothing more and cost every call.
+        return self.by_token.get(token)
 
     def token_for(self, role: Role) -> str | None:
         return next((token for token, r in self.by_token.items() if r is role), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import secrets
+import random
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -56,6 +56,18 @@ COMMON_ERRORS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class _Method:
+    """What the pipeline needs of one RPC, resolved when the server is built rather than per call."""
+
+    name: str
+    allowed: frozenset[Role]
+    # The LOGGED_FIELDS its request message has: asking a message for a field it lacks costs an exception.
+    logged: tuple[str, ...]
+    ok: Any  # grpc_server_handled_total{grpc_method=name, grpc_code="OK"}
+    seconds: Any  # grpc_server_handling_seconds{grpc_method=name}
+
+
 class RpcPipeline:
     """Authorizes each call by role, maps exceptions through one table and logs one line.
 
@@ -78,81 +90,100 @@ class RpcPipeline:
         wrapped = types.SimpleNamespace()
         for method in service.methods:
             name = f"/{service.full_name}/{method.name}"
+            fields = method.input_type.fields_by_name
+            resolved = _Method(name, self._roles.get(name, frozenset()), tuple(f for f in LOGGED_FIELDS if f in fields),
+                               handled(name, grpc.StatusCode.OK.name), timed(name))
             inner = getattr(servicer, method.name)
-            behavior = self._stream(name, inner) if method.server_streaming else self._unary(name, inner)
+            behavior = self._stream(resolved, inner) if method.server_streaming else self._unary(resolved, inner)
             setattr(wrapped, method.name, behavior)
         return wrapped
 
-    def _unary(self, method: str, inner: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    def _unary(self, method: _Method, inner: Callable[[Any, Any], Awaitable[Any]]
+               ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with _Guard(self, method, request, context):
-                return await inner(request, context)
-            return None  # unreachable: the guard aborts on error
+            started = time.perf_counter()
+            refused = self._admit(method, request, context, started)
+            if refused is not None:
+                await context.abort(*refused)
+            try:
+                response = await inner(request, context)
+            except BaseException as exc:
+                await self._failed(method, request, context, started, exc)
+                raise
+            _finish(method, request, started, grpc.StatusCode.OK, "")
+            return response
 
         return behavior
 
-    def _stream(self, method: str, inner: Callable[[Any, Any], AsyncIterator[Any]]
+    def _stream(self, method: _Method, inner: Callable[[Any, Any], AsyncIterator[Any]]
                 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with _Guard(self, method, request, context):
+            started = time.perf_counter()
+            refused = self._admit(method, request, context, started)
+            if refused is not None:
+                await context.abort(*refused)
+            try:
                 async for response in inner(request, context):
                     yield response
+            except BaseException as exc:
+                await self._failed(method, request, context, started, exc)
+                raise
+            _finish(method, request, started, grpc.StatusCode.OK, "")
 
         return behavior
 
-
-class _Guard:
-    """Per-call scope: authorize on entry; on exit map any error, record metrics, log once."""
-
-    def __init__(self, pipeline: RpcPipeline, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
-        self.pipeline, self.method, self.request, self.context = pipeline, method, request, context
-        self.started = time.perf_counter()
+    def _admit(self, method: _Method, request: Any, context: grpc.aio.ServicerContext,
+               started: float) -> tuple[grpc.StatusCode, str] | None:
+        """Binds the call's request id for every line logged while it runs; on a refusal logs the
+        call and returns the status to abort with."""
         authorization = request_id = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value
             elif key == "x-request-id":
                 request_id = value
-        self.authorization = authorization if isinstance(authorization, str) else None
-        self.request_id = request_id if isinstance(request_id, str) and request_id else secrets.token_hex(8)
-
-    async def __aenter__(self) -> None:
         # Each call runs in its own task, so what is bound here stays with this call.
-        structlog.contextvars.bind_contextvars(request_id=self.request_id)
-        allowed = self.pipeline._roles.get(self.method, frozenset())
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id if isinstance(request_id, str) and request_id else new_request_id())
         try:
-            authorize(self.pipeline._tokens, self.authorization, allowed)
+            authorize(self._tokens, authorization if isinstance(authorization, str) else None, method.allowed)
         except AuthError as exc:
             code = grpc.StatusCode.UNAUTHENTICATED if exc.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
-            self._finish(code, str(exc))
-            await self.context.abort(code, str(exc))
+            _finish(method, request, started, code, str(exc))
+            return code, str(exc)
+        return None
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> bool:
-        if exc is None:
-            self._finish(grpc.StatusCode.OK, "")
-            return False
+    async def _failed(self, method: _Method, request: Any, context: grpc.aio.ServicerContext, started: float,
+                      exc: BaseException) -> None:
+        """Logs a call that raised; aborts with the mapped status unless it was cancelled or aborted."""
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self._finish(grpc.StatusCode.CANCELLED, "cancelled by the caller")
-            return False
+            _finish(method, request, started, grpc.StatusCode.CANCELLED, "cancelled by the caller")
+            return
         if isinstance(exc, grpc.aio.AbortError):
-            self._finish(self.context.code() or grpc.StatusCode.UNKNOWN, self.context.details() or "")
-            return False
-        code = self.pipeline._errors.status_for(exc)
+            _finish(method, request, started, context.code() or grpc.StatusCode.UNKNOWN, context.details() or "")
+            return
+        code = self._errors.status_for(exc)
         message = str(exc) if code is not None else "internal error"
         if code is None:
             code = grpc.StatusCode.INTERNAL
-            log.error("rpc_failed", method=self.method, exc_info=exc)
-        self._finish(code, message)
+            log.error("rpc_failed", method=method.name, exc_info=exc)
+        _finish(method, request, started, code, message)
         trailing = getattr(exc, "grpc_trailing_metadata", None)
         if callable(trailing):
-            self.context.set_trailing_metadata(trailing())
-        await self.context.abort(code, message)
-        return False
+            context.set_trailing_metadata(trailing())
+        await context.abort(code, message)
 
-    def _finish(self, code: grpc.StatusCode, message: str) -> None:
-        seconds = time.perf_counter() - self.started
-        handled(self.method, code.name).inc()
-        timed(self.method).observe(seconds)
-        ids = {f: v for f in LOGGED_FIELDS if (v := getattr(self.request, f, ""))}
-        log.info("rpc", method=self.method, code=code.name, duration_ms=round(seconds * 1000, 3),
-                 **({"error": message} if message else {}), **ids)
+
+def new_request_id() -> str:
+    # An id to follow a call by, not a secret: the module's PRNG is enough and needs no system call.
+    return f"{random.getrandbits(64):016x}"
+
+
+def _finish(method: _Method, request: Any, started: float, code: grpc.StatusCode, message: str) -> None:
+    seconds = time.perf_counter() - started
+    (method.ok if code is grpc.StatusCode.OK else handled(method.name, code.name)).inc()
+    method.seconds.observe(seconds)
+    ids = {f: v for f in method.logged if (v := getattr(request, f))}
+    if message:
+        ids["error"] = message
+    log.info("rpc", method=method.name, code=code.name, duration_ms=round(seconds * 1000, 3), **ids)

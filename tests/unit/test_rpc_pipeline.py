@@ -1,0 +1,99 @@
+"""The call pipeline without a server: one log line per call with the request's ids, the caller's
+request id on every line the call logs, refusals logged and aborted, no token in any line."""
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+import structlog
+
+from entitlement_service.grpc.access import ROLES_BY_METHOD
+from entitlement_service.grpc.errors import ERRORS
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from selfserve.entitlement.v1 import entitlement_pb2_grpc
+from service_runtime import rpc
+from service_runtime.auth import Role
+from service_runtime.logs import configure_logging
+from service_runtime.rpc import RpcPipeline
+from tests.support.tokens import TOKENS, service_tokens
+
+
+class FakeContext:
+    """What the pipeline uses of grpc.aio.ServicerContext."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+class Servicer(entitlement_pb2_grpc.EntitlementServiceServicer):
+    async def CheckGate(self, request: pb.CheckGateRequest, context: Any) -> pb.CheckGateResponse:
+        structlog.get_logger("servicer").info("checking")
+        return pb.CheckGateResponse(allowed=True)
+
+
+@pytest.fixture
+def lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Reads the JSON lines logged so far. Each test sets logging up itself: a capture set up in a
+    fixture is closed before the test runs."""
+    monkeypatch.setattr(rpc, "log", structlog.get_logger("rpc"))  # not one cached under another test's set-up
+    yield lambda: [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    structlog.reset_defaults()
+
+
+def check_gate() -> Any:
+    wrapped = RpcPipeline(service_tokens(), ROLES_BY_METHOD, ERRORS).wrap(
+        Servicer(), pb.DESCRIPTOR.services_by_name["EntitlementService"])
+    return wrapped.CheckGate  # type: ignore[attr-defined]
+
+
+async def call(context: FakeContext) -> Any:
+    request = pb.CheckGateRequest(account_id="acct_1", gate="api_access")
+    return await asyncio.create_task(check_gate()(request, context))  # each call in its own task, as grpc.aio does
+
+
+async def test_the_callers_request_id_is_on_every_line_the_call_logs(lines: Any) -> None:
+    configure_logging("test", json=True)
+    metadata = (("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"), ("x-request-id", "req-42"))
+    assert (await call(FakeContext(metadata))).allowed
+    inner, line = lines()
+    assert inner["event"] == "checking" and inner["request_id"] == "req-42"
+    assert line["event"] == "rpc" and line["request_id"] == "req-42" and line["code"] == "OK"
+    assert line["method"] == "/selfserve.entitlement.v1.EntitlementService/CheckGate"
+    assert (line["account_id"], line["gate"], line["service"]) == ("acct_1", "api_access", "test")
+    assert "purchase_id" not in line and "error" not in line and line["duration_ms"] >= 0
+
+
+async def test_a_call_without_a_request_id_gets_a_fresh_one_for_all_its_lines(lines: Any) -> None:
+    configure_logging("test", json=True)
+    metadata = (("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"),)
+    await call(FakeContext(metadata))
+    await call(FakeContext(metadata))
+    ids = [line["request_id"] for line in lines()]
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.parametrize(("role", "code"), [(None, grpc.StatusCode.UNAUTHENTICATED),
+                                            (Role.SUPPORT, grpc.StatusCode.PERMISSION_DENIED)])
+async def test_a_refused_call_is_logged_and_aborted_without_its_token(lines: Any, role: Role | None,
+                                                                      code: grpc.StatusCode) -> None:
+    configure_logging("test", json=True)
+    token = TOKENS[role] if role else "not-a-known-token-at-all"
+    context = FakeContext((("authorization", f"Bearer {token}"),))
+    with pytest.raises(grpc.aio.AbortError):
+        await call(context)
+    assert context.aborted is not None and context.aborted[0] == code
+    [line] = lines()
+    assert line["code"] == code.name and line["error"] == context.aborted[1]
+    assert token not in json.dumps(line)
