@@ -26,10 +26,20 @@ class GateAnswer:
 
 @dataclass(frozen=True)
 class _Entry:
-    revision: int
-    gate_bundle: str | None
     gates: frozenset[str]
     valid_until: datetime | None
+    # The only two answers an entry can give, made once rather than per call.
+    allowed: GateAnswer
+    denied: GateAnswer
+
+    @classmethod
+    def of(cls, revision: int, gate_bundle: str | None, gates: frozenset[str], valid_until: datetime | None
+           ) -> _Entry:
+        answers = (GateAnswer(True, gate_bundle, revision), GateAnswer(False, gate_bundle, revision))
+        return cls(gates, valid_until, *answers)
+
+    def answer(self, gate: str) -> GateAnswer:
+        return self.allowed if gate in self.gates else self.denied
 
 
 class GateCache:
@@ -40,12 +50,15 @@ class GateCache:
         self._notified: dict[str, int] = {}
         self._generation = 0
 
-    async def check(self, account_id: str, gate: str) -> GateAnswer:
-        now = self._deps.clock()
+    def cached(self, account_id: str, gate: str) -> GateAnswer | None:
+        """The answer while the account's entry is fresh, else None (then `check` loads it)."""
         entry = self._entries.get(account_id)
-        if entry is None or (entry.valid_until is not None and now >= entry.valid_until):
-            entry = await self._load(account_id, now)
-        return GateAnswer(gate in entry.gates, entry.gate_bundle, entry.revision)
+        if entry is None or (entry.valid_until is not None and self._deps.clock() >= entry.valid_until):
+            return None
+        return entry.answer(gate)
+
+    async def check(self, account_id: str, gate: str) -> GateAnswer:
+        return self.cached(account_id, gate) or (await self._load(account_id, self._deps.clock())).answer(gate)
 
     async def _load(self, account_id: str, now: datetime) -> _Entry:
         generation = self._generation
@@ -55,7 +68,7 @@ class GateCache:
             bundles = {b.code: b for b in await q.load_gate_bundles(conn, codes)} if codes else {}
             boundary = await q.boundary_after(conn, account_id, now)
         decision = decide_gates(effective_at([rows.placed_assignment(r) for r in found], now), bundles)
-        entry = _Entry(revision, decision.gate_bundle, decision.gates, boundary)
+        entry = _Entry.of(revision, decision.gate_bundle, decision.gates, boundary)
         if generation == self._generation and revision >= self._notified.get(account_id, 0):
             self._entries[account_id] = entry
             if len(self._entries) > self._max:
