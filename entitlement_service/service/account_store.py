@@ -45,8 +45,9 @@ async def load_accounts(conn: q.Conn, account_ids: Sequence[str], subscription_i
     for head in heads.values():
         if head["account_id"] in loaded:
             loaded[head["account_id"]].subscriptions[head["subscription_id"]] = head
-    for r in await q.items_of(conn, account_ids):
-        loaded[r["account_id"]].items.append(r)
+    account_of = {sub_id: head["account_id"] for sub_id, head in heads.items() if head["account_id"] in loaded}
+    for r in await q.items_of_subscriptions(conn, list(account_of)):
+        loaded[account_of[r["subscription_id"]]].items.append(r)
     for r in await q.assignments_of(conn, account_ids):
         loaded[r["account_id"]].assignments.append(r)
     for r in await q.bindings_of(conn, account_ids):
