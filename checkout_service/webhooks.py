@@ -3,7 +3,6 @@ payload lacks, forward it, and acknowledge only once the entitlement service rec
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from checkout_service.errors import BadWebhook, Unavailable
@@ -82,7 +82,7 @@ async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
     except SignatureError as exc:
         raise BadWebhook("bad_signature", str(exc)) from exc
     try:
-        event = json.loads(raw)
+        event = orjson.loads(raw)
         norm.envelope(event)
     except (ValueError, norm.MalformedEvent) as exc:
         raise BadWebhook("malformed_body", f"not a provider event: {exc}") from exc

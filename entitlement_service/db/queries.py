@@ -209,26 +209,47 @@ async def find_prices(conn: Conn, refs: Sequence[str]) -> dict[str, ResolvedPric
 # Accounts
 
 
-async def ensure_account(conn: Conn, account_id: str) -> None:
-    await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-
-
 async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
     """Creates the account if new and holds its row lock to the end of the transaction: every
     change to one account's state is serialized here, which covers each of its subscriptions and
     each (account, group)."""
-    return (await lock_accounts(conn, [account_id]))[account_id]
+    return (await hold_accounts(conn, [(account_id, None)]))[0]
 
 
-async def lock_accounts(conn: Conn, account_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
-    """`lock_account` for many, in one order (by id), so two transactions locking overlapping
-    sets queue behind each other instead of deadlocking."""
-    ordered = sorted(set(account_ids))
-    await conn.execute("INSERT INTO accounts (account_id) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
-                       ordered)
-    found = await conn.fetch("SELECT * FROM accounts WHERE account_id = ANY($1) ORDER BY account_id FOR UPDATE",
-                             ordered)
-    return {r["account_id"]: r for r in found}
+HOLD_ACCOUNTS = """
+WITH wanted AS (
+    SELECT DISTINCT ON (account_id) * FROM unnest($1::text[], $2::text[]) AS w(account_id, customer_id)
+    ORDER BY account_id
+), before AS (
+    SELECT account_id, provider_customer_id FROM accounts WHERE account_id = ANY($1)
+), held AS (
+    INSERT INTO accounts AS a (account_id, provider_customer_id)
+    SELECT account_id, customer_id FROM wanted ORDER BY account_id
+    ON CONFLICT (account_id) DO UPDATE
+        SET provider_customer_id = coalesce(a.provider_customer_id, excluded.provider_customer_id)
+    RETURNING a.*
+), linked AS (
+    SELECT h.account_id, h.provider_customer_id FROM held h LEFT JOIN before b USING (account_id)
+    WHERE b.provider_customer_id IS NULL AND h.provider_customer_id IS NOT NULL
+), adopted AS (
+    UPDATE provider_events e SET account_id = l.account_id, outcome = 'applied',
+        reason = 'applied once its customer was linked to an account'
+    FROM linked l
+    WHERE e.provider_customer_id = l.provider_customer_id AND e.outcome = 'rejected'
+      AND e.reason = 'unknown_account' AND (e.type LIKE 'customer.subscription.%' OR e.type = 'invoice.paid')
+    RETURNING e.account_id
+)
+SELECT h.*, (SELECT count(*) FROM adopted d WHERE d.account_id = h.account_id) AS adopted FROM held h"""
+
+
+async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> list[asyncpg.Record]:
+    """For each (account, provider customer or None): creates the account if new and holds its
+    row lock to the end of the transaction, locking in account id order so that two transactions
+    holding overlapping sets queue instead of deadlocking; links an unlinked account to the
+    customer; and hands it the events that waited for that customer as `unknown_account`. Each
+    row carries `adopted`, how many such events it took. A customer linked to another account is
+    refused by the unique constraint."""
+    return await conn.fetch(HOLD_ACCOUNTS, [a for a, _ in wanted], [c for _, c in wanted])
 
 
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
@@ -243,15 +264,6 @@ async def accounts_for_customers(conn: Conn, customer_ids: Sequence[str]) -> dic
     found = await conn.fetch("SELECT provider_customer_id, account_id FROM accounts "
                              "WHERE provider_customer_id = ANY($1)", list(customer_ids))
     return {r["provider_customer_id"]: r["account_id"] for r in found}
-
-
-async def link_customer(conn: Conn, account_id: str, customer_id: str) -> bool:
-    """Links an unlinked account; True when it changed. The unique constraint refuses a customer
-    already linked to another account."""
-    status = await conn.execute(
-        "UPDATE accounts SET provider_customer_id = $2, updated_at = now() "
-        "WHERE account_id = $1 AND provider_customer_id IS NULL", account_id, customer_id)
-    return status.endswith(" 1")
 
 
 async def bump_revisions(conn: Conn, account_ids: Sequence[str]) -> None:
@@ -322,38 +334,6 @@ async def set_event_outcomes(conn: Conn, outcomes: Sequence[tuple[str, str, str,
     """Entries of (event id, outcome, reason, account id)."""
     if outcomes:
         await conn.executemany(SET_OUTCOME, outcomes)
-
-
-ADOPT_WAITING = """
-UPDATE provider_events e SET account_id = l.account_id, outcome = 'applied',
-    reason = 'applied once its customer was linked to an account'
-FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
-WHERE e.provider_customer_id = l.customer_id AND e.outcome = 'rejected' AND e.reason = 'unknown_account'
-  AND (e.type LIKE 'customer.subscription.%' OR e.type = 'invoice.paid')
-RETURNING e.account_id"""
-
-
-async def adopt_waiting_events(conn: Conn, links: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """Subscription and invoice events kept as `unknown_account` for each (account, customer)
-    join that account's history; how many per account."""
-    if not links:
-        return {}
-    adopted: dict[str, int] = {}
-    for r in await conn.fetch(ADOPT_WAITING, [a for a, _ in links], [c for _, c in links]):
-        adopted[r["account_id"]] = adopted.get(r["account_id"], 0) + 1
-    return adopted
-
-
-async def link_customers(conn: Conn, links: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """`link_customer` for many (account, customer) pairs; the pairs linked now."""
-    if not links:
-        return []
-    found = await conn.fetch(
-        """UPDATE accounts a SET provider_customer_id = l.customer_id, updated_at = now()
-           FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
-           WHERE a.account_id = l.account_id AND a.provider_customer_id IS NULL
-           RETURNING a.account_id, a.provider_customer_id""", [a for a, _ in links], [c for _, c in links])
-    return [(r["account_id"], r["provider_customer_id"]) for r in found]
 
 
 # What an account's derivation reads, for many accounts at once.

@@ -180,11 +180,13 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
                 results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
         stored, heads = await load_accounts(conn, [a for _, a in derive], [
             e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
+        decoded = {e.snapshot: e for e, _ in derive}
         for e, account in derive:
             outcome, reason = Outcome.APPLIED, ""
             if isinstance(e.object, SubscriptionSnapshot):
                 outcome, reason = _ordering(e.object, heads.get(e.object.subscription_id))
-            Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created).run()
+            Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created,
+                    decoded).run()
             results[e.provider_event_id] = EventResult(e.provider_event_id, outcome, reason, account)
     for e in events:
         r = results[e.provider_event_id]
@@ -197,11 +199,9 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
 async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> None:
     """Locks the accounts (creating new ones) and links each unlinked one to its event's provider
     customer; events that waited for that customer join the account's history."""
-    held = await q.lock_accounts(conn, [account for _, account in todo])
-    linked = await q.link_customers(conn, [(a, e.provider_customer_id) for e, a in todo
-                                           if e.provider_customer_id and held[a]["provider_customer_id"] is None])
-    for account_id, count in (await q.adopt_waiting_events(conn, linked)).items():
-        log.info("events_reapplied", account_id=account_id, count=count)
+    for held in await q.hold_accounts(conn, [(account, e.provider_customer_id) for e, account in todo]):
+        if held["adopted"]:
+            log.info("events_reapplied", account_id=held["account_id"], count=held["adopted"])
 
 
 def _ordering(snap: SubscriptionSnapshot, head: Record | None) -> tuple[Outcome, str]:
@@ -255,9 +255,7 @@ async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
         holder = await q.account_for_customer(conn, customer_id)
         if holder not in (None, account_id) or account["provider_customer_id"] not in (None, customer_id):
             raise Conflict(f"customer {customer_id} and account {account_id} are linked elsewhere")
-        if not await q.link_customer(conn, account_id, customer_id):
-            return 0
-        count = (await q.adopt_waiting_events(conn, [(account_id, customer_id)])).get(account_id, 0)
+        count: int = (await q.hold_accounts(conn, [(account_id, customer_id)]))[0]["adopted"]
         if count:
             log.info("events_reapplied", account_id=account_id, count=count)
             await rebuild_account(conn, deps, account_id, "provider_event", f"link:{customer_id}")

@@ -10,6 +10,7 @@ from entitlement_service.domain.errors import Conflict, InvalidRequest, NotFound
 from entitlement_service.domain.model import Mode, PurchaseState
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.service.deps import Deps
+from entitlement_service.service.rebuild import rebuild_account
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     """Records a purchase as pending; registering the same purchase id again returns it unchanged."""
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
-        await q.lock_account(conn, new.account_id)
-        if new.provider_customer_id:
-            await q.link_customer(conn, new.account_id, new.provider_customer_id)
+        held = (await q.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)]))[0]
+        if held["adopted"]:  # provider events that waited for this customer now apply
+            await rebuild_account(conn, deps, new.account_id, "provider_event", f"link:{new.provider_customer_id}")
         inserted = await q.insert_purchase(conn, (
             new.purchase_id, new.account_id, new.mode.value, [{"price": p, "quantity": n} for p, n in new.items],
             new.subscription_group, new.checkout_session_id, new.provider_customer_id, new.success_url,

@@ -3,6 +3,7 @@ from every provider snapshot it holds, and collects only the difference, audited
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
 from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState, Status
-from entitlement_service.domain.provider import InvoiceSnapshot, SubscriptionSnapshot
+from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.domain.timeline import EFFECTIVE, Derived
 from entitlement_service.service.account_store import StoredAccount, Writes, load_accounts
@@ -42,9 +43,12 @@ class Rebuild:
     to `writes`, for the caller to flush inside the same transaction."""
 
     def __init__(self, deps: Deps, catalog: CatalogView, stored: StoredAccount, writes: Writes, account_id: str,
-                 cause: str, cause_id: str, provider_at: datetime | None = None) -> None:
+                 cause: str, cause_id: str, provider_at: datetime | None = None,
+                 decoded: Mapping[bytes, ProviderEvent] | None = None) -> None:
         self.deps, self.catalog, self.stored, self.writes = deps, catalog, stored, writes
         self.account_id, self.cause, self.cause_id, self.provider_at = account_id, cause, cause_id, provider_at
+        # Events the caller already holds in domain form, by their stored snapshot: not decoded again.
+        self.decoded = decoded or {}
 
     def note(self, entity: str, entity_id: str, action: str, detail: dict[str, Any]) -> None:
         self.writes.audit.append((self.account_id, self.cause, self.cause_id, entity, entity_id, action, detail))
@@ -55,7 +59,8 @@ class Rebuild:
         subscriptions: dict[str, list[SubscriptionSnapshot]] = {}
         invoices: list[InvoiceSnapshot] = []
         for stored in self.stored.history:
-            obj = self.deps.decode_event(stored).object
+            event = self.decoded.get(stored)
+            obj = (event or self.deps.decode_event(stored)).object
             if isinstance(obj, SubscriptionSnapshot):
                 subscriptions.setdefault(obj.subscription_id, []).append(obj)
             elif isinstance(obj, InvoiceSnapshot):
