@@ -227,8 +227,10 @@ WITH wanted AS (
     SELECT account_id, customer_id FROM wanted ORDER BY account_id
     ON CONFLICT (account_id) DO UPDATE
         SET provider_customer_id = coalesce(a.provider_customer_id, excluded.provider_customer_id)
-    RETURNING a.*
+    RETURNING a.*, a.xmax = 0 AS created  -- an inserted row has no xmax; one updated on conflict has ours
 ), linked AS (
+    -- `before` is this statement's snapshot: a link committed meanwhile by another transaction
+    -- makes this one adopt again, which finds nothing left to adopt.
     SELECT h.account_id, h.provider_customer_id FROM held h LEFT JOIN before b USING (account_id)
     WHERE b.provider_customer_id IS NULL AND h.provider_customer_id IS NOT NULL
 ), adopted AS (
@@ -247,8 +249,8 @@ async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) ->
     row lock to the end of the transaction, locking in account id order so that two transactions
     holding overlapping sets queue instead of deadlocking; links an unlinked account to the
     customer; and hands it the events that waited for that customer as `unknown_account`. Each
-    row carries `adopted`, how many such events it took. A customer linked to another account is
-    refused by the unique constraint."""
+    row carries `created`, whether the account is new, and `adopted`, how many such events it
+    took. A customer linked to another account is refused by the unique constraint."""
     return await conn.fetch(HOLD_ACCOUNTS, [a for a, _ in wanted], [c for _, c in wanted])
 
 

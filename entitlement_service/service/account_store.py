@@ -39,9 +39,11 @@ async def load_accounts(conn: q.Conn, account_ids: Sequence[str], subscription_i
     """Each account's rows, and every subscription row by id (the accounts' own and the ones named,
     wherever they are held)."""
     loaded = {account_id: StoredAccount() for account_id in account_ids}
+    heads = {r["subscription_id"]: r for r in await q.subscriptions_of(conn, account_ids, subscription_ids)}
+    if not account_ids:
+        return loaded, heads
     for r in await q.account_histories(conn, account_ids):
         loaded[r["account_id"]].history.append(r["snapshot"])
-    heads = {r["subscription_id"]: r for r in await q.subscriptions_of(conn, account_ids, subscription_ids)}
     for head in heads.values():
         if head["account_id"] in loaded:
             loaded[head["account_id"]].subscriptions[head["subscription_id"]] = head

@@ -27,7 +27,7 @@ from entitlement_service.domain.provider import (
 )
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.domain.timeline import LIFECYCLE_RANK, order_key
-from entitlement_service.service.account_store import Writes, load_accounts
+from entitlement_service.service.account_store import StoredAccount, Writes, load_accounts
 from entitlement_service.service.catalog import store_price, store_product
 from entitlement_service.service.catalog_cache import CatalogView
 from entitlement_service.service.deps import Deps
@@ -168,7 +168,7 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
             todo.append((e, account))  # type: ignore[arg-type]  # an account was found
     writes = Writes()
     if todo:
-        await _hold_accounts(conn, todo)
+        new_accounts = await _hold_accounts(conn, todo)
         catalog = await deps.catalog.view(conn)
         derive: list[tuple[ProviderEvent, str]] = []
         for e, account in todo:
@@ -178,8 +178,10 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
                 derive.append((e, account))
             except Rejected as exc:
                 results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
-        stored, heads = await load_accounts(conn, [a for _, a in derive], [
+        stored, heads = await load_accounts(conn, [a for _, a in derive if a not in new_accounts], [
             e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
+        # A new account's history is its one event of this batch; it has no other rows to read.
+        stored.update((a, StoredAccount(history=[e.snapshot])) for e, a in derive if a in new_accounts)
         decoded = {e.snapshot: e for e, _ in derive}
         for e, account in derive:
             outcome, reason = Outcome.APPLIED, ""
@@ -196,12 +198,17 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
     return [results[e.provider_event_id] for e in events]
 
 
-async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> None:
+async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> set[str]:
     """Locks the accounts (creating new ones) and links each unlinked one to its event's provider
-    customer; events that waited for that customer join the account's history."""
+    customer; events that waited for that customer join the account's history. Returns the
+    accounts created now that took no waiting events: they hold no rows yet."""
+    empty = set()
     for held in await q.hold_accounts(conn, [(account, e.provider_customer_id) for e, account in todo]):
         if held["adopted"]:
             log.info("events_reapplied", account_id=held["account_id"], count=held["adopted"])
+        elif held["created"]:
+            empty.add(held["account_id"])
+    return empty
 
 
 def _ordering(snap: SubscriptionSnapshot, head: Record | None) -> tuple[Outcome, str]:
