@@ -66,13 +66,27 @@ async def apply_events(deps: Deps, events: Sequence[ProviderEvent]) -> list[Even
         if len(events) == 1:
             raise
         log.warning("batch_failed", events=len(events), retry="each event in its own transaction", exc_info=True)
-        return [result for event in events for result in await apply_events(deps, [event])]
+        return await _apply_one_by_one(deps, events)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     for event, result in zip(events, results, strict=True):
         EVENTS.labels(event.type, result.outcome.value).inc()
         log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
                  outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
                  object_id=event.object_id, duration_ms=duration_ms, batch=len(events))
+    return results
+
+
+async def _apply_one_by_one(deps: Deps, events: Sequence[ProviderEvent]) -> list[EventResult]:
+    """Every event that can be applied is; then the first failure, if any, is raised."""
+    results: list[EventResult] = []
+    failure: Exception | None = None
+    for event in events:
+        try:
+            results += await apply_events(deps, [event])
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
     return results
 
 

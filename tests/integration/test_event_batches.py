@@ -1,0 +1,135 @@
+"""Many provider events in one ApplyProviderEvents call: one transaction, the same outcomes and
+the same state as the events sent one by one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import grpc
+import pytest
+
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from tests.integration.conftest import Client, start_service, stop_service
+from tests.support.provider import (
+    MONTH,
+    T0,
+    example_catalog_request,
+    invoice_event,
+    session_event,
+    subscription_event,
+    ts,
+)
+
+HOUR = timedelta(hours=1)
+ACCOUNTS = ("acct_1", "acct_2", "acct_9")
+
+
+def mixed_events() -> list[pb.ProviderEvent]:
+    """Repeats of one account and one subscription, a duplicate, an invoice found by its customer,
+    an event that waits for its customer and the one that links it, a stale snapshot, a checkout
+    session and a type not used."""
+    return [
+        subscription_event("evt_1", "sub_1", T0, event_type="customer.subscription.created"),
+        subscription_event("evt_2", "sub_1", T0 + HOUR, start=T0, cancel_at_period_end=True),
+        subscription_event("evt_3", "sub_2", T0, account_id="acct_2", customer_id="cus_2",
+                           items=[("starter_monthly", 1)], event_type="customer.subscription.created"),
+        subscription_event("evt_1", "sub_1", T0, event_type="customer.subscription.created"),
+        invoice_event("evt_4", "in_1", "sub_1", T0, lines=[("pro_monthly", 1, T0, T0 + MONTH)]),
+        subscription_event("evt_5", "sub_9a", T0, account_id=None, customer_id="cus_9"),
+        subscription_event("evt_6", "sub_9b", T0, account_id="acct_9", customer_id="cus_9",
+                           items=[("team_seats_monthly", 3)]),
+        subscription_event("evt_7", "sub_2", T0 - HOUR, account_id="acct_2", customer_id="cus_2",
+                           items=[("starter_monthly", 1)], status="trialing"),
+        session_event("evt_8", "cs_1", T0, account_id="acct_2", customer_id="cus_2"),
+        pb.ProviderEvent(provider_event_id="evt_9", type="charge.refunded", created=ts(T0), raw_payload=b"{}"),
+    ]
+
+
+@pytest.fixture
+async def second_service(fresh_database_url: str) -> AsyncIterator[Client]:
+    """A service over a database of its own (migrated at start-up), with the example catalog."""
+    client = await start_service(fresh_database_url)
+    await client.checkout.UpsertCatalog(example_catalog_request())
+    yield client
+    await stop_service(client)
+
+
+def _outcomes(results: list[pb.EventResult]) -> list[tuple[str, str, str, str]]:
+    return [(r.provider_event_id, pb.EventOutcome.Name(r.outcome), r.reason, r.account_id) for r in results]
+
+
+async def _state(client: Client, account_id: str) -> pb.Entitlements:
+    found = await client.entitlements(account_id, as_of=ts(T0 + 2 * HOUR))
+    found.ClearField("revision")
+    return found
+
+
+async def test_a_batch_gives_the_outcomes_and_state_of_the_same_events_sent_one_by_one(
+    service: Client, second_service: Client,
+) -> None:
+    together = await service.apply(*mixed_events())
+    one_by_one = [result for event in mixed_events() for result in await second_service.apply(event)]
+    assert _outcomes(together) == _outcomes(one_by_one)
+    assert [pb.EventOutcome.Name(r.outcome) for r in together] == [
+        "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_DUPLICATE",
+        "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_REJECTED", "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_STALE",
+        "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_IGNORED"]
+    for account_id in ACCOUNTS:
+        assert await _state(service, account_id) == await _state(second_service, account_id), account_id
+    acct_9 = await _state(service, "acct_9")
+    assert sorted(s.subscription_id for s in acct_9.subscriptions) == ["sub_9a", "sub_9b"]  # evt_5 adopted
+    assert [f.grant_program_code for f in (await _state(service, "acct_1")).funding]  # the invoice funded
+
+
+async def test_each_event_of_a_batch_is_audited_under_its_own_id(service: Client, database_url: str) -> None:
+    await service.apply(*mixed_events()[:3])
+    conn = await asyncpg.connect(database_url)
+    try:
+        causes = {(r["cause_id"], r["entity"], r["action"]) for r in await conn.fetch(
+            "SELECT cause_id, entity, action FROM audit_log WHERE entity = 'subscription'")}
+    finally:
+        await conn.close()
+    assert causes == {("evt_1", "subscription", "upsert"), ("evt_2", "subscription", "upsert"),
+                      ("evt_3", "subscription", "upsert")}
+
+
+async def test_when_a_batch_cannot_commit_every_other_event_still_applies(service: Client) -> None:
+    await service.apply(subscription_event("evt_x", "sub_x", T0, account_id="acct_x", customer_id="cus_shared"))
+    good_a = subscription_event("evt_a", "sub_a", T0, account_id="acct_a", customer_id="cus_a")
+    # A new account whose customer is already linked to another account: refused by a constraint.
+    refused = subscription_event("evt_y", "sub_y", T0, account_id="acct_y", customer_id="cus_shared")
+    good_b = subscription_event("evt_b", "sub_b", T0, account_id="acct_b", customer_id="cus_b")
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await service.apply(good_a, refused, good_b)
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    for account_id in ("acct_a", "acct_b"):
+        assert [p.billing_plan_code for p in (await service.entitlements(account_id)).plans] == ["pro"]
+    again = await service.apply(good_a, good_b)
+    assert [r.outcome for r in again] == [pb.EVENT_OUTCOME_DUPLICATE, pb.EVENT_OUTCOME_DUPLICATE]
+
+
+@pytest.fixture
+async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]]:
+    first = await start_service(database_url)
+    second = await start_service(database_url)
+    await first.checkout.UpsertCatalog(example_catalog_request())
+    yield first, second
+    await stop_service(first)
+    await stop_service(second)
+
+
+async def test_a_catalog_change_through_one_replica_is_used_by_the_others_next_event(
+    two_replicas: tuple[Client, Client],
+) -> None:
+    first, second = two_replicas
+    [warm] = await first.apply(subscription_event("evt_1", "sub_1", T0))  # the first replica holds the catalog
+    assert warm.outcome == pb.EVENT_OUTCOME_APPLIED
+    new_price = pb.PriceSnapshot(price_id="price_pro_v2", product_id="pro", active=True, currency="usd",
+                                 unit_amount=2500, interval="month", interval_count=1, provider_updated_at=ts(T0))
+    await second.checkout.UpsertCatalog(pb.UpsertCatalogRequest(prices=[new_price]))
+    [result] = await first.apply(subscription_event("evt_2", "sub_2", T0, account_id="acct_2", customer_id="cus_2",
+                                                    price_ids={"pro_monthly": "price_pro_v2"}))
+    assert result.outcome == pb.EVENT_OUTCOME_APPLIED, result.reason
+    assert [p.billing_plan_code for p in (await first.entitlements("acct_2")).plans] == ["pro"]

@@ -1,0 +1,99 @@
+"""The checkout service's event batcher, against a stand-in for ApplyProviderEvents that the test
+holds open and releases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import pytest
+import structlog
+
+from checkout_service.event_batches import EventBatcher
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from tests.support.waiting import eventually
+
+
+class HeldCalls:
+    """Records each call's event ids and answers it when the test releases it."""
+
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.request_ids: list[object] = []
+        self.release = asyncio.Event()
+        self.refuse = refuse or set()
+
+    def started(self, count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(self.calls) >= count
+        return check
+
+    async def send(self, events: Sequence[pb.ProviderEvent]) -> list[pb.EventResult]:
+        ids = [e.provider_event_id for e in events]
+        self.calls.append(ids)
+        self.request_ids.append(structlog.contextvars.get_contextvars().get("request_id"))
+        await self.release.wait()
+        if self.refuse & set(ids):
+            raise ConnectionError(f"refused {sorted(self.refuse & set(ids))}")
+        return [pb.EventResult(provider_event_id=i, outcome=pb.EVENT_OUTCOME_APPLIED, reason=f"for {i}") for i in ids]
+
+
+def event(n: int) -> pb.ProviderEvent:
+    return pb.ProviderEvent(provider_event_id=f"evt_{n}")
+
+
+async def test_an_event_goes_at_once_on_its_own_call_carrying_its_callers_request_id() -> None:
+    held = HeldCalls()
+    held.release.set()
+    batcher = EventBatcher(held.send, max_in_flight=2)
+    structlog.contextvars.bind_contextvars(request_id="req_1")
+    try:
+        result = await batcher.apply(event(1))
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    assert result.reason == "for evt_1"
+    assert held.calls == [["evt_1"]] and held.request_ids == ["req_1"]
+
+
+async def test_events_arriving_while_the_calls_are_busy_share_the_next_call_and_each_gets_its_own_result() -> None:
+    held = HeldCalls()
+    batcher = EventBatcher(held.send, max_in_flight=1, max_batch=3)
+    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(6)]
+    await eventually(held.started(1), what="the first event to go alone")
+    assert held.calls == [["evt_0"]]
+    held.release.set()
+    results = await asyncio.gather(*waiting)
+    assert [r.reason for r in results] == [f"for evt_{n}" for n in range(6)]
+    assert held.calls == [["evt_0"], ["evt_1", "evt_2", "evt_3"], ["evt_4", "evt_5"]]
+    assert held.request_ids[1:] == [None, None]  # a shared call carries no one caller's request id
+
+
+async def test_a_shared_call_that_fails_is_sent_again_one_event_per_call() -> None:
+    held = HeldCalls(refuse={"evt_2"})
+    batcher = EventBatcher(held.send, max_in_flight=1)
+    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(4)]
+    await eventually(held.started(1), what="the first call")
+    held.release.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert [o.reason if isinstance(o, pb.EventResult) else type(o).__name__ for o in outcomes] == [
+        "for evt_0", "for evt_1", "ConnectionError", "for evt_3"]
+    assert held.calls[1] == ["evt_1", "evt_2", "evt_3"]
+    assert sorted(held.calls[2:]) == [["evt_1"], ["evt_2"], ["evt_3"]]
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int) -> None:
+    busy = peak = 0
+
+    async def send(events: Sequence[pb.ProviderEvent]) -> list[pb.EventResult]:
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        await asyncio.sleep(0)
+        busy -= 1
+        return [pb.EventResult(provider_event_id=e.provider_event_id) for e in events]
+
+    batcher = EventBatcher(send, max_in_flight=in_flight)
+    results = await asyncio.gather(*(batcher.apply(event(n)) for n in range(50)))
+    assert [r.provider_event_id for r in results] == [f"evt_{n}" for n in range(50)]
+    assert peak == in_flight
