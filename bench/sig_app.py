@@ -1,7 +1,7 @@
 """A bare aiohttp app for the signature baseline: `python -m bench.sig_app PORT SECRET`.
 
 `POST /bare` reads the body and answers 200; `POST /verified` also verifies the Stripe-Signature
-header, parses the JSON and reads the event envelope, exactly as the webhook route does first."""
+header, parses the JSON and reads the event envelope, with the webhook route's own function."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 
 from aiohttp import web
 
+from checkout_service.errors import BadWebhook
 from checkout_service.stripe import normalize
-from checkout_service.stripe.signature import SignatureError, verify
+from checkout_service.webhooks import verified_event
 
 TOLERANCE_S = 300
 
@@ -28,10 +29,10 @@ def create_app(secret: str) -> web.Application:
     async def verified(request: web.Request) -> web.Response:
         raw = await request.read()
         try:
-            verify(raw, request.headers.get("Stripe-Signature"), secrets, TOLERANCE_S, time.time())
-            event_id, _, _, _ = normalize.envelope(json.loads(raw))
-        except (SignatureError, ValueError) as exc:
+            event = verified_event(raw, request.headers.get("Stripe-Signature"), secrets, TOLERANCE_S, time.time())
+        except BadWebhook as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        event_id, _, _, _ = normalize.envelope(event)
         return web.json_response({"received": True, "id": event_id})
 
     app = web.Application(client_max_size=1024 * 1024)

@@ -76,9 +76,11 @@ class Accepted:
     account_id: str
 
 
-async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
+def verified_event(raw: bytes, signature: str | None, secrets: tuple[str, ...], tolerance_s: float,
+                   now: float) -> Any:
+    """The event a webhook body carries, once its signature is verified on the raw bytes."""
     try:
-        verify(raw, signature, w.secrets, w.tolerance_s, w.now())
+        verify(raw, signature, secrets, tolerance_s, now)
     except SignatureError as exc:
         raise BadWebhook("bad_signature", str(exc)) from exc
     try:
@@ -86,7 +88,11 @@ async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
         norm.envelope(event)
     except (ValueError, norm.MalformedEvent) as exc:
         raise BadWebhook("malformed_body", f"not a provider event: {exc}") from exc
-    return await forward(w, event, raw)
+    return event
+
+
+async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
+    return await forward(w, verified_event(raw, signature, w.secrets, w.tolerance_s, w.now()), raw)
 
 
 async def forward(w: WebhookDeps, event: Any, raw: bytes) -> Accepted:
