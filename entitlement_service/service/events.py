@@ -157,16 +157,27 @@ def _decided(event: ProviderEvent) -> EventResult | None:
     return None
 
 
-async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent]) -> list[EventResult]:
-    """Subscription, invoice and unused events that share no account, customer or subscription."""
-    # An account is the object's `metadata.account_id`; else the account linked to its provider
-    # customer; else the customer's own `metadata.account_id`.
+async def _accounts(conn: q.Conn, events: Sequence[ProviderEvent]) -> dict[str, str | None]:
+    """Each event's account: the object's `metadata.account_id`; else the account linked to its
+    provider customer; else the customer's own `metadata.account_id`."""
     unnamed = [e.provider_customer_id for e in events
                if _needs_account(e) and not e.account_id and e.provider_customer_id]
     by_customer = await q.accounts_for_customers(conn, unnamed) if unnamed else {}
-    accounts = {e.provider_event_id: (e.account_id or by_customer.get(e.provider_customer_id or "")
-                                      or e.customer_account_id or None) if _needs_account(e) else e.account_id
-                for e in events}
+    return {e.provider_event_id: (e.account_id or by_customer.get(e.provider_customer_id or "")
+                                  or e.customer_account_id or None) if _needs_account(e) else e.account_id
+            for e in events}
+
+
+async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent]) -> list[EventResult]:
+    """Subscription, invoice and unused events that share no account, customer or subscription."""
+    accounts = await _accounts(conn, events)
+    seen: set[str] = set()
+    for i, e in enumerate(events):
+        account = accounts[e.provider_event_id] if _needs_account(e) else None
+        if account is not None:
+            if account in seen:  # found through its customer: one account twice, so one after the other
+                return await _apply_together(conn, deps, events[:i]) + await _apply_together(conn, deps, events[i:])
+            seen.add(account)
     fresh = await q.insert_events(conn, [_event_row(e, accounts[e.provider_event_id]) for e in events])
     await q.count_deliveries(conn, [e.provider_event_id for e in events if e.provider_event_id not in fresh])
     results = {e.provider_event_id: EventResult(e.provider_event_id, Outcome.DUPLICATE)
@@ -182,34 +193,42 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
             todo.append((e, account))  # type: ignore[arg-type]  # an account was found
     writes = Writes()
     if todo:
-        new_accounts = await _hold_accounts(conn, todo)
-        catalog = await deps.catalog.view(conn)
-        derive: list[tuple[ProviderEvent, str]] = []
-        for e, account in todo:
-            try:
-                if isinstance(e.object, SubscriptionSnapshot):
-                    catalog = await _learn_prices(conn, deps, catalog, [(i.price, i.product) for i in e.object.items])
-                derive.append((e, account))
-            except Rejected as exc:
-                results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
-        stored, heads = await load_accounts(conn, [a for _, a in derive if a not in new_accounts], [
-            e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
-        # A new account's history is its one event of this batch; it has no other rows to read.
-        stored.update((a, StoredAccount(history=[e.snapshot])) for e, a in derive if a in new_accounts)
-        decoded = {e.snapshot: e for e, _ in derive}
-        for e, account in derive:
-            outcome, reason = Outcome.APPLIED, ""
-            if isinstance(e.object, SubscriptionSnapshot):
-                outcome, reason = _ordering(e.object, heads.get(e.object.subscription_id))
-            Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created,
-                    decoded).run()
-            results[e.provider_event_id] = EventResult(e.provider_event_id, outcome, reason, account)
+        results.update(await _derive(conn, deps, todo, writes))
     for e in events:
         r = results[e.provider_event_id]
         if r.outcome is not Outcome.DUPLICATE and (r.outcome, r.reason) != (Outcome.APPLIED, ""):
             writes.outcomes.append((e.provider_event_id, r.outcome.value, r.reason, r.account_id))
     await writes.flush(conn)
     return [results[e.provider_event_id] for e in events]
+
+
+async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]], writes: Writes
+                  ) -> dict[str, EventResult]:
+    """Applies subscription and paid-invoice events, one per account, into `writes`."""
+    results: dict[str, EventResult] = {}
+    new_accounts = await _hold_accounts(conn, todo)
+    catalog = await deps.catalog.view(conn)
+    derive: list[tuple[ProviderEvent, str]] = []
+    for e, account in todo:
+        try:
+            if isinstance(e.object, SubscriptionSnapshot):
+                catalog = await _learn_prices(conn, deps, catalog, [(i.price, i.product) for i in e.object.items])
+            derive.append((e, account))
+        except Rejected as exc:
+            results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
+    stored, heads = await load_accounts(conn, [a for _, a in derive if a not in new_accounts], [
+        e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
+    # A new account's history is its one event of this batch; it has no other rows to read.
+    stored.update((a, StoredAccount(history=[e.snapshot])) for e, a in derive if a in new_accounts)
+    decoded = {e.snapshot: e for e, _ in derive}
+    for e, account in derive:
+        outcome, reason = Outcome.APPLIED, ""
+        if isinstance(e.object, SubscriptionSnapshot):
+            outcome, reason = _ordering(e.object, heads.get(e.object.subscription_id))
+        Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created,
+                decoded).run()
+        results[e.provider_event_id] = EventResult(e.provider_event_id, outcome, reason, account)
+    return results
 
 
 async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> set[str]:

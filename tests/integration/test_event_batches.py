@@ -83,6 +83,25 @@ async def test_a_batch_gives_the_outcomes_and_state_of_the_same_events_sent_one_
     assert [f.grant_program_code for f in (await _state(service, "acct_1")).funding]  # the invoice funded
 
 
+async def test_events_of_one_account_named_by_metadata_and_by_customer_apply_one_after_the_other(
+    service: Client, second_service: Client,
+) -> None:
+    linked = subscription_event("evt_0", "sub_0", T0, customer_id="cus_z")
+    batch = [subscription_event("evt_1", "sub_1", T0 + HOUR, customer_id="cus_y", items=[("team_seats_monthly", 2)]),
+             subscription_event("evt_2", "sub_0", T0 + 2 * HOUR, account_id=None, customer_id="cus_z", start=T0,
+                                cancel_at_period_end=True)]
+    for client in (service, second_service):
+        await client.apply(linked)
+    together = await service.apply(*batch)
+    one_by_one = [result for event in batch for result in await second_service.apply(event)]
+    assert _outcomes(together) == _outcomes(one_by_one)
+    assert [r.account_id for r in together] == ["acct_1", "acct_1"]
+    state = await _state(service, "acct_1")
+    assert state == await _state(second_service, "acct_1")
+    assert sorted((p.subscription_id, p.billing_plan_code) for p in state.plans) == [("sub_0", "pro"),
+                                                                                     ("sub_1", "team_seats")]
+
+
 async def test_each_event_of_a_batch_is_audited_under_its_own_id(service: Client, database_url: str) -> None:
     await service.apply(*mixed_events()[:3])
     conn = await asyncpg.connect(database_url)
