@@ -50,7 +50,8 @@ async def run(ctx: Context) -> list[Row]:
         f"{bare.ok_per_s:,.0f} req/s bare aiohttp POST (p99 {bare.counts['p99_us'] / 1000:.1f} ms)",
         value, TARGET, value is not None and value >= 0.40 and errors == 0,
         f"wrk -c{CONNECTIONS} -t1 {ctx.load_s:.0f}s + lua (core {LOAD_CPU})",
-        f"{body_size} B subscription event, HMAC-SHA256 + json.loads + envelope; app on core {SERVER_CPU}; "
+        f"{body_size} B subscription event, HMAC-SHA256 + JSON parse + envelope (webhooks.verified_event); "
+        f"app on core {SERVER_CPU}; "
         f"CPU cores used: app {checked_cpu:.2f} / {bare_cpu:.2f} (checked / bare), wrk {checked.run.cores:.2f}; "
         f"errors {errors}",
         {"checked": checked.counts, "bare": bare.counts, "cpu": {"checked": checked_cpu, "bare": bare_cpu,
