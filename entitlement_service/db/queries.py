@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -213,26 +214,21 @@ async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
     """Creates the account if new and holds its row lock to the end of the transaction: every
     change to one account's state is serialized here, which covers each of its subscriptions and
     each (account, group)."""
-    return (await hold_accounts(conn, [(account_id, None)]))[0]
+    return (await hold_accounts(conn, [(account_id, None)]))[account_id].row
 
 
-HOLD_ACCOUNTS = """
-WITH wanted AS (
-    SELECT DISTINCT ON (account_id) * FROM unnest($1::text[], $2::text[]) AS w(account_id, customer_id)
-    ORDER BY account_id
-), before AS (
-    SELECT account_id, provider_customer_id FROM accounts WHERE account_id = ANY($1)
-), held AS (
-    INSERT INTO accounts AS a (account_id, provider_customer_id)
-    SELECT account_id, customer_id FROM wanted ORDER BY account_id
-    ON CONFLICT (account_id) DO UPDATE
-        SET provider_customer_id = coalesce(a.provider_customer_id, excluded.provider_customer_id)
-    RETURNING a.*, a.xmax = 0 AS created  -- an inserted row has no xmax; one updated on conflict has ours
-), linked AS (
-    -- `before` is this statement's snapshot: a link committed meanwhile by another transaction
-    -- makes this one adopt again, which finds nothing left to adopt.
-    SELECT h.account_id, h.provider_customer_id FROM held h LEFT JOIN before b USING (account_id)
-    WHERE b.provider_customer_id IS NULL AND h.provider_customer_id IS NOT NULL
+LOCK_ACCOUNTS = """
+INSERT INTO accounts AS a (account_id) SELECT DISTINCT unnest($1::text[]) ORDER BY 1
+ON CONFLICT (account_id) DO UPDATE SET account_id = excluded.account_id
+RETURNING a.*, a.xmax = 0 AS created  -- an inserted row has no xmax; one updated on conflict has ours"""
+
+# Runs on rows this transaction holds locked, so `provider_customer_id IS NULL` is current.
+LINK_ACCOUNTS = """
+WITH linked AS (
+    UPDATE accounts a SET provider_customer_id = l.customer_id, updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
+    WHERE a.account_id = l.account_id AND a.provider_customer_id IS NULL
+    RETURNING a.account_id, a.provider_customer_id
 ), adopted AS (
     UPDATE provider_events e SET account_id = l.account_id, outcome = 'applied',
         reason = 'applied once its customer was linked to an account'
@@ -241,17 +237,31 @@ WITH wanted AS (
       AND e.reason = 'unknown_account' AND (e.type LIKE 'customer.subscription.%' OR e.type = 'invoice.paid')
     RETURNING e.account_id
 )
-SELECT h.*, (SELECT count(*) FROM adopted d WHERE d.account_id = h.account_id) AS adopted FROM held h"""
+SELECT l.account_id, (SELECT count(*) FROM adopted d WHERE d.account_id = l.account_id) AS adopted FROM linked l"""
 
 
-async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> list[asyncpg.Record]:
+@dataclass(frozen=True)
+class Held:
+    row: asyncpg.Record
+    created: bool  # the account is new
+    adopted: int  # events that waited for its customer and now belong to it
+
+
+async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> dict[str, Held]:
     """For each (account, provider customer or None): creates the account if new and holds its
     row lock to the end of the transaction, locking in account id order so that two transactions
-    holding overlapping sets queue instead of deadlocking; links an unlinked account to the
-    customer; and hands it the events that waited for that customer as `unknown_account`. Each
-    row carries `created`, whether the account is new, and `adopted`, how many such events it
-    took. A customer linked to another account is refused by the unique constraint."""
-    return await conn.fetch(HOLD_ACCOUNTS, [a for a, _ in wanted], [c for _, c in wanted])
+    holding overlapping sets queue instead of deadlocking; then links each unlinked account to its
+    customer and hands it the events that waited for that customer as `unknown_account`. A
+    customer linked to another account is refused by the unique constraint. (Created and linked
+    in one statement, two transactions creating the same account with the same customer would
+    collide on that constraint rather than queue.)"""
+    locked = {r["account_id"]: r for r in await conn.fetch(LOCK_ACCOUNTS, [a for a, _ in wanted])}
+    links = [(a, c) for a, c in wanted if c and locked[a]["provider_customer_id"] is None]
+    adopted: dict[str, int] = {}
+    if links:
+        found = await conn.fetch(LINK_ACCOUNTS, [a for a, _ in links], [c for _, c in links])
+        adopted = {r["account_id"]: r["adopted"] for r in found}
+    return {a: Held(r, r["created"], adopted.get(a, 0)) for a, r in locked.items()}
 
 
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:

@@ -236,11 +236,11 @@ async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) ->
     customer; events that waited for that customer join the account's history. Returns the
     accounts created now that took no waiting events: they hold no rows yet."""
     empty = set()
-    for held in await q.hold_accounts(conn, [(account, e.provider_customer_id) for e, account in todo]):
-        if held["adopted"]:
-            log.info("events_reapplied", account_id=held["account_id"], count=held["adopted"])
-        elif held["created"]:
-            empty.add(held["account_id"])
+    for account_id, held in (await q.hold_accounts(conn, [(a, e.provider_customer_id) for e, a in todo])).items():
+        if held.adopted:
+            log.info("events_reapplied", account_id=account_id, count=held.adopted)
+        elif held.created:
+            empty.add(account_id)
     return empty
 
 
@@ -295,7 +295,7 @@ async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
         holder = await q.account_for_customer(conn, customer_id)
         if holder not in (None, account_id) or account["provider_customer_id"] not in (None, customer_id):
             raise Conflict(f"customer {customer_id} and account {account_id} are linked elsewhere")
-        count: int = (await q.hold_accounts(conn, [(account_id, customer_id)]))[0]["adopted"]
+        count = (await q.hold_accounts(conn, [(account_id, customer_id)]))[account_id].adopted
         if count:
             log.info("events_reapplied", account_id=account_id, count=count)
             await rebuild_account(conn, deps, account_id, "provider_event", f"link:{customer_id}")

@@ -74,8 +74,8 @@ async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     """Records a purchase as pending; registering the same purchase id again returns it unchanged."""
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
-        held = (await q.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)]))[0]
-        if held["adopted"]:  # provider events that waited for this customer now apply
+        held = (await q.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)]))[new.account_id]
+        if held.adopted:  # provider events that waited for this customer now apply
             await rebuild_account(conn, deps, new.account_id, "provider_event", f"link:{new.provider_customer_id}")
         inserted = await q.insert_purchase(conn, (
             new.purchase_id, new.account_id, new.mode.value, [{"price": p, "quantity": n} for p, n in new.items],

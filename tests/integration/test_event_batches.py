@@ -3,6 +3,7 @@ the same state as the events sent one by one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -152,3 +153,15 @@ async def test_a_catalog_change_through_one_replica_is_used_by_the_others_next_e
                                                     price_ids={"pro_monthly": "price_pro_v2"}))
     assert result.outcome == pb.EVENT_OUTCOME_APPLIED, result.reason
     assert [p.billing_plan_code for p in (await first.entitlements("acct_2")).plans] == ["pro"]
+
+
+async def test_first_events_of_one_new_account_racing_on_two_connections_all_apply(service: Client) -> None:
+    pairs = [(subscription_event(f"evt_{n}_a", f"sub_{n}_a", T0, account_id=f"acct_r{n}", customer_id=f"cus_r{n}"),
+              subscription_event(f"evt_{n}_b", f"sub_{n}_b", T0, account_id=f"acct_r{n}", customer_id=f"cus_r{n}",
+                                 items=[("team_seats_monthly", 1)]))
+             for n in range(150)]
+    results = await asyncio.gather(*(service.apply(event) for pair in pairs for event in pair))
+    assert {r.outcome for [r] in results} == {pb.EVENT_OUTCOME_APPLIED}
+    for n in range(150):
+        subscriptions = (await service.entitlements(f"acct_r{n}")).subscriptions
+        assert sorted(s.subscription_id for s in subscriptions) == [f"sub_{n}_a", f"sub_{n}_b"]
