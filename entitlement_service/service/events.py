@@ -157,15 +157,19 @@ def _decided(event: ProviderEvent) -> EventResult | None:
     return None
 
 
+def _account_of(event: ProviderEvent, linked: str | None, hint: str | None = None) -> str | None:
+    """The object's `metadata.account_id` (or what the caller knows); else the account linked to
+    its provider customer; else the customer's own `metadata.account_id`."""
+    return event.account_id or hint or linked or event.customer_account_id or None
+
+
 async def _accounts(conn: q.Conn, events: Sequence[ProviderEvent]) -> dict[str, str | None]:
-    """Each event's account: the object's `metadata.account_id`; else the account linked to its
-    provider customer; else the customer's own `metadata.account_id`."""
+    """Each event's account, the customers' links read once for all of them."""
     unnamed = [e.provider_customer_id for e in events
                if _needs_account(e) and not e.account_id and e.provider_customer_id]
     by_customer = await q.accounts_for_customers(conn, unnamed) if unnamed else {}
-    return {e.provider_event_id: (e.account_id or by_customer.get(e.provider_customer_id or "")
-                                  or e.customer_account_id or None) if _needs_account(e) else e.account_id
-            for e in events}
+    return {e.provider_event_id: _account_of(e, by_customer.get(e.provider_customer_id or ""))
+            if _needs_account(e) else e.account_id for e in events}
 
 
 async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent]) -> list[EventResult]:
@@ -275,13 +279,10 @@ async def _apply_alone(conn: q.Conn, deps: Deps, event: ProviderEvent) -> EventR
 
 
 async def resolve_account(conn: q.Conn, event: ProviderEvent, hint: str | None = None) -> str:
-    """The object's `metadata.account_id`; else the account linked to its provider customer; else
-    the customer's own `metadata.account_id`. Links the customer to the account it finds."""
+    """The event's account (`_account_of`), locked and linked to the event's customer."""
     customer = event.provider_customer_id
-    account = event.account_id or hint
-    if not account and customer:
-        account = await q.account_for_customer(conn, customer)
-    account = account or event.customer_account_id
+    linked = await q.account_for_customer(conn, customer) if customer and not (event.account_id or hint) else None
+    account = _account_of(event, linked, hint)
     if not account:
         raise Rejected("unknown_account")
     await _hold_accounts(conn, [(event, account)])
