@@ -220,7 +220,8 @@ async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
 LOCK_ACCOUNTS = """
 INSERT INTO accounts AS a (account_id) SELECT DISTINCT unnest($1::text[]) ORDER BY 1
 ON CONFLICT (account_id) DO UPDATE SET account_id = excluded.account_id
-RETURNING a.*, a.xmax = 0 AS created  -- an inserted row has no xmax; one updated on conflict has ours"""
+RETURNING a.*, a.xmax = 0 AS created,  -- an inserted row has no xmax; one updated on conflict has ours
+    (SELECT version FROM catalog_version) AS catalog_version"""
 
 # Runs on rows this transaction holds locked, so `provider_customer_id IS NULL` is current.
 LINK_ACCOUNTS = """
@@ -245,6 +246,7 @@ class Held:
     row: asyncpg.Record
     created: bool  # the account is new
     adopted: int  # events that waited for its customer and now belong to it
+    catalog_version: int  # read with the lock, so a batch needs no statement of its own for it
 
 
 async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> dict[str, Held]:
@@ -261,7 +263,7 @@ async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) ->
     if links:
         found = await conn.fetch(LINK_ACCOUNTS, [a for a, _ in links], [c for _, c in links])
         adopted = {r["account_id"]: r["adopted"] for r in found}
-    return {a: Held(r, r["created"], adopted.get(a, 0)) for a, r in locked.items()}
+    return {a: Held(r, r["created"], adopted.get(a, 0), r["catalog_version"]) for a, r in locked.items()}
 
 
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
@@ -276,15 +278,6 @@ async def accounts_for_customers(conn: Conn, customer_ids: Sequence[str]) -> dic
     found = await conn.fetch("SELECT provider_customer_id, account_id FROM accounts "
                              "WHERE provider_customer_id = ANY($1)", list(customer_ids))
     return {r["provider_customer_id"]: r["account_id"] for r in found}
-
-
-async def bump_revisions(conn: Conn, account_ids: Sequence[str]) -> None:
-    """Moves each account to a new revision and tells every replica (delivered on commit)."""
-    if account_ids:
-        await conn.execute(
-            """WITH bumped AS (UPDATE accounts SET revision = revision + 1, updated_at = now()
-                               WHERE account_id = ANY($1) RETURNING account_id, revision)
-               SELECT pg_notify($2, revision || ':' || account_id) FROM bumped""", list(account_ids), CHANGES_CHANNEL)
 
 
 async def notify_everything(conn: Conn) -> None:
@@ -542,14 +535,27 @@ async def insert_issues(conn: Conn, issues: Sequence[tuple[str, Issue, str]]) ->
         await conn.executemany(INSERT_ISSUE, [_issue_values(*entry) for entry in issues])
 
 
-async def insert_audit(conn: Conn, entries: list[tuple[str | None, str, str, str, str, str, dict[str, Any]]]) -> None:
-    """Entries of (account_id, cause, cause_id, entity, entity_id, action, detail)."""
-    if entries:
-        await conn.execute(
-            "INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail) "
-            "SELECT a, c, ci, e, ei, ac, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-            "$5::text[], $6::text[], $7::text[]) AS v(a, c, ci, e, ei, ac, d)",
-            *_columns([(*entry[:6], json.dumps(entry[6])) for entry in entries], 7))
+RECORD_CHANGES = """
+WITH audited AS (
+    INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail)
+    SELECT a, c, ci, e, ei, ac, d::jsonb
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+        AS v(a, c, ci, e, ei, ac, d)
+), bumped AS (
+    UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY($8)
+    RETURNING account_id, revision
+)
+SELECT pg_notify($9, revision || ':' || account_id) FROM bumped"""
+
+
+async def record_changes(conn: Conn, audit: Sequence[tuple[str | None, str, str, str, str, str, dict[str, Any]]],
+                         changed_accounts: Sequence[str]) -> None:
+    """The audit entries, of (account_id, cause, cause_id, entity, entity_id, action, detail), and
+    a new revision for each changed account, told to every replica (delivered on commit): the last
+    writes of a batch, in one statement."""
+    if audit or changed_accounts:
+        await conn.execute(RECORD_CHANGES, *_columns([(*entry[:6], json.dumps(entry[6])) for entry in audit], 7),
+                           list(changed_accounts), CHANGES_CHANNEL)
 
 
 OPEN_MISMATCH = """

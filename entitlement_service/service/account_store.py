@@ -97,6 +97,5 @@ class Writes:
         await q.record_transitions(conn, self.transitions)
         await q.close_mismatches(conn, self.closed_mismatches)
         await q.open_mismatches(conn, self.opened_mismatches)
-        await q.insert_audit(conn, self.audit)
         await q.set_event_outcomes(conn, self.outcomes)
-        await q.bump_revisions(conn, self.changed_accounts)
+        await q.record_changes(conn, self.audit, self.changed_accounts)

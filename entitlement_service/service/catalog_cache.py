@@ -23,9 +23,10 @@ class CatalogCache:
     def __init__(self) -> None:
         self._held: CatalogView | None = None
 
-    async def view(self, conn: q.Conn) -> CatalogView:
-        """The catalog as this connection sees it now (its own transaction's writes included)."""
-        version = await q.catalog_version(conn)
+    async def view(self, conn: q.Conn, version: int | None = None) -> CatalogView:
+        """The catalog as this connection sees it now (its own transaction's writes included);
+        `version` when the caller has just read the catalog version in the same transaction."""
+        version = await q.catalog_version(conn) if version is None else version
         held = self._held
         if held is None or held.version != version:
             held = CatalogView(version, await q.load_config(conn), await q.load_prices(conn))

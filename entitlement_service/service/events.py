@@ -210,8 +210,8 @@ async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]
                   ) -> dict[str, EventResult]:
     """Applies subscription and paid-invoice events, one per account, into `writes`."""
     results: dict[str, EventResult] = {}
-    new_accounts = await _hold_accounts(conn, todo)
-    catalog = await deps.catalog.view(conn)
+    new_accounts, catalog_version = await _hold_accounts(conn, todo)
+    catalog = await deps.catalog.view(conn, catalog_version)
     derive: list[tuple[ProviderEvent, str]] = []
     for e, account in todo:
         try:
@@ -235,17 +235,19 @@ async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]
     return results
 
 
-async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> set[str]:
+async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> tuple[set[str], int]:
     """Locks the accounts (creating new ones) and links each unlinked one to its event's provider
     customer; events that waited for that customer join the account's history. Returns the
-    accounts created now that took no waiting events: they hold no rows yet."""
+    accounts created now that took no waiting events (they hold no rows yet) and the catalog
+    version read with the lock."""
     empty = set()
-    for account_id, held in (await q.hold_accounts(conn, [(a, e.provider_customer_id) for e, a in todo])).items():
+    held_accounts = await q.hold_accounts(conn, [(a, e.provider_customer_id) for e, a in todo])
+    for account_id, held in held_accounts.items():
         if held.adopted:
             log.info("events_reapplied", account_id=account_id, count=held.adopted)
         elif held.created:
             empty.add(account_id)
-    return empty
+    return empty, next(iter(held_accounts.values())).catalog_version
 
 
 def _ordering(snap: SubscriptionSnapshot, head: Record | None) -> tuple[Outcome, str]:
