@@ -86,3 +86,14 @@ async def service(database_url: str) -> AsyncIterator[Client]:
     await client.checkout.UpsertCatalog(example_catalog_request())
     yield client
     await stop_service(client)
+
+
+@pytest.fixture
+async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]]:
+    """Two services over one database (the example catalog loaded once)."""
+    first = await start_service(database_url)
+    second = await start_service(database_url)
+    await first.checkout.UpsertCatalog(example_catalog_request())
+    yield first, second
+    await stop_service(first)
+    await stop_service(second)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -13,8 +12,8 @@ import grpc
 import pytest
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
-from tests.integration.conftest import Client, start_service, stop_service
-from tests.support.provider import T0, example_catalog_request, subscription_event
+from tests.integration.conftest import Client
+from tests.support.provider import T0, subscription_event
 from tests.support.waiting import eventually
 
 
@@ -49,16 +48,6 @@ async def test_two_subscriptions_racing_into_one_non_stackable_group_leave_exact
         await conn.close()
     assert overlapping == 0
     assert [(m["kind"], m["subscription_id"]) for m in mismatches] == [("group_conflict", "sub_a")]
-
-
-@pytest.fixture
-async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]]:
-    first = await start_service(database_url)
-    second = await start_service(database_url)
-    await first.checkout.UpsertCatalog(example_catalog_request())
-    yield first, second
-    await stop_service(first)
-    await stop_service(second)
 
 
 async def test_a_change_applied_through_one_replica_reaches_the_others_gate_cache(

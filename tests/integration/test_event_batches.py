@@ -130,16 +130,6 @@ async def test_when_a_batch_cannot_commit_every_other_event_still_applies(servic
     assert [r.outcome for r in again] == [pb.EVENT_OUTCOME_DUPLICATE, pb.EVENT_OUTCOME_DUPLICATE]
 
 
-@pytest.fixture
-async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]]:
-    first = await start_service(database_url)
-    second = await start_service(database_url)
-    await first.checkout.UpsertCatalog(example_catalog_request())
-    yield first, second
-    await stop_service(first)
-    await stop_service(second)
-
-
 async def test_a_catalog_change_through_one_replica_is_used_by_the_others_next_event(
     two_replicas: tuple[Client, Client],
 ) -> None:
