@@ -123,6 +123,18 @@ async def test_an_event_for_an_unknown_account_waits_until_the_customer_is_linke
     assert [p.billing_plan_code for p in (await service.entitlements("acct_9")).plans] == ["pro"]
 
 
+async def test_registering_a_purchase_that_links_a_waiting_customer_applies_its_events(service: Client) -> None:
+    orphan = subscription_event("evt_o", "sub_o", T0, account_id=None, customer_id="cus_waiting")
+    [result] = await service.apply(orphan)
+    assert result.outcome == REJECTED and result.reason == "unknown_account"
+    await service.checkout.RegisterPurchase(pb.RegisterPurchaseRequest(
+        purchase_id="pur_w", account_id="acct_w", checkout_session_id="cs_w", mode=pb.PURCHASE_MODE_PAYMENT,
+        items=[pb.PurchaseItem(price="credit_pack_500", quantity=1)], subscription_group="credits",
+        provider_customer_id="cus_waiting", success_url="https://app.example/ok",
+        cancel_url="https://app.example/no", expires_at=ts(T0 + HOUR)))
+    assert [p.billing_plan_code for p in (await service.entitlements("acct_w")).plans] == ["pro"]
+
+
 async def test_a_price_the_catalog_does_not_know_is_rejected_naming_it(service: Client) -> None:
     [result] = await service.apply(subscription_event("evt_u", "sub_u", T0, items=[("mystery", 1)]))
     assert result.outcome == REJECTED and "price_mystery" in result.reason
