@@ -9,7 +9,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.config import Address
 
@@ -35,17 +35,38 @@ class GrpcServer:
         await self.server.stop(grace_s)
 
 
+class GenericHandlersOnly:
+    """What the generated `add_*Servicer_to_server` functions are handed instead of the server: it
+    passes each service's generic handler on and drops the same methods' registration.
+
+    Those functions register every method twice, as a generic handler and as "registered" methods.
+    grpc.aio's accept loop keeps one pending request per registered method and waits on all of them
+    with `asyncio.wait` for every call it accepts: with two dozen methods that wait costs more than
+    a CheckGate answer. Served through generic handlers alone, it waits on one."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
+        """The generic handler added beside these serves the same methods."""
+
+
 def build_grpc_server(
     address: Address,
     service_names: Sequence[str],
-    register: Callable[[grpc.aio.Server], None],
+    register: Callable[[GenericHandlersOnly], None],
 ) -> GrpcServer:
     server = grpc.aio.server()
-    register(server)
+    handlers = GenericHandlersOnly(server)
+    register(handlers)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, handlers)
     names = (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    # What reflection.enable_server_reflection does for a grpc.aio server, which `handlers` is not.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), handlers)
     port = server.add_insecure_port(str(address))
     if port == 0:
         raise OSError(f"cannot listen on {address}")

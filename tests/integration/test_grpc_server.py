@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.grpc.access import ROLES_BY_METHOD, SERVICE
@@ -119,6 +120,11 @@ async def test_health_and_reflection_need_no_token(served) -> None:  # type: ign
     for service in ("", SERVICE):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == SERVING
+    listing = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    reply = await listing.read()
+    assert {s.name for s in reply.list_services_response.service} == {
+        SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
 async def test_stopping_reports_not_serving_first_and_lets_in_flight_calls_finish(served) -> None:  # type: ignore[no-untyped-def]
