@@ -16,6 +16,7 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
+from service_runtime.logs import CALL_LINES
 from service_runtime.metrics import RPC_HANDLED, RPC_SECONDS
 
 # Request fields worth a place on the call's log line.
@@ -102,15 +103,15 @@ class RpcPipeline:
                ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            refused = self._admit(method, request, context, started)
+            request_id, refused = self._admit(method, request, context, started)
             if refused is not None:
                 await context.abort(*refused)
             try:
                 response = await inner(request, context)
             except BaseException as exc:
-                await self._failed(method, request, context, started, exc)
+                await self._failed(method, request, request_id, context, started, exc)
                 raise
-            _finish(method, request, started, grpc.StatusCode.OK, "")
+            _finish(method, request, request_id, started, grpc.StatusCode.OK, "")
             return response
 
         return behavior
@@ -119,55 +120,56 @@ class RpcPipeline:
                 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            refused = self._admit(method, request, context, started)
+            request_id, refused = self._admit(method, request, context, started)
             if refused is not None:
                 await context.abort(*refused)
             try:
                 async for response in inner(request, context):
                     yield response
             except BaseException as exc:
-                await self._failed(method, request, context, started, exc)
+                await self._failed(method, request, request_id, context, started, exc)
                 raise
-            _finish(method, request, started, grpc.StatusCode.OK, "")
+            _finish(method, request, request_id, started, grpc.StatusCode.OK, "")
 
         return behavior
 
     def _admit(self, method: _Method, request: Any, context: grpc.aio.ServicerContext,
-               started: float) -> tuple[grpc.StatusCode, str] | None:
-        """Binds the call's request id for every line logged while it runs; on a refusal logs the
-        call and returns the status to abort with."""
-        authorization = request_id = None
+               started: float) -> tuple[str, tuple[grpc.StatusCode, str] | None]:
+        """The call's request id, bound for every line logged while it runs; and on a refusal, which
+        it logs, the status to abort with."""
+        authorization = given = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value
             elif key == "x-request-id":
-                request_id = value
+                given = value
+        request_id = given if isinstance(given, str) and given else new_request_id()
         # Each call runs in its own task, so what is bound here stays with this call.
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id if isinstance(request_id, str) and request_id else new_request_id())
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             authorize(self._tokens, authorization if isinstance(authorization, str) else None, method.allowed)
         except AuthError as exc:
             code = grpc.StatusCode.UNAUTHENTICATED if exc.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
-            _finish(method, request, started, code, str(exc))
-            return code, str(exc)
-        return None
+            _finish(method, request, request_id, started, code, str(exc))
+            return request_id, (code, str(exc))
+        return request_id, None
 
-    async def _failed(self, method: _Method, request: Any, context: grpc.aio.ServicerContext, started: float,
-                      exc: BaseException) -> None:
+    async def _failed(self, method: _Method, request: Any, request_id: str, context: grpc.aio.ServicerContext,
+                      started: float, exc: BaseException) -> None:
         """Logs a call that raised; aborts with the mapped status unless it was cancelled or aborted."""
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            _finish(method, request, started, grpc.StatusCode.CANCELLED, "cancelled by the caller")
+            _finish(method, request, request_id, started, grpc.StatusCode.CANCELLED, "cancelled by the caller")
             return
         if isinstance(exc, grpc.aio.AbortError):
-            _finish(method, request, started, context.code() or grpc.StatusCode.UNKNOWN, context.details() or "")
+            _finish(method, request, request_id, started, context.code() or grpc.StatusCode.UNKNOWN,
+                    context.details() or "")
             return
         code = self._errors.status_for(exc)
         message = str(exc) if code is not None else "internal error"
         if code is None:
             code = grpc.StatusCode.INTERNAL
             log.error("rpc_failed", method=method.name, exc_info=exc)
-        _finish(method, request, started, code, message)
+        _finish(method, request, request_id, started, code, message)
         trailing = getattr(exc, "grpc_trailing_metadata", None)
         if callable(trailing):
             context.set_trailing_metadata(trailing())
@@ -179,11 +181,15 @@ def new_request_id() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
-def _finish(method: _Method, request: Any, started: float, code: grpc.StatusCode, message: str) -> None:
+def _finish(method: _Method, request: Any, request_id: str, started: float, code: grpc.StatusCode,
+            message: str) -> None:
     seconds = time.perf_counter() - started
     (method.ok if code is grpc.StatusCode.OK else handled(method.name, code.name)).inc()
     method.seconds.observe(seconds)
-    ids = {f: v for f in method.logged if (v := getattr(request, f))}
+    fields = {"method": method.name, "code": code.name, "duration_ms": round(seconds * 1000, 3)}
+    for name in method.logged:
+        if value := getattr(request, name):
+            fields[name] = value
     if message:
-        ids["error"] = message
-    log.info("rpc", method=method.name, code=code.name, duration_ms=round(seconds * 1000, 3), **ids)
+        fields["error"] = message
+    CALL_LINES.write(log, request_id, fields)

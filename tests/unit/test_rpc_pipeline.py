@@ -16,7 +16,7 @@ from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime import rpc
 from service_runtime.auth import Role
-from service_runtime.logs import configure_logging
+from service_runtime.logs import configure_logging, reset_logging
 from service_runtime.rpc import RpcPipeline
 from tests.support.tokens import TOKENS, service_tokens
 
@@ -48,7 +48,7 @@ def lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
     fixture is closed before the test runs."""
     monkeypatch.setattr(rpc, "log", structlog.get_logger("rpc"))  # not one cached under another test's set-up
     yield lambda: [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    structlog.reset_defaults()
+    reset_logging()
 
 
 def check_gate() -> Any:
