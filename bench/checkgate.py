@@ -1,5 +1,6 @@
 """(c) CheckGate throughput and latency at 64 streams in flight, against a bare grpc.aio handler
-returning a constant for the same method."""
+returning a constant for the same method on asyncio's own loop. The services run on uvloop, so the
+same bare handler on uvloop is measured too and reported beside the ratio."""
 
 from __future__ import annotations
 
@@ -72,13 +73,14 @@ async def _service(ctx: Context) -> tuple[H2Result, float, dict[str, float]]:
     return result, cpu, {"grpc_ok": ok, "grpc_not_ok": handled - ok}
 
 
-async def _baseline(ctx: Context) -> tuple[H2Result, float]:
+async def _baseline(ctx: Context, loop: str) -> tuple[H2Result, float]:
     port = free_port()
-    server = spawn("grpc_const", python_module("bench.grpc_const", str(port)), {}, ctx.work, SERVER_CPU)
+    name = f"grpc_const_{loop}"
+    server = spawn(name, python_module("bench.grpc_const", str(port), loop), {}, ctx.work, SERVER_CPU)
     try:
         await server.wait_for_event("listening")
         await _check_once(f"127.0.0.1:{port}")
-        return await _load(ctx, f"127.0.0.1:{port}", server, "baseline")
+        return await _load(ctx, f"127.0.0.1:{port}", server, "baseline" if loop == "asyncio" else f"baseline-{loop}")
     finally:
         await server.stop()
 
@@ -89,19 +91,22 @@ def _latency(result: H2Result) -> str:
 
 async def run(ctx: Context) -> list[Row]:
     measured, cpu, codes = await _service(ctx)
-    base, base_cpu = await _baseline(ctx)
+    base, base_cpu = await _baseline(ctx, "asyncio")
+    on_uvloop, _ = await _baseline(ctx, "uvloop")
     value = ratio(measured.req_per_s, base.req_per_s)
+    same_loop = ratio(measured.req_per_s, on_uvloop.req_per_s)
     verified = codes["grpc_not_ok"] == 0 and codes["grpc_ok"] >= measured.succeeded and measured.failed == 0
     return [Row(
         NAME, f"{measured.req_per_s:,.0f} req/s, {_latency(measured)}",
-        f"{base.req_per_s:,.0f} req/s, {_latency(base)} (bare grpc.aio, constant reply)",
+        f"{base.req_per_s:,.0f} req/s, {_latency(base)} (bare grpc.aio, constant reply); the same on uvloop: "
+        f"{on_uvloop.req_per_s:,.0f} req/s, {_latency(on_uvloop)}, ratio {same_loop or 0:.2f}",
         value, TARGET, value is not None and value >= 0.85 and verified,
         f"h2load -c1 -m{STREAMS} -D{ctx.load_s:.0f} --warm-up-time={ctx.warmup_s:.0f} (core {LOAD_CPU})",
         f"one cached account (cache hit path); servers on core {SERVER_CPU}; CPU cores used: service {cpu:.2f}, "
         f"baseline {base_cpu:.2f}, h2load {measured.run.cores:.2f}; gRPC status OK per the service's "
         f"grpc_server_handled_total: {codes['grpc_ok']:.0f} (not OK {codes['grpc_not_ok']:.0f}) for "
         f"{measured.succeeded} h2load successes",
-        {"service": _raw(measured), "baseline": _raw(base), "grpc_codes": codes,
+        {"service": _raw(measured), "baseline": _raw(base), "baseline_uvloop": _raw(on_uvloop), "grpc_codes": codes,
          "cpu": {"service": cpu, "baseline": base_cpu, "h2load": measured.run.cores}})]
 
 

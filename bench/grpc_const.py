@@ -1,6 +1,7 @@
-"""The CheckGate baseline: `python -m bench.grpc_const PORT` serves a bare grpc.aio server whose only
-method, EntitlementService/CheckGate, parses the request and returns a constant answer (no
-interceptor, no auth, no logging), so h2load's request is identical to the one the service gets."""
+"""The CheckGate baseline: `python -m bench.grpc_const PORT [asyncio|uvloop]` serves a bare grpc.aio server
+whose only method, EntitlementService/CheckGate, parses the request and returns a constant answer
+(no interceptor, no auth, no logging), so h2load's request is identical to the one the service gets.
+It runs on asyncio's own loop, or with `uvloop` on the loop the services run on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import sys
 
 import grpc
+import uvloop
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
@@ -32,5 +34,7 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
+RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1])))
+    RUNNERS[sys.argv[2] if len(sys.argv) > 2 else "asyncio"](serve(int(sys.argv[1])))

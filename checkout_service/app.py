@@ -21,6 +21,7 @@ from checkout_service.stripe.gateway import Provider, ProviderError, StripeGatew
 from checkout_service.webhooks import BoundedCache, WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
+from service_runtime import loop
 from service_runtime.grpc_server import GrpcServer, build_grpc_server
 from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
@@ -114,4 +115,4 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("checkout_service", level=settings.log_level)
-    asyncio.run(run(settings))
+    loop.run(run(settings))

@@ -22,6 +22,7 @@ from entitlement_service.service.gates import GateCache
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
+from service_runtime import loop
 from service_runtime.grpc_server import GrpcServer, build_grpc_server
 from service_runtime.http_probes import add_probe_routes, start_site
 from service_runtime.logs import configure_logging
@@ -145,4 +146,4 @@ async def run(settings: Settings) -> int:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("entitlement_service", level=settings.log_level)
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(loop.run(run(settings)))
