@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 import types
@@ -17,23 +16,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
 from service_runtime.logs import CALL_LINES
-from service_runtime.metrics import RPC_HANDLED, RPC_SECONDS
+from service_runtime.metrics import RPC_METRICS, MethodCalls
 
 # Request fields worth a place on the call's log line.
 LOGGED_FIELDS = ("account_id", "purchase_id", "checkout_session_id", "subscription_id", "gate")
 
 log = structlog.get_logger("rpc")
 
-
-@functools.cache
-def handled(method: str, code: str) -> Any:
-    """The labelled counter child, resolved once per method and code rather than per call."""
-    return RPC_HANDLED.labels(method, code)
-
-
-@functools.cache
-def timed(method: str) -> Any:
-    return RPC_SECONDS.labels(method)
+# A status code's name; an enum member's `.name` is a Python-level property, looked up twice per call.
+CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -65,8 +56,7 @@ class _Method:
     allowed: frozenset[Role]
     # The LOGGED_FIELDS its request message has: asking a message for a field it lacks costs an exception.
     logged: tuple[str, ...]
-    ok: Any  # grpc_server_handled_total{grpc_method=name, grpc_code="OK"}
-    seconds: Any  # grpc_server_handling_seconds{grpc_method=name}
+    calls: MethodCalls
 
 
 class RpcPipeline:
@@ -93,7 +83,7 @@ class RpcPipeline:
             name = f"/{service.full_name}/{method.name}"
             fields = method.input_type.fields_by_name
             resolved = _Method(name, self._roles.get(name, frozenset()), tuple(f for f in LOGGED_FIELDS if f in fields),
-                               handled(name, grpc.StatusCode.OK.name), timed(name))
+                               RPC_METRICS.method(name))
             inner = getattr(servicer, method.name)
             behavior = self._stream(resolved, inner) if method.server_streaming else self._unary(resolved, inner)
             setattr(wrapped, method.name, behavior)
@@ -184,9 +174,9 @@ def new_request_id() -> str:
 def _finish(method: _Method, request: Any, request_id: str, started: float, code: grpc.StatusCode,
             message: str) -> None:
     seconds = time.perf_counter() - started
-    (method.ok if code is grpc.StatusCode.OK else handled(method.name, code.name)).inc()
-    method.seconds.observe(seconds)
-    fields = {"method": method.name, "code": code.name, "duration_ms": round(seconds * 1000, 3)}
+    code_name = CODE_NAMES[code]
+    method.calls.record(code_name, seconds)
+    fields = {"method": method.name, "code": code_name, "duration_ms": round(seconds * 1000, 3)}
     for name in method.logged:
         if value := getattr(request, name):
             fields[name] = value

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 
 from entitlement_service.grpc.access import ROLES_BY_METHOD
 from entitlement_service.grpc.errors import ERRORS
@@ -19,6 +20,8 @@ from service_runtime.auth import Role
 from service_runtime.logs import configure_logging, reset_logging
 from service_runtime.rpc import RpcPipeline
 from tests.support.tokens import TOKENS, service_tokens
+
+HANDLED, SECONDS = "grpc_server_handled_total", "grpc_server_handling_seconds"
 
 
 class FakeContext:
@@ -97,3 +100,26 @@ async def test_a_refused_call_is_logged_and_aborted_without_its_token(lines: Any
     [line] = lines()
     assert line["code"] == code.name and line["error"] == context.aborted[1]
     assert token not in json.dumps(line)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_each_call_is_counted_by_code_and_timed(lines: Any) -> None:
+    configure_logging("test", json=True)
+    method = "/selfserve.entitlement.v1.EntitlementService/CheckGate"
+    ok, refused = _sample(HANDLED, grpc_method=method, grpc_code="OK"), _sample(
+        HANDLED, grpc_method=method, grpc_code="UNAUTHENTICATED")
+    timed, fast = _sample(SECONDS + "_count", grpc_method=method), _sample(
+        SECONDS + "_bucket", grpc_method=method, le="0.5")
+    await call(FakeContext((("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"),)))
+    await call(FakeContext((("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"),)))
+    with pytest.raises(grpc.aio.AbortError):
+        await call(FakeContext(()))
+    assert _sample(HANDLED, grpc_method=method, grpc_code="OK") == ok + 2
+    assert _sample(HANDLED, grpc_method=method, grpc_code="UNAUTHENTICATED") == refused + 1
+    assert _sample(SECONDS + "_count", grpc_method=method) == timed + 3
+    assert _sample(SECONDS + "_bucket", grpc_method=method, le="0.5") == fast + 3
+    assert _sample(SECONDS + "_bucket", grpc_method=method, le="+Inf") == timed + 3
+    assert _sample(SECONDS + "_sum", grpc_method=method) > 0
