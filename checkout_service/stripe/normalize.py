@@ -7,7 +7,7 @@ subscription, `price` and `subscription` on invoice lines)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -40,12 +40,17 @@ class MalformedEvent(ValueError):
     """The body is JSON but not a provider event we can read; the message says what is wrong."""
 
 
+# What a protobuf Timestamp can hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+
+
 def ts(seconds: object) -> Timestamp | None:
+    """Unix seconds (as the provider sends times) as a Timestamp; None when absent."""
     if not isinstance(seconds, int) or isinstance(seconds, bool):
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.fromtimestamp(seconds, UTC))
-    return stamp
+    if seconds not in TIMESTAMP_SECONDS:
+        raise MalformedEvent(f"timestamp {seconds} is out of range")
+    return Timestamp(seconds=seconds)
 
 
 def ref(value: object) -> str:

@@ -125,6 +125,16 @@ def test_a_body_that_is_not_an_event_is_refused_with_the_reason(body: object, wh
         envelope(body)
 
 
+def test_times_become_timestamps_and_one_beyond_what_a_timestamp_holds_is_malformed() -> None:
+    sub = current_subscription()
+    out = normalize(event("customer.subscription.updated", sub), b"", NOW, PRODUCTS)
+    assert out.created.ToDatetime(tzinfo=UTC) == datetime.fromtimestamp(1_770_000_000, UTC)
+    assert out.subscription.items[0].current_period_end.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 4, 2, 40, tzinfo=UTC)
+    sub["items"]["data"][0]["current_period_end"] = 10**12
+    with pytest.raises(MalformedEvent, match="timestamp 1000000000000 is out of range"):
+        normalize(event("customer.subscription.updated", sub), b"", NOW, PRODUCTS)
+
+
 def test_a_subscription_with_an_unknown_status_is_malformed() -> None:
     with pytest.raises(MalformedEvent, match="unknown status"):
         normalize(event("customer.subscription.updated", {**current_subscription(), "status": "zombie"}), b"", NOW, {})
