@@ -4,11 +4,12 @@ request does (and passed on to the entitlement service)."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+
+from service_runtime.logs import new_request_id
 
 log = structlog.get_logger("http")
 
@@ -19,7 +20,7 @@ QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 @web.middleware
 async def request_log(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or new_request_id()
     started = time.perf_counter()
     status = 500
     with structlog.contextvars.bound_contextvars(request_id=request_id):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import sys
 import time
 from collections.abc import MutableMapping
@@ -57,6 +58,11 @@ class UtcTimestamper:
             self._second = second
         event["timestamp"] = f"{self._prefix}.{nanos // 1000:06d}Z"
         return event
+
+
+def new_request_id() -> str:
+    """An id to follow a request by, not a secret: the module's PRNG is enough and needs no system call."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:

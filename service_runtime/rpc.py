@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -15,7 +14,7 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
-from service_runtime.logs import CALL_LINES
+from service_runtime.logs import CALL_LINES, new_request_id
 from service_runtime.metrics import RPC_METRICS, MethodCalls
 
 # Request fields worth a place on the call's log line.
@@ -164,11 +163,6 @@ class RpcPipeline:
         if callable(trailing):
             context.set_trailing_metadata(trailing())
         await context.abort(code, message)
-
-
-def new_request_id() -> str:
-    # An id to follow a call by, not a secret: the module's PRNG is enough and needs no system call.
-    return f"{random.getrandbits(64):016x}"
 
 
 def _finish(method: _Method, request: Any, request_id: str, started: float, code: grpc.StatusCode,
