@@ -12,6 +12,6 @@ T = TypeVar("T")
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Runs `main` to completion on uvloop. grpc.aio, asyncpg and aiohttp all spend less CPU per call
-    on it than on asyncio's own loop: about a tenth more CheckGate answers per second (README,
+    on it than on asyncio's own loop: about an eighth more CheckGate answers per second (README,
     Performance)."""
     return uvloop.run(main)

@@ -22,7 +22,7 @@ LOGGED_FIELDS = ("account_id", "purchase_id", "checkout_session_id", "subscripti
 
 log = structlog.get_logger("rpc")
 
-# A status code's name; an enum member's `.name` is a Python-level property, looked up twice per call.
+# A status code's name, looked up here: an enum member's `.name` is a Python-level property.
 CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 
 

@@ -129,7 +129,8 @@ def test_times_become_timestamps_and_one_beyond_what_a_timestamp_holds_is_malfor
     sub = current_subscription()
     out = normalize(event("customer.subscription.updated", sub), b"", NOW, PRODUCTS)
     assert out.created.ToDatetime(tzinfo=UTC) == datetime.fromtimestamp(1_770_000_000, UTC)
-    assert out.subscription.items[0].current_period_end.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 4, 2, 40, tzinfo=UTC)
+    period_end = out.subscription.items[0].current_period_end
+    assert period_end.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 4, 2, 40, tzinfo=UTC)
     sub["items"]["data"][0]["current_period_end"] = 10**12
     with pytest.raises(MalformedEvent, match="timestamp 1000000000000 is out of range"):
         normalize(event("customer.subscription.updated", sub), b"", NOW, PRODUCTS)
