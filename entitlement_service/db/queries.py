@@ -405,35 +405,98 @@ async def subscription_head(conn: Conn, subscription_id: str) -> asyncpg.Record 
     return await conn.fetchrow("SELECT * FROM subscriptions WHERE subscription_id = $1", subscription_id)
 
 
-UPSERT_SUBSCRIPTIONS = """
-INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
-    provider_updated_at, provider_event_id, started_at, trial_end, current_period_start, current_period_end,
-    cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch,
-    provider_refetched)
-SELECT s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m::jsonb, gm, r
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-    $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bool[],
-    $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[], $18::text[], $19::bool[])
-    AS v(s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m, gm, r)
-ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.provider_customer_id,
-    subscription_group = excluded.subscription_group, status = excluded.status,
-    provider_updated_at = excluded.provider_updated_at, provider_event_id = excluded.provider_event_id,
-    provider_refetched = excluded.provider_refetched,
-    started_at = excluded.started_at, trial_end = excluded.trial_end,
-    current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
-    cancel_at = excluded.cancel_at, cancel_at_period_end = excluded.cancel_at_period_end,
-    canceled_at = excluded.canceled_at, ended_at = excluded.ended_at, purchase_id = excluded.purchase_id,
-    metadata = excluded.metadata, group_mismatch = excluded.group_mismatch, updated_at = now()
-WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
-   OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
-   OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch"""
+# The rows a batch of derivations writes, after its removals, and a new revision for each changed
+# account told to every replica (delivered on commit): one statement, so one round trip. Every
+# sub-statement runs with an empty array when it has nothing to write; foreign keys are checked at
+# the end of the statement, when the subscriptions written beside their children are there.
+WRITE_ROWS = """
+WITH subscriptions_written AS (
+    INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
+        provider_updated_at, provider_event_id, started_at, trial_end, current_period_start, current_period_end,
+        cancel_at, cancel_at_period_end, canceled_at, ended_at, purchase_id, metadata, group_mismatch,
+        provider_refetched)
+    SELECT s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m::jsonb, gm, r
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+        $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
+        $13::bool[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::text[], $18::text[], $19::bool[])
+        AS v(s, a, c, g, st, u, e, sa, te, ps, pe, ca, cpe, cd, ea, p, m, gm, r)
+    ON CONFLICT (subscription_id) DO UPDATE SET provider_customer_id = excluded.provider_customer_id,
+        subscription_group = excluded.subscription_group, status = excluded.status,
+        provider_updated_at = excluded.provider_updated_at, provider_event_id = excluded.provider_event_id,
+        provider_refetched = excluded.provider_refetched,
+        started_at = excluded.started_at, trial_end = excluded.trial_end,
+        current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
+        cancel_at = excluded.cancel_at, cancel_at_period_end = excluded.cancel_at_period_end,
+        canceled_at = excluded.canceled_at, ended_at = excluded.ended_at, purchase_id = excluded.purchase_id,
+        metadata = excluded.metadata, group_mismatch = excluded.group_mismatch, updated_at = now()
+    WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
+       OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
+       OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
+), items_written AS (
+    INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
+        current_period_start, current_period_end)
+    SELECT s, p, i, pr, q, tstzrange(lo, hi, '[)'), ps, pe
+    FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::timestamptz[],
+        $26::timestamptz[], $27::timestamptz[], $28::timestamptz[]) AS v(s, p, i, pr, q, lo, hi, ps, pe)
+    ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
+        product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
+        current_period_start = excluded.current_period_start,
+        current_period_end = excluded.current_period_end, updated_at = now()
+), assignments_written AS (
+    INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
+        billing_plan_code, priority, gate_bundle, started_at, effective, conflict, conflict_with_subscription_id)
+    SELECT a, g, st, s, p, b, pr, gb, sa, tstzrange(lo, hi, '[)'), c, cw
+    FROM unnest($29::text[], $30::text[], $31::bool[], $32::text[], $33::text[], $34::text[], $35::int[],
+        $36::text[], $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::bool[], $41::text[])
+        AS v(a, g, st, s, p, b, pr, gb, sa, lo, hi, c, cw)
+), bindings_written AS (
+    INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
+        grant_program_code, amount, scale_by_quantity, quantity, source, effective, conflict_with_subscription_id)
+    SELECT a, s, g, p, pr, gp, am, sq, q, so, tstzrange(lo, hi, '[)'), cw
+    FROM unnest($42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::text[], $48::bigint[],
+        $49::bool[], $50::bigint[], $51::text[], $52::timestamptz[], $53::timestamptz[], $54::text[])
+        AS v(a, s, g, p, pr, gp, am, sq, q, so, lo, hi, cw)
+), audited AS (
+    INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail)
+    SELECT a, c, ci, e, ei, ac, d::jsonb
+    FROM unnest($55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::text[], $61::text[])
+        AS v(a, c, ci, e, ei, ac, d)
+), bumped AS (
+    UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY($62)
+    RETURNING account_id, revision
+)
+SELECT pg_notify($63, revision || ':' || account_id) FROM bumped"""
 
 
-async def upsert_subscriptions(conn: Conn, values: Sequence[Sequence[Any]]) -> None:
-    """Rows in UPSERT_SUBSCRIPTIONS' column order, metadata as a dict; one row per subscription."""
-    if values:
-        latest = {v[0]: (*v[:16], json.dumps(v[16]), *v[17:]) for v in values}
-        await conn.execute(UPSERT_SUBSCRIPTIONS, *_columns(list(latest.values()), 19))
+async def write_rows(conn: Conn, subscriptions: Sequence[Sequence[Any]], items: Sequence[ItemRow],
+                     assignments: Sequence[tuple[str, bool, PlacedAssignment]],
+                     bindings: Sequence[tuple[str, PlacedBinding]],
+                     audit: Sequence[tuple[str | None, str, str, str, str, str, dict[str, Any]]],
+                     changed_accounts: Sequence[str]) -> None:
+    """WRITE_ROWS for: subscription rows in its column order with metadata as a dict (the last of
+    each subscription's wins); items (the last of each subscription and price wins); assignments
+    as (account id, whether the group is stackable, assignment); bindings as (account id, binding);
+    audit entries as (account_id, cause, cause_id, entity, entity_id, action, detail); and the
+    accounts whose revision moves."""
+    if not (subscriptions or items or assignments or bindings or audit or changed_accounts):
+        return
+    latest_subscriptions = {v[0]: (*v[:16], json.dumps(v[16]), *v[17:]) for v in subscriptions}
+    latest_items = {(i.subscription_id, i.price_id): (
+        i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, i.window.start, i.window.end,
+        i.current_period_start, i.current_period_end) for i in items}
+    await conn.execute(
+        WRITE_ROWS,
+        *_columns(list(latest_subscriptions.values()), 19),
+        *_columns(list(latest_items.values()), 9),
+        *_columns([(account_id, p.row.subscription_group, stackable, p.row.subscription_id, p.row.price_id,
+                    p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at, p.window.start,
+                    p.window.end, p.conflict, p.conflict_with) for account_id, stackable, p in assignments], 13),
+        *_columns([(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id,
+                    p.row.product_id, p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity,
+                    p.row.quantity, p.row.source.value, p.window.start, p.window.end, p.conflict_with)
+                   for account_id, p in bindings], 13),
+        *_columns([(*entry[:6], json.dumps(entry[6])) for entry in audit], 7),
+        list(changed_accounts), CHANGES_CHANNEL)
 
 
 async def stored_assignments(conn: Conn, account_id: str) -> list[asyncpg.Record]:
@@ -452,62 +515,11 @@ async def delete_rows(conn: Conn, table: str, ids: list[int]) -> None:
         await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1)", ids)
 
 
-async def upsert_items(conn: Conn, items: Sequence[ItemRow]) -> None:
-    if items:
-        latest = {(i.subscription_id, i.price_id): (
-            i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, i.window.start, i.window.end,
-            i.current_period_start, i.current_period_end) for i in items}
-        await conn.execute(
-            """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
-                   current_period_start, current_period_end)
-               SELECT s, p, i, pr, q, tstzrange(lo, hi, '[)'), ps, pe
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[],
-                   $7::timestamptz[], $8::timestamptz[], $9::timestamptz[]) AS v(s, p, i, pr, q, lo, hi, ps, pe)
-               ON CONFLICT (subscription_id, price_id) DO UPDATE SET item_id = excluded.item_id,
-                   product_id = excluded.product_id, quantity = excluded.quantity, effective = excluded.effective,
-                   current_period_start = excluded.current_period_start,
-                   current_period_end = excluded.current_period_end, updated_at = now()""",
-            *_columns(list(latest.values()), 9))
-
-
 async def delete_items(conn: Conn, keys: Sequence[tuple[str, str]]) -> None:
     if keys:
         await conn.execute(
             "DELETE FROM subscription_items i USING unnest($1::text[], $2::text[]) AS k(s, p) "
             "WHERE i.subscription_id = k.s AND i.price_id = k.p", *_columns(keys, 2))
-
-
-async def insert_assignments(conn: Conn, placed: Sequence[tuple[str, bool, PlacedAssignment]]) -> None:
-    """Entries of (account id, whether the group is stackable, assignment)."""
-    if placed:
-        await conn.execute(
-            """INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
-                   billing_plan_code, priority, gate_bundle, started_at, effective, conflict,
-                   conflict_with_subscription_id)
-               SELECT a, g, st, s, p, b, pr, gb, sa, tstzrange(lo, hi, '[)'), c, cw
-               FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::int[],
-                   $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::bool[], $13::text[])
-                   AS v(a, g, st, s, p, b, pr, gb, sa, lo, hi, c, cw)""",
-            *_columns([(account_id, p.row.subscription_group, stackable, p.row.subscription_id, p.row.price_id,
-                        p.row.billing_plan_code, p.row.priority, p.row.gate_bundle, p.row.started_at, p.window.start,
-                        p.window.end, p.conflict, p.conflict_with) for account_id, stackable, p in placed], 13))
-
-
-async def insert_bindings(conn: Conn, placed: Sequence[tuple[str, PlacedBinding]]) -> None:
-    """Entries of (account id, binding)."""
-    if placed:
-        await conn.execute(
-            """INSERT INTO grant_bindings (account_id, subscription_id, subscription_group, price_id, product_id,
-                   grant_program_code, amount, scale_by_quantity, quantity, source, effective,
-                   conflict_with_subscription_id)
-               SELECT a, s, g, p, pr, gp, am, sq, q, so, tstzrange(lo, hi, '[)'), cw
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                   $8::bool[], $9::bigint[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[])
-                   AS v(a, s, g, p, pr, gp, am, sq, q, so, lo, hi, cw)""",
-            *_columns([(account_id, p.row.subscription_id, p.row.subscription_group, p.row.price_id,
-                        p.row.product_id, p.row.grant_program_code, p.row.amount, p.row.scale_by_quantity,
-                        p.row.quantity, p.row.source.value, p.window.start, p.window.end, p.conflict_with)
-                       for account_id, p in placed], 13))
 
 
 INSERT_ISSUE = """
@@ -533,29 +545,6 @@ async def insert_issues(conn: Conn, issues: Sequence[tuple[str, Issue, str]]) ->
     """Entries of (account id, issue, event id); a key issued before is left as it is."""
     if issues:
         await conn.executemany(INSERT_ISSUE, [_issue_values(*entry) for entry in issues])
-
-
-RECORD_CHANGES = """
-WITH audited AS (
-    INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail)
-    SELECT a, c, ci, e, ei, ac, d::jsonb
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-        AS v(a, c, ci, e, ei, ac, d)
-), bumped AS (
-    UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY($8)
-    RETURNING account_id, revision
-)
-SELECT pg_notify($9, revision || ':' || account_id) FROM bumped"""
-
-
-async def record_changes(conn: Conn, audit: Sequence[tuple[str | None, str, str, str, str, str, dict[str, Any]]],
-                         changed_accounts: Sequence[str]) -> None:
-    """The audit entries, of (account_id, cause, cause_id, entity, entity_id, action, detail), and
-    a new revision for each changed account, told to every replica (delivered on commit): the last
-    writes of a batch, in one statement."""
-    if audit or changed_accounts:
-        await conn.execute(RECORD_CHANGES, *_columns([(*entry[:6], json.dumps(entry[6])) for entry in audit], 7),
-                           list(changed_accounts), CHANGES_CHANNEL)
 
 
 OPEN_MISMATCH = """

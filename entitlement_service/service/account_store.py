@@ -66,7 +66,8 @@ async def load_accounts(conn: q.Conn, account_ids: Sequence[str], subscription_i
 @dataclass
 class Writes:
     """Changes collected from any number of accounts' derivations, sent by `flush` in an order
-    the constraints accept (parents before children, removals before the rows replacing them)."""
+    the constraints accept (removals before the rows replacing them; parents and children
+    together, in one statement whose foreign keys are checked at its end)."""
 
     subscriptions: list[tuple[Any, ...]] = field(default_factory=list)
     items: list[ItemRow] = field(default_factory=list)
@@ -85,17 +86,15 @@ class Writes:
     changed_accounts: list[str] = field(default_factory=list)
 
     async def flush(self, conn: q.Conn) -> None:
-        await q.upsert_subscriptions(conn, self.subscriptions)
+        # Removals first, so the rows replacing them meet no conflict; each is skipped when empty.
         await q.delete_items(conn, self.removed_items)
-        await q.upsert_items(conn, self.items)
         await q.delete_rows(conn, "plan_assignments", self.removed_assignments)
-        await q.insert_assignments(conn, self.assignments)
         await q.delete_rows(conn, "grant_bindings", self.removed_bindings)
-        await q.insert_bindings(conn, self.bindings)
+        await q.write_rows(conn, self.subscriptions, self.items, self.assignments, self.bindings, self.audit,
+                           self.changed_accounts)
         await q.insert_issues(conn, self.issues)
         await q.set_purchase_subscriptions(conn, self.purchase_subscriptions)
         await q.record_transitions(conn, self.transitions)
         await q.close_mismatches(conn, self.closed_mismatches)
         await q.open_mismatches(conn, self.opened_mismatches)
         await q.set_event_outcomes(conn, self.outcomes)
-        await q.record_changes(conn, self.audit, self.changed_accounts)
