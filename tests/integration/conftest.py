@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -79,13 +80,22 @@ async def stop_service(client: Client) -> None:
     await client.running.stop(0)
 
 
+@asynccontextmanager
+async def catalog_service(database_url: str) -> AsyncIterator[Client]:
+    """A running service over `database_url` whose catalog is the example catalog."""
+    client = await start_service(database_url)
+    try:
+        await client.checkout.UpsertCatalog(example_catalog_request())
+        yield client
+    finally:
+        await stop_service(client)
+
+
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[Client]:
     """A running service whose catalog is the example catalog."""
-    client = await start_service(database_url)
-    await client.checkout.UpsertCatalog(example_catalog_request())
-    yield client
-    await stop_service(client)
+    async with catalog_service(database_url) as client:
+        yield client
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import grpc
 import pytest
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
-from tests.integration.conftest import Client, start_service, stop_service
+from tests.integration.conftest import Client, catalog_service
 from tests.support.provider import (
     MONTH,
     T0,
-    example_catalog_request,
     invoice_event,
     session_event,
     subscription_event,
@@ -51,10 +50,8 @@ def mixed_events() -> list[pb.ProviderEvent]:
 @pytest.fixture
 async def second_service(fresh_database_url: str) -> AsyncIterator[Client]:
     """A service over a database of its own (migrated at start-up), with the example catalog."""
-    client = await start_service(fresh_database_url)
-    await client.checkout.UpsertCatalog(example_catalog_request())
-    yield client
-    await stop_service(client)
+    async with catalog_service(fresh_database_url) as client:
+        yield client
 
 
 def _outcomes(results: list[pb.EventResult]) -> list[tuple[str, str, str, str]]:
