@@ -303,17 +303,25 @@ async def insert_event(conn: Conn, values: Sequence[Any]) -> bool:
 
 
 INSERT_EVENTS = """
-INSERT INTO provider_events (provider_event_id, type, created, received_at, api_version, object_id, subscription_id,
-    checkout_session_id, account_id, provider_customer_id, outcome, reason, payload, snapshot)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
-ON CONFLICT (provider_event_id) DO NOTHING
-RETURNING provider_event_id"""
+WITH recorded AS (
+    INSERT INTO provider_events (provider_event_id, type, created, received_at, api_version, object_id,
+        subscription_id, checkout_session_id, account_id, provider_customer_id, outcome, reason, payload, snapshot)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
+    ON CONFLICT (provider_event_id) DO NOTHING
+    RETURNING provider_event_id, subscription_id
+), held AS (  -- through the primary key, however few rows the statistics last saw
+    SELECT * FROM subscriptions WHERE subscription_id = ANY($7::text[])
+)
+SELECT r.provider_event_id AS recorded, h.* FROM recorded r LEFT JOIN held h ON h.subscription_id = r.subscription_id"""
 
 
-async def insert_events(conn: Conn, rows_: Sequence[Sequence[Any]]) -> set[str]:
-    """`insert_event` for many in one statement; the ids recorded now (not duplicates)."""
-    return {r["provider_event_id"] for r in await conn.fetch(INSERT_EVENTS, *_columns(rows_, 14))}
+async def insert_events(conn: Conn, rows_: Sequence[Sequence[Any]]) -> dict[str, asyncpg.Record | None]:
+    """`insert_event` for many in one statement. Returns the events recorded now (not duplicates),
+    each with the row of the subscription it names as that statement found it (None when none is
+    held, or the event names none)."""
+    found = await conn.fetch(INSERT_EVENTS, *_columns(rows_, 14))
+    return {r["recorded"]: r if r["subscription_id"] is not None else None for r in found}
 
 
 async def count_delivery(conn: Conn, event_id: str) -> None:

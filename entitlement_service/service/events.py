@@ -9,7 +9,7 @@ checkout sessions and catalog objects one at a time, in their place in the batch
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -197,7 +197,7 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
             todo.append((e, account))  # type: ignore[arg-type]  # an account was found
     writes = Writes()
     if todo:
-        results.update(await _derive(conn, deps, todo, writes))
+        results.update(await _derive(conn, deps, todo, writes, fresh))
     for e in events:
         r = results[e.provider_event_id]
         if r.outcome is not Outcome.DUPLICATE and (r.outcome, r.reason) != (Outcome.APPLIED, ""):
@@ -206,9 +206,10 @@ async def _apply_together(conn: q.Conn, deps: Deps, events: list[ProviderEvent])
     return [results[e.provider_event_id] for e in events]
 
 
-async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]], writes: Writes
-                  ) -> dict[str, EventResult]:
-    """Applies subscription and paid-invoice events, one per account, into `writes`."""
+async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]], writes: Writes,
+                  held_at_insert: Mapping[str, Record | None]) -> dict[str, EventResult]:
+    """Applies subscription and paid-invoice events, one per account, into `writes`.
+    `held_at_insert` is each event's subscription row as recording the event found it."""
     results: dict[str, EventResult] = {}
     new_accounts, catalog_version = await _hold_accounts(conn, todo)
     catalog = await deps.catalog.view(conn, catalog_version)
@@ -220,15 +221,20 @@ async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]
             derive.append((e, account))
         except Rejected as exc:
             results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
-    stored, heads = await load_accounts(conn, [a for _, a in derive if a not in new_accounts], [
-        e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)])
-    # A new account's history is its one event of this batch; it has no other rows to read.
+    existing = [(e, a) for e, a in derive if a not in new_accounts]
+    stored, heads = await load_accounts(conn, [a for _, a in existing], [
+        e.object.subscription_id for e, _ in existing if isinstance(e.object, SubscriptionSnapshot)]
+    ) if existing else ({}, {})
+    # A new account's history is its one event of this batch; it has no other rows to read. A
+    # subscription its event names, if held at all, belongs to another account: its row as
+    # recording the event found it orders the event.
     stored.update((a, StoredAccount(history=[e.snapshot])) for e, a in derive if a in new_accounts)
     decoded = {e.snapshot: e for e, _ in derive}
     for e, account in derive:
         outcome, reason = Outcome.APPLIED, ""
         if isinstance(e.object, SubscriptionSnapshot):
-            outcome, reason = _ordering(e.object, heads.get(e.object.subscription_id))
+            outcome, reason = _ordering(e.object, held_at_insert[e.provider_event_id] if account in new_accounts
+                                        else heads.get(e.object.subscription_id))
         Rebuild(deps, catalog, stored[account], writes, account, _cause(e), e.provider_event_id, e.created,
                 decoded).run()
         results[e.provider_event_id] = EventResult(e.provider_event_id, outcome, reason, account)

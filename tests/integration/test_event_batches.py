@@ -100,6 +100,22 @@ async def test_events_of_one_account_named_by_metadata_and_by_customer_apply_one
                                                                                      ("sub_1", "team_seats")]
 
 
+async def test_an_event_for_a_new_account_is_ordered_against_its_subscription_held_by_another(
+    service: Client,
+) -> None:
+    """A batch of new accounts reads no account rows; the subscription an event names is still
+    found wherever it is held."""
+    await service.apply(subscription_event("evt_1", "sub_1", T0 + HOUR))
+    older = subscription_event("evt_2", "sub_1", T0, account_id="acct_2", customer_id="cus_2")
+    newer = subscription_event("evt_3", "sub_1", T0 + 2 * HOUR, account_id="acct_3", customer_id="cus_3")
+    unrelated = subscription_event("evt_4", "sub_4", T0, account_id="acct_4", customer_id="cus_4")
+    stale, unrelated_result = await service.apply(older, unrelated)
+    assert (stale.outcome, stale.reason) == (pb.EVENT_OUTCOME_STALE, "older than the state held (from evt_1)")
+    assert unrelated_result.outcome == pb.EVENT_OUTCOME_APPLIED
+    [applied] = await service.apply(newer)
+    assert applied.outcome == pb.EVENT_OUTCOME_APPLIED
+
+
 async def test_each_event_of_a_batch_is_audited_under_its_own_id(service: Client, database_url: str) -> None:
     await service.apply(*mixed_events()[:3])
     conn = await asyncpg.connect(database_url)
