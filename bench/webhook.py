@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -59,10 +60,12 @@ async def _delivered(stack: Stack) -> None:
             raise RuntimeError("the simulator's webhook deliveries did not settle")
 
 
-async def _closed_loop(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int,
-                       duration_s: float) -> WrkResult:
-    path = write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count), stack.secret)
-    return await wrk(stack.webhook_url, path, connections=CONCURRENCY, duration_s=duration_s)
+def _signed(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int) -> Path:
+    return write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count), stack.secret)
+
+
+async def _closed_loop(stack: Stack, requests: Path, duration_s: float) -> WrkResult:
+    return await wrk(stack.webhook_url, requests, connections=CONCURRENCY, duration_s=duration_s)
 
 
 async def _open_loop(ctx: Context, stack: Stack, template: dict[str, Any], rate: float) -> dict[str, Any]:
@@ -80,16 +83,17 @@ async def run(ctx: Context) -> list[Row]:
     try:
         template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
         await _delivered(stack)
-        warm = await _closed_loop(ctx, stack, template, "bench_w", 1500, max(3.0, ctx.warmup_s))
+        warm = await _closed_loop(stack, _signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
         # Planner statistics for the tables the warm-up filled, as autovacuum keeps them in a running
         # system (and as the baseline's VACUUM ANALYZE does for its accounts).
         await execute(database_url, "ANALYZE")
         duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
         count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
+        requests = _signed(ctx, stack, template, "bench_m", count)  # signed before the CPU meter starts
         async with meter(stack.pids()) as cpu, profiled(ctx.profile, {
                 "webhook-entitlement": stack.children["entitlement"].pid,
                 "webhook-checkout": stack.children["checkout"].pid}):
-            load = await _closed_loop(ctx, stack, template, "bench_m", count, duration)
+            load = await _closed_loop(stack, requests, duration)
         done = await finalized(database_url, "bench_m")
         unique_ok = load.counts["ok"] - load.counts["wrapped"]
         rate = unique_ok / load.seconds
