@@ -223,12 +223,19 @@ ON CONFLICT (account_id) DO UPDATE SET account_id = excluded.account_id
 RETURNING a.*, a.xmax = 0 AS created,  -- an inserted row has no xmax; one updated on conflict has ours
     (SELECT version FROM catalog_version) AS catalog_version"""
 
-# Runs on rows this transaction holds locked, so `provider_customer_id IS NULL` is current.
+# Runs on rows this transaction holds locked, so `provider_customer_id IS NULL` is current. A
+# customer another account holds is not linked; that account is returned as `holder`. (One that
+# another transaction links meanwhile still meets the unique constraint.)
 LINK_ACCOUNTS = """
-WITH linked AS (
-    UPDATE accounts a SET provider_customer_id = l.customer_id, updated_at = now()
+WITH wanted AS (
+    SELECT l.account_id, l.customer_id,
+        (SELECT b.account_id FROM accounts b
+         WHERE b.provider_customer_id = l.customer_id AND b.account_id <> l.account_id) AS holder
     FROM unnest($1::text[], $2::text[]) AS l(account_id, customer_id)
-    WHERE a.account_id = l.account_id AND a.provider_customer_id IS NULL
+), linked AS (
+    UPDATE accounts a SET provider_customer_id = w.customer_id, updated_at = now()
+    FROM wanted w
+    WHERE a.account_id = w.account_id AND a.provider_customer_id IS NULL AND w.holder IS NULL
     RETURNING a.account_id, a.provider_customer_id
 ), adopted AS (
     UPDATE provider_events e SET account_id = l.account_id, outcome = 'applied',
@@ -238,7 +245,8 @@ WITH linked AS (
       AND e.reason = 'unknown_account' AND (e.type LIKE 'customer.subscription.%' OR e.type = 'invoice.paid')
     RETURNING e.account_id
 )
-SELECT l.account_id, (SELECT count(*) FROM adopted d WHERE d.account_id = l.account_id) AS adopted FROM linked l"""
+SELECT w.account_id, w.holder, (SELECT count(*) FROM adopted d WHERE d.account_id = w.account_id) AS adopted
+FROM wanted w"""
 
 
 @dataclass(frozen=True)
@@ -247,6 +255,7 @@ class Held:
     created: bool  # the account is new
     adopted: int  # events that waited for its customer and now belong to it
     catalog_version: int  # read with the lock, so a batch needs no statement of its own for it
+    customer_holder: str | None = None  # the other account its customer is linked to (so not linked here)
 
 
 async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> dict[str, Held]:
@@ -254,16 +263,20 @@ async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) ->
     row lock to the end of the transaction, locking in account id order so that two transactions
     holding overlapping sets queue instead of deadlocking; then links each unlinked account to its
     customer and hands it the events that waited for that customer as `unknown_account`. A
-    customer linked to another account is refused by the unique constraint. (Created and linked
-    in one statement, two transactions creating the same account with the same customer would
-    collide on that constraint rather than queue.)"""
+    customer linked to another account is not linked (`Held.customer_holder` names that account);
+    one linked by a concurrent transaction is refused by the unique constraint. (Created and
+    linked in one statement, two transactions creating the same account with the same customer
+    would collide on that constraint rather than queue.)"""
     locked = {r["account_id"]: r for r in await conn.fetch(LOCK_ACCOUNTS, [a for a, _ in wanted])}
     links = [(a, c) for a, c in wanted if c and locked[a]["provider_customer_id"] is None]
-    adopted: dict[str, int] = {}
-    if links:
-        found = await conn.fetch(LINK_ACCOUNTS, [a for a, _ in links], [c for _, c in links])
-        adopted = {r["account_id"]: r["adopted"] for r in found}
-    return {a: Held(r, r["created"], adopted.get(a, 0), r["catalog_version"]) for a, r in locked.items()}
+    found = {r["account_id"]: r for r in await conn.fetch(
+        LINK_ACCOUNTS, [a for a, _ in links], [c for _, c in links])} if links else {}
+    held = {}
+    for account_id, row in locked.items():
+        link = found.get(account_id)
+        held[account_id] = Held(row, row["created"], link["adopted"] if link else 0, row["catalog_version"],
+                                link["holder"] if link else None)
+    return held
 
 
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:

@@ -211,11 +211,13 @@ async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]
     """Applies subscription and paid-invoice events, one per account, into `writes`.
     `held_at_insert` is each event's subscription row as recording the event found it."""
     results: dict[str, EventResult] = {}
-    new_accounts, catalog_version = await _hold_accounts(conn, todo)
+    new_accounts, refused, catalog_version = await _hold_accounts(conn, todo)
     catalog = await deps.catalog.view(conn, catalog_version)
     derive: list[tuple[ProviderEvent, str]] = []
     for e, account in todo:
         try:
+            if account in refused:
+                raise Rejected(refused[account])
             if isinstance(e.object, SubscriptionSnapshot):
                 catalog = await _learn_prices(conn, deps, catalog, [(i.price, i.product) for i in e.object.items])
             derive.append((e, account))
@@ -241,19 +243,26 @@ async def _derive(conn: q.Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]
     return results
 
 
-async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]) -> tuple[set[str], int]:
+async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]
+                         ) -> tuple[set[str], dict[str, str], int]:
     """Locks the accounts (creating new ones) and links each unlinked one to its event's provider
     customer; events that waited for that customer join the account's history. Returns the
-    accounts created now that took no waiting events (they hold no rows yet) and the catalog
+    accounts created now that took no waiting events (they hold no rows yet), the reason each
+    account whose event's customer is linked to another account is refused, and the catalog
     version read with the lock."""
     empty = set()
+    refused = {}
     held_accounts = await q.hold_accounts(conn, [(a, e.provider_customer_id) for e, a in todo])
+    customers = {a: e.provider_customer_id for e, a in todo}
     for account_id, held in held_accounts.items():
+        if held.customer_holder is not None:
+            refused[account_id] = (f"customer_linked_elsewhere: customer {customers[account_id]} is linked to "
+                                   f"account {held.customer_holder}, not {account_id}")
         if held.adopted:
             log.info("events_reapplied", account_id=account_id, count=held.adopted)
         elif held.created:
             empty.add(account_id)
-    return empty, next(iter(held_accounts.values())).catalog_version
+    return empty, refused, next(iter(held_accounts.values())).catalog_version
 
 
 def _ordering(snap: SubscriptionSnapshot, head: Record | None) -> tuple[Outcome, str]:
@@ -293,7 +302,9 @@ async def resolve_account(conn: q.Conn, event: ProviderEvent, hint: str | None =
     account = _account_of(event, linked, hint)
     if not account:
         raise Rejected("unknown_account")
-    await _hold_accounts(conn, [(event, account)])
+    _, refused, _ = await _hold_accounts(conn, [(event, account)])
+    if account in refused:
+        raise Rejected(refused[account])
     return account
 
 

@@ -75,6 +75,9 @@ async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
         held = (await q.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)]))[new.account_id]
+        if held.customer_holder is not None:
+            raise Conflict(f"customer {new.provider_customer_id} is linked to account {held.customer_holder}, "
+                           f"not {new.account_id}")
         if held.adopted:  # provider events that waited for this customer now apply
             await rebuild_account(conn, deps, new.account_id, "provider_event", f"link:{new.provider_customer_id}")
         inserted = await q.insert_purchase(conn, (

@@ -135,6 +135,21 @@ async def test_registering_a_purchase_that_links_a_waiting_customer_applies_its_
     assert [p.billing_plan_code for p in (await service.entitlements("acct_w")).plans] == ["pro"]
 
 
+async def test_registering_a_purchase_with_another_accounts_customer_is_refused(service: Client) -> None:
+    await service.apply(subscription_event("evt_1", "sub_1", T0, account_id="acct_1", customer_id="cus_1"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.checkout.RegisterPurchase(pb.RegisterPurchaseRequest(
+            purchase_id="pur_2", account_id="acct_2", checkout_session_id="cs_2", mode=pb.PURCHASE_MODE_PAYMENT,
+            items=[pb.PurchaseItem(price="credit_pack_500", quantity=1)], subscription_group="credits",
+            provider_customer_id="cus_1", success_url="https://app.example/ok",
+            cancel_url="https://app.example/no", expires_at=ts(T0 + HOUR)))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == "customer cus_1 is linked to account acct_1, not acct_2"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await service.checkout.GetPurchase(pb.GetPurchaseRequest(purchase_id="pur_2"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_a_price_the_catalog_does_not_know_is_rejected_naming_it(service: Client) -> None:
     [result] = await service.apply(subscription_event("evt_u", "sub_u", T0, items=[("mystery", 1)]))
     assert result.outcome == REJECTED and "price_mystery" in result.reason

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import grpc
 import pytest
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -21,6 +20,7 @@ from tests.support.provider import (
     subscription_event,
     ts,
 )
+from tests.support.waiting import eventually
 
 HOUR = timedelta(hours=1)
 ACCOUNTS = ("acct_1", "acct_2", "acct_9")
@@ -128,15 +128,55 @@ async def test_each_event_of_a_batch_is_audited_under_its_own_id(service: Client
                       ("evt_3", "subscription", "upsert")}
 
 
-async def test_when_a_batch_cannot_commit_every_other_event_still_applies(service: Client) -> None:
+async def test_an_event_whose_customer_is_linked_to_another_account_is_rejected_naming_both(
+    service: Client,
+) -> None:
     await service.apply(subscription_event("evt_x", "sub_x", T0, account_id="acct_x", customer_id="cus_shared"))
     good_a = subscription_event("evt_a", "sub_a", T0, account_id="acct_a", customer_id="cus_a")
-    # A new account whose customer is already linked to another account: refused by a constraint.
-    refused = subscription_event("evt_y", "sub_y", T0, account_id="acct_y", customer_id="cus_shared")
+    # metadata.account_id names acct_y, but the customer paying is acct_x's: a typo, or worse.
+    misnamed = subscription_event("evt_y", "sub_y", T0, account_id="acct_y", customer_id="cus_shared")
     good_b = subscription_event("evt_b", "sub_b", T0, account_id="acct_b", customer_id="cus_b")
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await service.apply(good_a, refused, good_b)
-    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    results = await service.apply(good_a, misnamed, good_b)
+    assert _outcomes(results) == [
+        ("evt_a", "EVENT_OUTCOME_APPLIED", "", "acct_a"),
+        ("evt_y", "EVENT_OUTCOME_REJECTED",
+         "customer_linked_elsewhere: customer cus_shared is linked to account acct_x, not acct_y", ""),
+        ("evt_b", "EVENT_OUTCOME_APPLIED", "", "acct_b")]
+    assert not (await service.entitlements("acct_y")).plans
+    assert [p.subscription_id for p in (await service.entitlements("acct_x")).plans] == ["sub_x"]
+    [again] = await service.apply(misnamed)  # kept: a redelivery is a duplicate
+    assert again.outcome == pb.EVENT_OUTCOME_DUPLICATE
+
+
+async def _waiting_on_a_lock(database_url: str) -> bool:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND wait_event_type = 'Lock'"))
+    finally:
+        await conn.close()
+
+
+async def test_when_a_batch_cannot_commit_every_other_event_still_applies(service: Client, database_url: str) -> None:
+    good_a = subscription_event("evt_a", "sub_a", T0, account_id="acct_a", customer_id="cus_a")
+    raced = subscription_event("evt_y", "sub_y", T0, account_id="acct_y", customer_id="cus_shared")
+    good_b = subscription_event("evt_b", "sub_b", T0, account_id="acct_b", customer_id="cus_b")
+    other = await asyncpg.connect(database_url)
+    try:
+        # Another transaction links the customer to another account and commits only once the
+        # batch waits on it: the batch's own link then meets the unique constraint.
+        linking = other.transaction()
+        await linking.start()
+        await other.execute("INSERT INTO accounts (account_id, provider_customer_id) VALUES ('acct_x', 'cus_shared')")
+        applying = asyncio.create_task(service.apply(good_a, raced, good_b))
+        await eventually(lambda: _waiting_on_a_lock(database_url), what="the batch to wait for the other link")
+        await linking.commit()
+        results = await applying
+    finally:
+        await other.close()
+    assert [pb.EventOutcome.Name(r.outcome) for r in results] == [
+        "EVENT_OUTCOME_APPLIED", "EVENT_OUTCOME_REJECTED", "EVENT_OUTCOME_APPLIED"]
+    assert results[1].reason.startswith("customer_linked_elsewhere: customer cus_shared is linked to account acct_x")
     for account_id in ("acct_a", "acct_b"):
         assert [p.billing_plan_code for p in (await service.entitlements(account_id)).plans] == ["pro"]
     again = await service.apply(good_a, good_b)
