@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from .profiling import profiled
 from .report import Row, ratio
 from .stack import Stack, start_stack
 from .tools import WrkResult, wrk
-from .webhook_bodies import bodies, price_for, template_event, write_signed
+from .webhook_bodies import bodies, price_for, renewals, template_event, write_signed
 
 NAME = "a. webhook ingest → finalized"
 TARGET = "≥ 0.50 of pgbench TPS"
 LATENCY_NAME = "a. receipt → finalized at half rate"
 LATENCY_TARGET = "p99 ≤ 50 ms"
+RENEWAL_NAME = "a. renewal burst → finalized (existing accounts)"
+RENEWAL_TARGET = "none (the target is for new accounts)"
 CONCURRENCY = 64
 MIN_EVENTS = 1000
 MAX_LOAD_S = 60
@@ -38,14 +41,14 @@ class Finalized:
     assignments: int
 
 
-async def finalized(database_url: str, tag: str) -> Finalized:
-    """Events of batch `tag` the entitlement service recorded and applied, and the plan assignments
-    their accounts hold."""
+async def finalized(database_url: str, tag: str, events: str = "") -> Finalized:
+    """Events of batch `tag` the entitlement service recorded and applied (those whose ids go on
+    with `events`, when given), and the plan assignments their accounts hold."""
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE outcome = 'applied') AS applied, count(*) AS recorded "
-            "FROM provider_events WHERE starts_with(provider_event_id, $1)", f"evt_{tag}_")
+            "FROM provider_events WHERE starts_with(provider_event_id, $1)", f"evt_{tag}_{events}")
         assignments = await conn.fetchval(
             "SELECT count(*) FROM plan_assignments WHERE starts_with(account_id, $1)", f"acct_{tag}_")
     finally:
@@ -60,8 +63,9 @@ async def _delivered(stack: Stack) -> None:
             raise RuntimeError("the simulator's webhook deliveries did not settle")
 
 
-def _signed(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int) -> Path:
-    return write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count), stack.secret)
+def _signed(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int,
+            created: int | None = None) -> Path:
+    return write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count, created), stack.secret)
 
 
 async def _closed_loop(stack: Stack, requests: Path, duration_s: float) -> WrkResult:
@@ -89,7 +93,8 @@ async def run(ctx: Context) -> list[Row]:
         await execute(database_url, "ANALYZE")
         duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
         count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
-        requests = _signed(ctx, stack, template, "bench_m", count)  # signed before the CPU meter starts
+        created = int(time.time())
+        requests = _signed(ctx, stack, template, "bench_m", count, created)  # signed before the CPU meter starts
         async with meter(stack.pids()) as cpu, profiled(ctx.profile, {
                 "webhook-entitlement": stack.children["entitlement"].pid,
                 "webhook-checkout": stack.children["checkout"].pid}):
@@ -99,6 +104,14 @@ async def run(ctx: Context) -> list[Row]:
         rate = unique_ok / load.seconds
         half = await _open_loop(ctx, stack, template, rate / 2)
         half_done = await finalized(database_url, "bench_h")
+        # Each account the measured load created renewed once, fewer than would run out at the
+        # creation rate, so none is sent twice.
+        renewing = write_signed(ctx.path("bench_m_renewal.requests"),
+                                renewals(template, "bench_m", int(unique_ok), created), stack.secret)
+        renewal_s = max(3.0, min(duration, 0.6 * unique_ok / max(rate, 1)))
+        async with meter(stack.pids()) as renewal_cpu:
+            renewed = await _closed_loop(stack, renewing, renewal_s)
+        renewal_done = await finalized(database_url, "bench_m", "renewal_")
     finally:
         await stack.stop()
     baseline_url = await ctx.server.create("pgbench")
@@ -131,4 +144,17 @@ async def run(ctx: Context) -> list[Row]:
         f"request's due time to its answer (sent only after the commit); max dispatch lag "
         f"{half['max_dispatch_lag_ms']} ms",
         {"openloop": half, "finalized": half_done.__dict__})
-    return [ingest, latency]
+    renewal_ok = renewed.counts["ok"] - renewed.counts["wrapped"]
+    renewal_rate = renewal_ok / renewed.seconds
+    renewal = Row(
+        RENEWAL_NAME, f"{renewal_rate:,.0f} events/s ({renewal_ok} distinct 2xx in {renewed.seconds:.1f} s, p99 "
+                      f"{renewed.counts['p99_us'] / 1000:.0f} ms)",
+        ingest.baseline, ratio(renewal_rate, base.tps), RENEWAL_TARGET, None,
+        f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU})",
+        f"`customer.subscription.updated` one period on for accounts the measured load created (each read "
+        f"and derived again from its history); finalized: {renewal_done.applied} applied of "
+        f"{renewal_done.recorded} recorded, {renewed.errors} errors; "
+        f"{describe_cpu({**renewal_cpu.used, 'wrk': renewed.run.cores})}",
+        {"wrk": renewed.counts, "finalized": renewal_done.__dict__,
+         "cpu": {**renewal_cpu.used, "wrk": renewed.run.cores}})
+    return [ingest, latency, renewal]

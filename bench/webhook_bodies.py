@@ -1,5 +1,6 @@
 """Distinct signed `customer.subscription.created` webhooks, cloned from one the simulator emitted
-(current API shape, real price ids), each for its own account, customer and subscription."""
+(current API shape, real price ids), each for its own account, customer and subscription; and
+the renewals of those subscriptions."""
 
 from __future__ import annotations
 
@@ -76,9 +77,27 @@ def clone(template: Json, tag: str, n: int, now: int) -> Json:
     return event
 
 
-def bodies(template: Json, tag: str, count: int) -> list[bytes]:
-    now = int(time.time())
+def bodies(template: Json, tag: str, count: int, now: int | None = None) -> list[bytes]:
+    now = int(time.time()) if now is None else now
     return [json.dumps(clone(template, tag, n, now)).encode() for n in range(count)]
+
+
+def renewals(template: Json, tag: str, count: int, created: int) -> list[bytes]:
+    """`customer.subscription.updated` one period on for the first `count` accounts that
+    `bodies(template, tag, …, created)` made, as a monthly renewal sends them: same subscription,
+    items and start, the next period."""
+    out = []
+    for n in range(count):
+        event = clone(template, tag, n, created)
+        obj = event["data"]["object"]
+        obj["start_date"] = obj["billing_cycle_anchor"] = created
+        items = obj["items"]["data"]
+        period = items[0]["current_period_end"] - items[0]["current_period_start"]
+        for item in items:
+            item.update(current_period_start=created + period, current_period_end=created + 2 * period)
+        event.update(id=f"evt_{tag}_renewal_{n}", type="customer.subscription.updated", created=created + period)
+        out.append(json.dumps(event).encode())
+    return out
 
 
 def write_signed(path: Path, payloads: list[bytes], secret: str) -> Path:
