@@ -210,13 +210,6 @@ async def find_prices(conn: Conn, refs: Sequence[str]) -> dict[str, ResolvedPric
 # Accounts
 
 
-async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record:
-    """Creates the account if new and holds its row lock to the end of the transaction: every
-    change to one account's state is serialized here, which covers each of its subscriptions and
-    each (account, group)."""
-    return (await hold_accounts(conn, [(account_id, None)]))[account_id].row
-
-
 LOCK_ACCOUNTS = """
 INSERT INTO accounts AS a (account_id) SELECT DISTINCT unnest($1::text[]) ORDER BY 1
 ON CONFLICT (account_id) DO UPDATE SET account_id = excluded.account_id
@@ -260,9 +253,11 @@ class Held:
 
 async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) -> dict[str, Held]:
     """For each (account, provider customer or None): creates the account if new and holds its
-    row lock to the end of the transaction, locking in account id order so that two transactions
-    holding overlapping sets queue instead of deadlocking; then links each unlinked account to its
-    customer and hands it the events that waited for that customer as `unknown_account`. A
+    row lock to the end of the transaction (every change to one account's state is serialized
+    here, which covers each of its subscriptions and each (account, group)), locking in account
+    id order so that two transactions holding overlapping sets queue instead of deadlocking; then
+    links each unlinked account to its customer and hands it the events that waited for that
+    customer as `unknown_account`. A
     customer linked to another account is not linked (`Held.customer_holder` names that account);
     one linked by a concurrent transaction is refused by the unique constraint. (Created and
     linked in one statement, two transactions creating the same account with the same customer

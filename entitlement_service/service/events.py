@@ -311,11 +311,12 @@ async def resolve_account(conn: q.Conn, event: ProviderEvent, hint: str | None =
 async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
     """Links an account to its provider customer; returns how many waiting events now apply."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        account = await q.lock_account(conn, account_id)
-        holder = await q.account_for_customer(conn, customer_id)
-        if holder not in (None, account_id) or account["provider_customer_id"] not in (None, customer_id):
-            raise Conflict(f"customer {customer_id} and account {account_id} are linked elsewhere")
-        count = (await q.hold_accounts(conn, [(account_id, customer_id)]))[account_id].adopted
+        held = (await q.hold_accounts(conn, [(account_id, customer_id)]))[account_id]
+        if held.customer_holder is not None:
+            raise Conflict(f"customer {customer_id} is linked to account {held.customer_holder}")
+        if held.row["provider_customer_id"] not in (None, customer_id):
+            raise Conflict(f"account {account_id} is linked to customer {held.row['provider_customer_id']}")
+        count = held.adopted
         if count:
             log.info("events_reapplied", account_id=account_id, count=count)
             await rebuild_account(conn, deps, account_id, "provider_event", f"link:{customer_id}")

@@ -123,6 +123,22 @@ async def test_an_event_for_an_unknown_account_waits_until_the_customer_is_linke
     assert [p.billing_plan_code for p in (await service.entitlements("acct_9")).plans] == ["pro"]
 
 
+async def test_linking_is_refused_when_either_side_is_linked_to_another_and_repeating_it_changes_nothing(
+    service: Client,
+) -> None:
+    await service.apply(subscription_event("evt_1", "sub_1", T0, account_id="acct_1", customer_id="cus_1"))
+    link = service.checkout.LinkProviderCustomer
+    for account_id, customer_id, message in (("acct_2", "cus_1", "customer cus_1 is linked to account acct_1"),
+                                             ("acct_1", "cus_2", "account acct_1 is linked to customer cus_1")):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await link(pb.LinkProviderCustomerRequest(account_id=account_id, provider_customer_id=customer_id))
+        assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, message)
+    again = await link(pb.LinkProviderCustomerRequest(account_id="acct_1", provider_customer_id="cus_1"))
+    assert again.events_reapplied == 0
+    found = await service.checkout.GetAccount(pb.GetAccountRequest(provider_customer_id="cus_1"))
+    assert found.account_id == "acct_1"
+
+
 async def test_registering_a_purchase_that_links_a_waiting_customer_applies_its_events(service: Client) -> None:
     orphan = subscription_event("evt_o", "sub_o", T0, account_id=None, customer_id="cus_waiting")
     [result] = await service.apply(orphan)
