@@ -274,6 +274,12 @@ async def hold_accounts(conn: Conn, wanted: Sequence[tuple[str, str | None]]) ->
     return held
 
 
+async def delete_accounts(conn: Conn, account_ids: Sequence[str]) -> None:
+    """Removes accounts this transaction created and holds nothing for."""
+    if account_ids:
+        await conn.execute("DELETE FROM accounts WHERE account_id = ANY($1)", list(account_ids))
+
+
 async def get_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1", account_id)
 

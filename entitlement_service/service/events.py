@@ -258,10 +258,12 @@ async def _hold_accounts(conn: q.Conn, todo: list[tuple[ProviderEvent, str]]
         if held.customer_holder is not None:
             refused[account_id] = (f"customer_linked_elsewhere: customer {customers[account_id]} is linked to "
                                    f"account {held.customer_holder}, not {account_id}")
-        if held.adopted:
+        elif held.adopted:
             log.info("events_reapplied", account_id=account_id, count=held.adopted)
         elif held.created:
             empty.add(account_id)
+    # An account the refused event alone would have created is not kept.
+    await q.delete_accounts(conn, [a for a in refused if held_accounts[a].created])
     return empty, refused, next(iter(held_accounts.values())).catalog_version
 
 

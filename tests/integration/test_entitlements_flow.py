@@ -123,6 +123,17 @@ async def test_an_event_for_an_unknown_account_waits_until_the_customer_is_linke
     assert [p.billing_plan_code for p in (await service.entitlements("acct_9")).plans] == ["pro"]
 
 
+async def test_a_paid_checkout_naming_another_accounts_customer_is_rejected_and_funds_nothing(
+    service: Client,
+) -> None:
+    await service.apply(subscription_event("evt_1", "sub_1", T0, account_id="acct_1", customer_id="cus_1"))
+    [result] = await service.apply(session_event("evt_cs", "cs_1", T0, account_id="acct_2", customer_id="cus_1"))
+    assert (result.outcome, result.reason) == (
+        REJECTED, "customer_linked_elsewhere: customer cus_1 is linked to account acct_1, not acct_2")
+    assert not (await service.entitlements("acct_2")).funding
+    assert not (await service.entitlements("acct_1")).funding
+
+
 async def test_linking_is_refused_when_either_side_is_linked_to_another_and_repeating_it_changes_nothing(
     service: Client,
 ) -> None:

@@ -129,7 +129,7 @@ async def test_each_event_of_a_batch_is_audited_under_its_own_id(service: Client
 
 
 async def test_an_event_whose_customer_is_linked_to_another_account_is_rejected_naming_both(
-    service: Client,
+    service: Client, database_url: str,
 ) -> None:
     await service.apply(subscription_event("evt_x", "sub_x", T0, account_id="acct_x", customer_id="cus_shared"))
     good_a = subscription_event("evt_a", "sub_a", T0, account_id="acct_a", customer_id="cus_a")
@@ -146,6 +146,13 @@ async def test_an_event_whose_customer_is_linked_to_another_account_is_rejected_
     assert [p.subscription_id for p in (await service.entitlements("acct_x")).plans] == ["sub_x"]
     [again] = await service.apply(misnamed)  # kept: a redelivery is a duplicate
     assert again.outcome == pb.EVENT_OUTCOME_DUPLICATE
+    conn = await asyncpg.connect(database_url)
+    try:  # the event is kept under the account it named; no account was made for it
+        named = await conn.fetchval("SELECT account_id FROM provider_events WHERE provider_event_id = 'evt_y'")
+        assert named == "acct_y"
+        assert await conn.fetchval("SELECT count(*) FROM accounts WHERE account_id = 'acct_y'") == 0
+    finally:
+        await conn.close()
 
 
 async def _waiting_on_a_lock(database_url: str) -> bool:
