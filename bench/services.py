@@ -11,11 +11,10 @@ import aiohttp
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from entitlement_service.domain.catalog_file import load_catalog, price_snapshots
-from entitlement_service.grpc.convert_out import upsert_catalog_request
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
+from tests.support.provider import example_catalog_request, price_id
 
 from .procs import ROOT, Child, free_port, python_module, spawn
 
@@ -27,11 +26,6 @@ SERVICE_TOKENS = ",".join(f"{role.value}:{token}" for role, token in TOKENS.item
 
 def bearer(role: Role) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {TOKENS[role]}"),)
-
-
-def price_id(lookup_key: str) -> str:
-    """The provider price id the catalog gets when it is loaded without the simulator."""
-    return f"price_{lookup_key}"
 
 
 @dataclass
@@ -60,11 +54,8 @@ async def start_entitlement(name: str, database_url: str, log_dir: Path, cpus: s
 
 
 async def load_example_catalog(channel: grpc.aio.Channel) -> None:
-    file = load_catalog(EXAMPLE_CATALOG)
-    ids = {p.lookup_key: price_id(p.lookup_key) for product in file.products for p in product.prices}
-    products, prices = price_snapshots(file, ids, datetime(2026, 1, 1, tzinfo=UTC))
     stub = entitlement_pb2_grpc.EntitlementServiceStub(channel)
-    await stub.UpsertCatalog(upsert_catalog_request(file.config, products, prices), metadata=bearer(Role.OPERATOR))
+    await stub.UpsertCatalog(example_catalog_request(datetime(2026, 1, 1, tzinfo=UTC)), metadata=bearer(Role.OPERATOR))
 
 
 def _ts(value: datetime) -> Timestamp:

@@ -8,15 +8,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from catalog_rules.file import CatalogFile, PriceSpec, ProductSpec
+from catalog_rules.model import Cadence, CatalogConfig, PlanKind
 from checkout_service.stripe import normalize as norm
 from checkout_service.stripe.gateway import Obj, Provider, ProviderError
-from entitlement_service.domain.catalog_file import CatalogFile, PriceSpec, ProductSpec
-from entitlement_service.grpc.convert_out import upsert_catalog_request
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 
 # The provider filters prices by at most this many lookup keys per call.
 LOOKUP_KEYS_PER_CALL = 10
+
+CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIVE: pb.GRANT_CADENCE_WHILE_ACTIVE,
+            Cadence.ONE_TIME: pb.GRANT_CADENCE_ONE_TIME}
+KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
+
+
+def config_message(config: CatalogConfig) -> pb.CatalogConfig:
+    """The declarative half of a catalog file as UpsertCatalog takes it."""
+    return pb.CatalogConfig(
+        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in config.groups.values()],
+        plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in config.plans.values()],
+        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit)
+                        for g in config.grant_programs.values()],
+        gate_bundles=[pb.GateBundle(code=b.code, gates=list(b.gates)) for b in config.gate_bundles.values()],
+    )
 
 
 @dataclass
@@ -124,7 +139,7 @@ async def apply(file: CatalogFile, provider: Provider, entitlement: entitlement_
             prices.append(await _price(provider, price_spec, spec.product_id, existing.get(price_spec.lookup_key),
                                        report))
     stamp = int(now().timestamp())
-    request = upsert_catalog_request(file.config, [], [])
-    request.products.extend(norm.product(p, stamp) for p in products)
-    request.prices.extend(norm.price(p, {}, stamp) for p in prices)
+    request = pb.UpsertCatalogRequest(config=config_message(file.config),
+                                      products=[norm.product(p, stamp) for p in products],
+                                      prices=[norm.price(p, {}, stamp) for p in prices])
     return report, await entitlement.UpsertCatalog(request, timeout=30)

@@ -7,17 +7,29 @@ from pathlib import Path
 
 import grpc
 
+from catalog_rules.file import CatalogFile, CatalogFileError, parse_catalog
 from checkout_service.catalog_apply import apply
 from checkout_service.entitlement_client import open_channel
 from checkout_service.settings import Settings
 from checkout_service.stripe.gateway import ProviderError, StripeGateway
-from entitlement_service.domain.catalog_file import CatalogFile, CatalogFileError, load_catalog
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
+
+
+def read_catalog(path: Path) -> CatalogFile:
+    """The catalog in the file at `path`; every error line starts with the file name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogFileError([f"{path}: cannot read the catalog: {exc}"]) from None
+    try:
+        return parse_catalog(text)
+    except CatalogFileError as exc:
+        raise CatalogFileError([f"{path}: {line}" for line in exc.errors]) from None
 
 
 def catalog_apply(path: str) -> int:
     try:
-        file = load_catalog(Path(path))
+        file = read_catalog(Path(path))
     except CatalogFileError as exc:
         print(f"catalog refused, nothing was written:\n{exc}")
         return 2

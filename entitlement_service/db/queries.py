@@ -11,10 +11,10 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from catalog_rules.model import CatalogConfig, GateBundle, Price, Product, ResolvedPrice
 from entitlement_service.db import rows
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.funding import Issue
-from entitlement_service.domain.model import CatalogConfig, GateBundle, Price, Product, ResolvedPrice
 from entitlement_service.domain.timeline import ItemRow
 
 Conn: TypeAlias = asyncpg.Connection

@@ -7,8 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
-from entitlement_service.domain.model import (
+from catalog_rules.model import (
     Cadence,
     GateBundle,
     GrantProgram,
@@ -21,6 +20,7 @@ from entitlement_service.domain.model import (
     ResolvedPrice,
     Source,
 )
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.timeline import AssignmentRow, BindingRow
 from entitlement_service.domain.windows import Window
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from entitlement_service.domain.model import CatalogConfig, ResolvedPrice
+from catalog_rules.model import CatalogConfig, ResolvedPrice
 from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
 from entitlement_service.domain.provider import SubscriptionSnapshot
 from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, ItemRow, derive

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from catalog_rules.model import GateBundle
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
-from entitlement_service.domain.model import GateBundle
 from entitlement_service.domain.precedence import precedence_key
 
 

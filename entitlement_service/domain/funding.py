@@ -9,8 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from catalog_rules.model import Cadence, GrantProgram, ResolvedPrice, Source
 from entitlement_service.domain.account import PlacedBinding
-from entitlement_service.domain.model import Cadence, GrantProgram, Mode, ResolvedPrice, Source
+from entitlement_service.domain.model import Mode
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, InvoiceSnapshot
 from entitlement_service.domain.windows import Window
 

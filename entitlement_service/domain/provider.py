@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from entitlement_service.domain.model import Mode, Price, Product, Status
+from catalog_rules.model import Price, Product
+from entitlement_service.domain.model import Mode, Status
 
 
 @dataclass(frozen=True)

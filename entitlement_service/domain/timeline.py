@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from entitlement_service.domain.model import GrantSpec, Plan, ResolvedPrice, Source, Status
+from catalog_rules.model import GrantSpec, Plan, ResolvedPrice, Source
+from entitlement_service.domain.model import Status
 from entitlement_service.domain.precedence import Claim
 from entitlement_service.domain.provider import ItemSnapshot, SubscriptionSnapshot
 from entitlement_service.domain.windows import Window, coalesce

@@ -10,20 +10,9 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from catalog_rules.model import Cadence, CatalogConfig, GateBundle, GrantProgram, Group, Plan, PlanKind, Price, Product
 from entitlement_service.domain.errors import InvalidRequest
-from entitlement_service.domain.model import (
-    Cadence,
-    CatalogConfig,
-    GateBundle,
-    GrantProgram,
-    Group,
-    Mode,
-    Plan,
-    PlanKind,
-    Price,
-    Product,
-    Status,
-)
+from entitlement_service.domain.model import Mode, Status
 from entitlement_service.domain.provider import (
     CheckoutSessionSnapshot,
     InvoiceLine,

@@ -8,21 +8,10 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from catalog_rules.model import Cadence, CatalogConfig, PlanKind, Price, ResolvedPrice, Source
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision
-from entitlement_service.domain.model import (
-    Cadence,
-    CatalogConfig,
-    Mode,
-    Outcome,
-    PlanKind,
-    Price,
-    Product,
-    PurchaseState,
-    ResolvedPrice,
-    Source,
-    Status,
-)
+from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.service.catalog import CatalogView, EntryResult, PriceChoice, Validation
 from entitlement_service.service.events import EventResult
 from entitlement_service.service.purchases import PurchaseView
@@ -209,27 +198,6 @@ def validation(v: Validation) -> pb.ValidatePurchaseResponse:
                   for p in v.problems],
         conflicting_subscription_ids=list(v.conflicting_subscription_ids),
         provider_customer_id=v.provider_customer_id or "",
-    )
-
-
-def product_snapshot(p: Product) -> pb.ProductSnapshot:
-    return pb.ProductSnapshot(product_id=p.product_id, name=p.name, active=p.active, metadata=p.metadata,
-                              provider_updated_at=ts(p.provider_updated_at), deleted=p.deleted)
-
-
-def upsert_catalog_request(config: CatalogConfig, products: list[Product],
-                           prices: list[Price]) -> pb.UpsertCatalogRequest:
-    """The request that loads a catalog file's entries (see domain/catalog_file.py)."""
-    return pb.UpsertCatalogRequest(
-        config=pb.CatalogConfig(
-            groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in config.groups.values()],
-            plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in config.plans.values()],
-            grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit)
-                            for g in config.grant_programs.values()],
-            gate_bundles=[pb.GateBundle(code=b.code, gates=list(b.gates)) for b in config.gate_bundles.values()],
-        ),
-        products=[product_snapshot(p) for p in products],
-        prices=[price_snapshot(p) for p in prices],
     )
 
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from catalog_rules import metadata as rules
+from catalog_rules.model import CatalogConfig, Price, Product, ResolvedPrice
 from entitlement_service.db import queries as q
-from entitlement_service.domain import catalog as rules
-from entitlement_service.domain.model import CatalogConfig, Mode, Price, Product, ResolvedPrice
+from entitlement_service.domain.model import Mode
 from entitlement_service.service.deps import Deps
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from catalog_rules.model import CatalogConfig, ResolvedPrice
 from entitlement_service.db import queries as q
-from entitlement_service.domain.model import CatalogConfig, ResolvedPrice
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import structlog
 from asyncpg import Record
 
+from catalog_rules.model import Price, Product
 from entitlement_service.db import queries as q
 from entitlement_service.domain.errors import Conflict
 from entitlement_service.domain.funding import checkout_issues
-from entitlement_service.domain.model import Mode, Outcome, Price, Product, PurchaseState, Status
+from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.domain.provider import (
     CheckoutSessionSnapshot,
     InvoiceSnapshot,

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from catalog_rules.model import CatalogConfig
 from entitlement_service.db import queries as q
 from entitlement_service.db import rows
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, bindings_at, decide_gates, effective_at, next_change
-from entitlement_service.domain.model import CatalogConfig, Status
+from entitlement_service.domain.model import Status
 from entitlement_service.domain.windows import Window
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps

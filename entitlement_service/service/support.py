@@ -8,12 +8,13 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from catalog_rules.model import CatalogConfig
 from entitlement_service.db import queries as q
 from entitlement_service.db import rows
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, decide_gates, effective_at
 from entitlement_service.domain.errors import NotFound
-from entitlement_service.domain.model import CatalogConfig, Outcome, PurchaseState, Status
+from entitlement_service.domain.model import Outcome, PurchaseState, Status
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.reconcile import Held, difference
 from entitlement_service.service.deps import Deps

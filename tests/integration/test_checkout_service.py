@@ -13,11 +13,12 @@ import aiohttp
 import grpc
 import pytest
 
+from catalog_rules.file import CatalogFileError, parse_catalog
 from checkout_service.app import Running, start
 from checkout_service.catalog_apply import apply
+from checkout_service.cli import read_catalog
 from checkout_service.settings import Settings
 from checkout_service.stripe.signature import sign
-from entitlement_service.domain.catalog_file import CatalogFileError, load_catalog, parse_catalog
 from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
@@ -66,7 +67,7 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
         "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
         "CHECKOUT_HTTP_ADDR": "127.0.0.1:0"})
     checkout = await start(settings, provider)
-    await apply(load_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
+    await apply(read_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
     async with aiohttp.ClientSession() as http:
         stack = Stack(entitlement, checkout, provider, http)
         yield stack
@@ -81,7 +82,7 @@ def checkout_body(price: str = "pro_monthly", quantity: int = 1, **extra: Any) -
 
 async def test_applying_the_catalog_again_changes_nothing_at_the_provider_or_in_entitlements(stack: Stack) -> None:
     calls_before = len(stack.provider.calls)
-    report, reply = await apply(load_catalog(EXAMPLE_CATALOG), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
+    report, reply = await apply(read_catalog(EXAMPLE_CATALOG), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
     assert report.created == [] and report.updated == [] and len(report.unchanged) == 9  # 4 products, 5 prices
     assert not any(e.changed for e in reply.entries)
     writes = [c for c in stack.provider.calls[calls_before:] if c.startswith(("create", "update"))]

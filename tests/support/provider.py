@@ -8,8 +8,10 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from entitlement_service.domain.catalog_file import load_catalog, price_snapshots
-from entitlement_service.grpc.convert_out import upsert_catalog_request
+from catalog_rules.file import CatalogFile, parse_catalog
+from catalog_rules.model import Price, Product
+from checkout_service.catalog_apply import config_message
+from entitlement_service.grpc.convert_out import price_snapshot
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +27,35 @@ def price_id(lookup_key: str) -> str:
     return f"price_{lookup_key}"
 
 
+def catalog_snapshots(file: CatalogFile, price_ids: dict[str, str], at: datetime
+                      ) -> tuple[list[Product], list[Price]]:
+    """The file's products and prices as the provider holds them once applied, as of `at`, each
+    price under the provider id `price_ids` gives its lookup key."""
+    products = [spec.as_product(at) for spec in file.products]
+    prices = []
+    for product in file.products:
+        for spec in product.prices:
+            if spec.lookup_key not in price_ids:
+                raise KeyError(f"no provider price id for lookup key {spec.lookup_key!r}")
+            prices.append(spec.as_price(price_ids[spec.lookup_key], product.product_id, at))
+    return products, prices
+
+
+def example_catalog() -> CatalogFile:
+    return parse_catalog(EXAMPLE_CATALOG.read_text(encoding="utf-8"))
+
+
 def example_catalog_request(at: datetime = T0) -> pb.UpsertCatalogRequest:
-    file = load_catalog(EXAMPLE_CATALOG)
+    """UpsertCatalog for the example catalog as if applied to a provider that named each price
+    `price_<lookup_key>`."""
+    file = example_catalog()
     ids = {p.lookup_key: price_id(p.lookup_key) for product in file.products for p in product.prices}
-    products, prices = price_snapshots(file, ids, at)
-    return upsert_catalog_request(file.config, products, prices)
+    products, prices = catalog_snapshots(file, ids, at)
+    return pb.UpsertCatalogRequest(
+        config=config_message(file.config),
+        products=[pb.ProductSnapshot(product_id=p.product_id, name=p.name, active=p.active, metadata=p.metadata,
+                                     provider_updated_at=ts(p.provider_updated_at)) for p in products],
+        prices=[price_snapshot(p) for p in prices])
 
 
 PRODUCT_OF = {"starter_monthly": "starter", "pro_monthly": "pro", "pro_yearly": "pro",

@@ -10,23 +10,22 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
-from entitlement_service.domain.catalog import resolve_price
-from entitlement_service.domain.model import (
+from catalog_rules.metadata import resolve_price
+from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     GateBundle,
     GrantProgram,
     Group,
-    Mode,
     Plan,
     PlanKind,
     Price,
     Product,
     ResolvedPrice,
     Source,
-    Status,
 )
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.model import Mode, Status
 from entitlement_service.domain.provider import (
     CheckoutSessionSnapshot,
     InvoiceLine,

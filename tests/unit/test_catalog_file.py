@@ -5,17 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from entitlement_service.domain.catalog import resolve_prices
-from entitlement_service.domain.catalog_file import (
-    CatalogFileError,
-    PriceSpec,
-    load_catalog,
-    parse_catalog,
-    price_snapshots,
-)
-from entitlement_service.domain.model import Cadence, GrantSpec, PlanKind, Source
+from catalog_rules.file import CatalogFileError, PriceSpec, parse_catalog
+from catalog_rules.metadata import resolve_prices
+from catalog_rules.model import Cadence, GrantSpec, PlanKind, Source
+from checkout_service.cli import read_catalog
+from tests.support.provider import catalog_snapshots, example_catalog
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "catalog.example.toml"
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 
 CONFIG = """
@@ -55,7 +50,7 @@ def errors_of(text: str) -> list[str]:
 
 
 def example_ids() -> dict[str, str]:
-    catalog = load_catalog(EXAMPLE)
+    catalog = example_catalog()
     return {spec.lookup_key: f"price_{spec.lookup_key}" for product in catalog.products for spec in product.prices}
 
 
@@ -63,8 +58,8 @@ def example_ids() -> dict[str, str]:
 
 
 def test_the_shipped_example_parses_and_every_price_resolves_valid() -> None:
-    catalog = load_catalog(EXAMPLE)
-    products, prices = price_snapshots(catalog, example_ids(), AT)
+    catalog = example_catalog()
+    products, prices = catalog_snapshots(catalog, example_ids(), AT)
     resolved = resolve_prices(prices, {product.product_id: product for product in products}, catalog.config)
     assert len(resolved) == 5
     assert all(entry.valid and entry.purchasable for entry in resolved.values()), [
@@ -73,7 +68,7 @@ def test_the_shipped_example_parses_and_every_price_resolves_valid() -> None:
 
 
 def test_the_shipped_example_declares_the_documented_catalog() -> None:
-    catalog = load_catalog(EXAMPLE)
+    catalog = example_catalog()
     config = catalog.config
     assert {code: group.stackable for code, group in config.groups.items()} == {
         "core": False, "addons": True, "credits": True,
@@ -103,8 +98,8 @@ def test_each_example_price_resolves_as_documented(
     lookup_key: str, group: str, plan: str | None, bundle: str | None, grants: tuple[GrantSpec, ...],
     interval: str | None, amount: int,
 ) -> None:
-    catalog = load_catalog(EXAMPLE)
-    products, prices = price_snapshots(catalog, example_ids(), AT)
+    catalog = example_catalog()
+    products, prices = catalog_snapshots(catalog, example_ids(), AT)
     resolved = resolve_prices(prices, {product.product_id: product for product in products}, catalog.config)
     entry = resolved[f"price_{lookup_key}"]
     assert (entry.subscription_group, entry.billing_plan_code, entry.gate_bundle) == (group, plan, bundle)
@@ -376,7 +371,7 @@ def test_a_toml_syntax_error_is_reported_with_the_file_name(tmp_path: Path) -> N
     path = tmp_path / "catalog.toml"
     path.write_text("[groups.core\nstackable = false\n")
     with pytest.raises(CatalogFileError) as raised:
-        load_catalog(path)
+        read_catalog(path)
     assert str(raised.value).startswith(f"{path}: not valid TOML: ")
 
 
@@ -384,7 +379,7 @@ def test_validation_errors_from_a_file_start_with_its_name(tmp_path: Path) -> No
     path = tmp_path / "catalog.toml"
     path.write_text("[groups.core]\n[plans.pro]\n")
     with pytest.raises(CatalogFileError) as raised:
-        load_catalog(path)
+        read_catalog(path)
     assert raised.value.errors == (
         f"{path}: groups.core: stackable is missing",
         f"{path}: plans.pro: priority is missing",
@@ -394,15 +389,15 @@ def test_validation_errors_from_a_file_start_with_its_name(tmp_path: Path) -> No
 def test_a_missing_file_is_reported_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
     with pytest.raises(CatalogFileError, match=r"absent\.toml: cannot read the catalog"):
-        load_catalog(path)
+        read_catalog(path)
 
 
-# --- price_snapshots ------------------------------------------------------------------------------
+# --- catalog_snapshots ------------------------------------------------------------------------------
 
 
 def test_snapshots_carry_the_provider_ids_of_their_lookup_keys() -> None:
     catalog = parse_catalog(CONFIG + PRO)
-    products, prices = price_snapshots(catalog, {"pro_monthly": "price_123", "unused": "price_9"}, AT)
+    products, prices = catalog_snapshots(catalog, {"pro_monthly": "price_123", "unused": "price_9"}, AT)
     assert [(p.product_id, p.name, p.active, p.provider_updated_at) for p in products] == [("pro", "Pro", True, AT)]
     assert products[0].metadata == {"subscription_group": "core", "billing_plan_code": "pro", "gating.bundle": "pro"}
     assert [(p.price_id, p.product_id, p.lookup_key, p.unit_amount, p.interval, p.interval_count) for p in prices] == [
@@ -414,11 +409,11 @@ def test_snapshots_carry_the_provider_ids_of_their_lookup_keys() -> None:
 def test_snapshots_refuse_a_lookup_key_without_a_provider_id() -> None:
     catalog = parse_catalog(CONFIG + PRO)
     with pytest.raises(KeyError, match="pro_monthly"):
-        price_snapshots(catalog, {"pro_yearly": "price_1"}, AT)
+        catalog_snapshots(catalog, {"pro_yearly": "price_1"}, AT)
 
 
 def test_snapshots_do_not_share_metadata_with_the_file() -> None:
     catalog = parse_catalog(CONFIG + PRO)
-    products, _ = price_snapshots(catalog, {"pro_monthly": "price_123"}, AT)
+    products, _ = catalog_snapshots(catalog, {"pro_monthly": "price_123"}, AT)
     products[0].metadata["subscription_group"] = "changed"
     assert catalog.products[0].metadata["subscription_group"] == "core"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitlement_service.domain.catalog import (
+from catalog_rules.metadata import (
     MetadataError,
     explain_price,
     group_of_items,
@@ -16,7 +16,7 @@ from entitlement_service.domain.catalog import (
     resolve_price,
     resolve_prices,
 )
-from entitlement_service.domain.model import (
+from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     GateBundle,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from catalog_rules.model import Cadence, Source
 from entitlement_service.domain.account import PlacedBinding, rebuild
 from entitlement_service.domain.funding import checkout_issues, invoice_issues
-from entitlement_service.domain.model import Cadence, Mode, Source
+from entitlement_service.domain.model import Mode
 from entitlement_service.domain.provider import InvoiceSnapshot, SubscriptionSnapshot
 from entitlement_service.domain.windows import Window
 from tests.unit.builders import (

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from entitlement_service.domain.model import GrantSpec, ResolvedPrice, Source, Status
+from catalog_rules.model import GrantSpec, ResolvedPrice, Source
+from entitlement_service.domain.model import Status
 from entitlement_service.domain.provider import SubscriptionSnapshot
 from entitlement_service.domain.timeline import Derived, derive, segments
 from entitlement_service.domain.windows import Window

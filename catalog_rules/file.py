@@ -1,4 +1,4 @@
-"""The catalog file (DESIGN section 3): TOML text in, a validated catalog out.
+"""The catalog file: TOML text in, a validated catalog out (the format is in docs/contract.md).
 
 Every problem in the file is found before anything is applied, so a file applies whole or not at
 all; each problem is one line naming its entry, in file order.
@@ -10,11 +10,10 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 from typing import TypeVar
 
-from entitlement_service.domain.catalog import METADATA_KEYS, explain_price
-from entitlement_service.domain.model import (
+from catalog_rules.metadata import METADATA_KEYS, explain_price
+from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     GateBundle,
@@ -56,6 +55,12 @@ class PriceSpec:
     active: bool
     metadata: dict[str, str]
 
+    def as_price(self, price_id: str, product_id: str, at: datetime) -> Price:
+        """The price as the provider holds it once applied, under the id the provider gave it."""
+        return Price(price_id=price_id, product_id=product_id, lookup_key=self.lookup_key, active=self.active,
+                     unit_amount=self.unit_amount, currency=self.currency, interval=self.interval,
+                     interval_count=self.interval_count, metadata=dict(self.metadata), provider_updated_at=at)
+
 
 @dataclass(frozen=True)
 class ProductSpec:
@@ -64,6 +69,11 @@ class ProductSpec:
     active: bool
     metadata: dict[str, str]
     prices: tuple[PriceSpec, ...]
+
+    def as_product(self, at: datetime) -> Product:
+        """The product as the provider holds it once applied."""
+        return Product(product_id=self.product_id, name=self.name, active=self.active,
+                       metadata=dict(self.metadata), provider_updated_at=at)
 
 
 @dataclass(frozen=True)
@@ -102,42 +112,6 @@ def parse_catalog(text: str) -> CatalogFile:
     if found:
         raise CatalogFileError(found)
     return CatalogFile(config=config, products=products)
-
-
-def load_catalog(path: Path) -> CatalogFile:
-    """The catalog in the file at `path`; every error line starts with the file name."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogFileError([f"{path}: cannot read the catalog: {exc}"]) from None
-    try:
-        return parse_catalog(text)
-    except CatalogFileError as exc:
-        raise CatalogFileError([f"{path}: {line}" for line in exc.errors]) from None
-
-
-def price_snapshots(file: CatalogFile, price_ids: Mapping[str, str], at: datetime) -> tuple[list[Product], list[Price]]:
-    """The file's products and prices as the provider holds them once applied, as of `at`.
-    Keeps: each price carries the provider id `price_ids` maps its lookup key to."""
-    products = [_product_value(spec, at) for spec in file.products]
-    prices = []
-    for product in file.products:
-        for spec in product.prices:
-            if spec.lookup_key not in price_ids:
-                raise KeyError(f"no provider price id for lookup key {spec.lookup_key!r}")
-            prices.append(_price_value(spec, price_ids[spec.lookup_key], product.product_id, at))
-    return products, prices
-
-
-def _product_value(spec: ProductSpec, at: datetime) -> Product:
-    return Product(product_id=spec.product_id, name=spec.name, active=spec.active,
-                   metadata=dict(spec.metadata), provider_updated_at=at)
-
-
-def _price_value(spec: PriceSpec, price_id: str, product_id: str, at: datetime) -> Price:
-    return Price(price_id=price_id, product_id=product_id, lookup_key=spec.lookup_key, active=spec.active,
-                 unit_amount=spec.unit_amount, currency=spec.currency, interval=spec.interval,
-                 interval_count=spec.interval_count, metadata=dict(spec.metadata), provider_updated_at=at)
 
 
 class _Entry:
@@ -339,8 +313,8 @@ def _check_references(
     entry: _Entry, product: ProductSpec, price: PriceSpec, blame: Source, config: CatalogConfig
 ) -> None:
     # The same rules the service applies to provider metadata, so the file cannot disagree with them.
-    price_value = _price_value(price, price.lookup_key, product.product_id, _CHECKED_AT)
-    _, problems = explain_price(price_value, _product_value(product, _CHECKED_AT), config)
+    price_value = price.as_price(price.lookup_key, product.product_id, _CHECKED_AT)
+    _, problems = explain_price(price_value, product.as_product(_CHECKED_AT), config)
     for problem in problems:
         if problem.entry is blame:
             entry.error(problem.message)

@@ -1,6 +1,6 @@
 """Catalog metadata rules: how provider product and price metadata become a catalog entry.
 
-The metadata keys are a contract (DESIGN section 3). Their values are strings because Stripe
+The metadata keys are a contract (docs/contract.md). Their values are strings because Stripe
 metadata values are strings; `grants` holds JSON text.
 """
 
@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from entitlement_service.domain.model import CatalogConfig, GrantSpec, Price, Product, ResolvedPrice, Source
+from catalog_rules.model import CatalogConfig, GrantSpec, Price, Product, ResolvedPrice, Source
 
 SUBSCRIPTION_GROUP = "subscription_group"
 BILLING_PLAN_CODE = "billing_plan_code"
