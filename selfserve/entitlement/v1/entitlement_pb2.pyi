@@ -7,7 +7,8 @@ assignments, grants and gates. It knows nothing of Stripe's object shapes: the c
 translates provider objects into the provider-neutral snapshots below.
 
 Every caller authenticates with `authorization: Bearer <token>`; each RPC lists the roles it
-accepts. Times are provider times unless a field says otherwise.
+accepts. Times are provider times unless a field says otherwise. The metadata keys the catalog
+reads and the catalog file format are described in docs/contract.md.
 """
 
 from collections import abc as _abc
@@ -34,40 +35,56 @@ class _PurchaseState:
 class _PurchaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurchaseState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PURCHASE_STATE_UNSPECIFIED: _PurchaseState.ValueType  # 0
+    """Never sent for a purchase; the `from_state` of a purchase's first transition."""
     PURCHASE_STATE_PENDING: _PurchaseState.ValueType  # 1
-    """The checkout session exists at the provider; nothing is paid yet."""
+    """The checkout session exists at the provider; no payment has been confirmed yet."""
     PURCHASE_STATE_RETURNED: _PurchaseState.ValueType  # 2
     """The browser came back from the provider; the provider has not confirmed anything yet."""
     PURCHASE_STATE_FINALIZED: _PurchaseState.ValueType  # 3
-    """A provider event, or a provider read by the reconciler, confirmed it and its state is applied."""
+    """The provider confirmed it and its state is applied: a paid one-time checkout (its grants
+    issued), or a subscription that took effect (trialing, active or past_due) holding its group.
+    """
     PURCHASE_STATE_EXPIRED: _PurchaseState.ValueType  # 4
     """The provider expired the checkout session unpaid."""
     PURCHASE_STATE_FAILED: _PurchaseState.ValueType  # 5
-    """The payment failed."""
+    """The payment failed: an asynchronous payment failed, or the subscription expired before its
+    first payment (incomplete_expired). `reason` says which.
+    """
     PURCHASE_STATE_CONFLICT: _PurchaseState.ValueType  # 6
-    """Paid, but it lost to another live subscription in a non-stackable group."""
+    """Paid, but when its subscription took effect another subscription held its non-stackable
+    group with higher precedence; it grants nothing while the winner holds. `reason` names it.
+    """
 
 class PurchaseState(_PurchaseState, metaclass=_PurchaseStateEnumTypeWrapper):
     """---------------------------------------------------------------------------------------------
     Shared vocabulary
 
     The purchase session state machine: pending -> returned -> finalized | expired | failed |
-    conflict. `returned` is recorded but never trusted.
+    conflict. `returned` is recorded but never trusted: only the provider moves a purchase further.
+    The last four are final for a poller, yet a late provider event can still move a purchase
+    between finalized and conflict, or from expired or failed to finalized or conflict.
     """
 
 PURCHASE_STATE_UNSPECIFIED: PurchaseState.ValueType  # 0
+"""Never sent for a purchase; the `from_state` of a purchase's first transition."""
 PURCHASE_STATE_PENDING: PurchaseState.ValueType  # 1
-"""The checkout session exists at the provider; nothing is paid yet."""
+"""The checkout session exists at the provider; no payment has been confirmed yet."""
 PURCHASE_STATE_RETURNED: PurchaseState.ValueType  # 2
 """The browser came back from the provider; the provider has not confirmed anything yet."""
 PURCHASE_STATE_FINALIZED: PurchaseState.ValueType  # 3
-"""A provider event, or a provider read by the reconciler, confirmed it and its state is applied."""
+"""The provider confirmed it and its state is applied: a paid one-time checkout (its grants
+issued), or a subscription that took effect (trialing, active or past_due) holding its group.
+"""
 PURCHASE_STATE_EXPIRED: PurchaseState.ValueType  # 4
 """The provider expired the checkout session unpaid."""
 PURCHASE_STATE_FAILED: PurchaseState.ValueType  # 5
-"""The payment failed."""
+"""The payment failed: an asynchronous payment failed, or the subscription expired before its
+first payment (incomplete_expired). `reason` says which.
+"""
 PURCHASE_STATE_CONFLICT: PurchaseState.ValueType  # 6
-"""Paid, but it lost to another live subscription in a non-stackable group."""
+"""Paid, but when its subscription took effect another subscription held its non-stackable
+group with higher precedence; it grants nothing while the winner holds. `reason` names it.
+"""
 Global___PurchaseState: _TypeAlias = PurchaseState  # noqa: Y015
 
 class _PurchaseMode:
@@ -77,6 +94,9 @@ class _PurchaseMode:
 class _PurchaseModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurchaseMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PURCHASE_MODE_UNSPECIFIED: _PurchaseMode.ValueType  # 0
+    """Not known: when a ValidatePurchase selection mixes or resolves no prices. RegisterPurchase
+    refuses it; a checkout session snapshot without a mode is read as a subscription.
+    """
     PURCHASE_MODE_SUBSCRIPTION: _PurchaseMode.ValueType  # 1
     """Recurring prices: a provider subscription."""
     PURCHASE_MODE_PAYMENT: _PurchaseMode.ValueType  # 2
@@ -86,6 +106,9 @@ class PurchaseMode(_PurchaseMode, metaclass=_PurchaseModeEnumTypeWrapper):
     """What a checkout buys."""
 
 PURCHASE_MODE_UNSPECIFIED: PurchaseMode.ValueType  # 0
+"""Not known: when a ValidatePurchase selection mixes or resolves no prices. RegisterPurchase
+refuses it; a checkout session snapshot without a mode is read as a subscription.
+"""
 PURCHASE_MODE_SUBSCRIPTION: PurchaseMode.ValueType  # 1
 """Recurring prices: a provider subscription."""
 PURCHASE_MODE_PAYMENT: PurchaseMode.ValueType  # 2
@@ -99,31 +122,49 @@ class _EventOutcome:
 class _EventOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EVENT_OUTCOME_UNSPECIFIED: _EventOutcome.ValueType  # 0
+    """Never sent."""
     EVENT_OUTCOME_APPLIED: _EventOutcome.ValueType  # 1
-    """It changed state."""
+    """It was applied: the state it carries is part of the account's history (`reason` may add a
+    note, for example "stored as invalid: ..." for a price with malformed metadata).
+    """
     EVENT_OUTCOME_DUPLICATE: _EventOutcome.ValueType  # 2
-    """Its provider event id was already recorded; nothing changed."""
+    """Its provider event id was already recorded; nothing changed (its delivery is counted)."""
     EVENT_OUTCOME_STALE: _EventOutcome.ValueType  # 3
-    """It carries an older provider state than the one held; nothing changed."""
+    """It carries an older provider state than the one held. A subscription's stale snapshot still
+    joins its history (it can fill in the past) but changes nothing about the present; a stale
+    product or price changes nothing.
+    """
     EVENT_OUTCOME_IGNORED: _EventOutcome.ValueType  # 4
-    """A type this system does not use; recorded only."""
+    """A type or object this system does not use (for example an unpaid invoice); recorded only."""
     EVENT_OUTCOME_REJECTED: _EventOutcome.ValueType  # 5
-    """Bad or unusable data; recorded with its reason and available for re-application."""
+    """Bad or unusable data (`reason` says why, for example "unknown_account" or
+    "unknown_price: ..."); recorded with its reason. Events rejected as unknown_account are
+    applied once their customer is linked to an account.
+    """
 
 class EventOutcome(_EventOutcome, metaclass=_EventOutcomeEnumTypeWrapper):
     """The one outcome each provider event gets."""
 
 EVENT_OUTCOME_UNSPECIFIED: EventOutcome.ValueType  # 0
+"""Never sent."""
 EVENT_OUTCOME_APPLIED: EventOutcome.ValueType  # 1
-"""It changed state."""
+"""It was applied: the state it carries is part of the account's history (`reason` may add a
+note, for example "stored as invalid: ..." for a price with malformed metadata).
+"""
 EVENT_OUTCOME_DUPLICATE: EventOutcome.ValueType  # 2
-"""Its provider event id was already recorded; nothing changed."""
+"""Its provider event id was already recorded; nothing changed (its delivery is counted)."""
 EVENT_OUTCOME_STALE: EventOutcome.ValueType  # 3
-"""It carries an older provider state than the one held; nothing changed."""
+"""It carries an older provider state than the one held. A subscription's stale snapshot still
+joins its history (it can fill in the past) but changes nothing about the present; a stale
+product or price changes nothing.
+"""
 EVENT_OUTCOME_IGNORED: EventOutcome.ValueType  # 4
-"""A type this system does not use; recorded only."""
+"""A type or object this system does not use (for example an unpaid invoice); recorded only."""
 EVENT_OUTCOME_REJECTED: EventOutcome.ValueType  # 5
-"""Bad or unusable data; recorded with its reason and available for re-application."""
+"""Bad or unusable data (`reason` says why, for example "unknown_account" or
+"unknown_price: ..."); recorded with its reason. Events rejected as unknown_account are
+applied once their customer is linked to an account.
+"""
 Global___EventOutcome: _TypeAlias = EventOutcome  # noqa: Y015
 
 class _SubscriptionStatus:
@@ -133,27 +174,59 @@ class _SubscriptionStatus:
 class _SubscriptionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriptionStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUBSCRIPTION_STATUS_UNSPECIFIED: _SubscriptionStatus.ValueType  # 0
+    """Not a status: a subscription snapshot without one is rejected as malformed."""
     SUBSCRIPTION_STATUS_INCOMPLETE: _SubscriptionStatus.ValueType  # 1
+    """Created, but its first payment has not succeeded yet. Grants nothing."""
     SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED: _SubscriptionStatus.ValueType  # 2
+    """Its first payment never succeeded and the provider gave up; ended. Grants nothing, and the
+    purchase that created it fails.
+    """
     SUBSCRIPTION_STATUS_TRIALING: _SubscriptionStatus.ValueType  # 3
+    """In a free trial. Effective."""
     SUBSCRIPTION_STATUS_ACTIVE: _SubscriptionStatus.ValueType  # 4
+    """Paid and current. Effective."""
     SUBSCRIPTION_STATUS_PAST_DUE: _SubscriptionStatus.ValueType  # 5
+    """A renewal payment failed and the provider is retrying it. Still effective: the customer
+    keeps access while the provider retries.
+    """
     SUBSCRIPTION_STATUS_CANCELED: _SubscriptionStatus.ValueType  # 6
+    """Canceled; ended. Grants nothing, and nothing it held holds past its `ended_at`."""
     SUBSCRIPTION_STATUS_UNPAID: _SubscriptionStatus.ValueType  # 7
+    """The provider stopped retrying a failed payment and left the subscription open. Grants nothing."""
     SUBSCRIPTION_STATUS_PAUSED: _SubscriptionStatus.ValueType  # 8
+    """Paused at the provider (for example a trial that ended without a payment method). Grants
+    nothing until it resumes.
+    """
 
 class SubscriptionStatus(_SubscriptionStatus, metaclass=_SubscriptionStatusEnumTypeWrapper):
-    """Provider-neutral subscription status."""
+    """Provider-neutral subscription status. Only trialing, active and past_due are effective (grant
+    plans, bindings and gates, within the subscription's window); every other status grants nothing.
+    """
 
 SUBSCRIPTION_STATUS_UNSPECIFIED: SubscriptionStatus.ValueType  # 0
+"""Not a status: a subscription snapshot without one is rejected as malformed."""
 SUBSCRIPTION_STATUS_INCOMPLETE: SubscriptionStatus.ValueType  # 1
+"""Created, but its first payment has not succeeded yet. Grants nothing."""
 SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED: SubscriptionStatus.ValueType  # 2
+"""Its first payment never succeeded and the provider gave up; ended. Grants nothing, and the
+purchase that created it fails.
+"""
 SUBSCRIPTION_STATUS_TRIALING: SubscriptionStatus.ValueType  # 3
+"""In a free trial. Effective."""
 SUBSCRIPTION_STATUS_ACTIVE: SubscriptionStatus.ValueType  # 4
+"""Paid and current. Effective."""
 SUBSCRIPTION_STATUS_PAST_DUE: SubscriptionStatus.ValueType  # 5
+"""A renewal payment failed and the provider is retrying it. Still effective: the customer
+keeps access while the provider retries.
+"""
 SUBSCRIPTION_STATUS_CANCELED: SubscriptionStatus.ValueType  # 6
+"""Canceled; ended. Grants nothing, and nothing it held holds past its `ended_at`."""
 SUBSCRIPTION_STATUS_UNPAID: SubscriptionStatus.ValueType  # 7
+"""The provider stopped retrying a failed payment and left the subscription open. Grants nothing."""
 SUBSCRIPTION_STATUS_PAUSED: SubscriptionStatus.ValueType  # 8
+"""Paused at the provider (for example a trial that ended without a payment method). Grants
+nothing until it resumes.
+"""
 Global___SubscriptionStatus: _TypeAlias = SubscriptionStatus  # noqa: Y015
 
 class _GrantCadence:
@@ -163,23 +236,33 @@ class _GrantCadence:
 class _GrantCadenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GrantCadence.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     GRANT_CADENCE_UNSPECIFIED: _GrantCadence.ValueType  # 0
+    """Not set: in a binding, its grant program is no longer configured. UpsertCatalog refuses a
+    grant program without a cadence.
+    """
     GRANT_CADENCE_PER_PERIOD: _GrantCadence.ValueType  # 1
-    """Issued once per paid billing period, from the paid invoice."""
+    """Issued once per paid billing period and binding, from the paid invoice (`invoice.paid`)."""
     GRANT_CADENCE_WHILE_ACTIVE: _GrantCadence.ValueType  # 2
     """Counted while the binding is effective; never issued."""
     GRANT_CADENCE_ONE_TIME: _GrantCadence.ValueType  # 3
-    """Issued once per paid one-time checkout."""
+    """Issued once: per paid one-time checkout and price, or per subscription and price on the
+    subscription's first paid invoice.
+    """
 
 class GrantCadence(_GrantCadence, metaclass=_GrantCadenceEnumTypeWrapper):
     """When a grant program funds an account."""
 
 GRANT_CADENCE_UNSPECIFIED: GrantCadence.ValueType  # 0
+"""Not set: in a binding, its grant program is no longer configured. UpsertCatalog refuses a
+grant program without a cadence.
+"""
 GRANT_CADENCE_PER_PERIOD: GrantCadence.ValueType  # 1
-"""Issued once per paid billing period, from the paid invoice."""
+"""Issued once per paid billing period and binding, from the paid invoice (`invoice.paid`)."""
 GRANT_CADENCE_WHILE_ACTIVE: GrantCadence.ValueType  # 2
 """Counted while the binding is effective; never issued."""
 GRANT_CADENCE_ONE_TIME: GrantCadence.ValueType  # 3
-"""Issued once per paid one-time checkout."""
+"""Issued once: per paid one-time checkout and price, or per subscription and price on the
+subscription's first paid invoice.
+"""
 Global___GrantCadence: _TypeAlias = GrantCadence  # noqa: Y015
 
 class _BindingSource:
@@ -189,15 +272,23 @@ class _BindingSource:
 class _BindingSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BindingSource.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BINDING_SOURCE_UNSPECIFIED: _BindingSource.ValueType  # 0
+    """Never sent."""
     BINDING_SOURCE_PRICE: _BindingSource.ValueType  # 1
+    """The price's `grants` metadata."""
     BINDING_SOURCE_PRODUCT: _BindingSource.ValueType  # 2
+    """The product's `grants` metadata (the price names no entry for that program)."""
 
 class BindingSource(_BindingSource, metaclass=_BindingSourceEnumTypeWrapper):
-    """Where a grant binding came from (price metadata replaces product metadata per program)."""
+    """Where a grant binding came from: the `grants` metadata of the price or of its product (for one
+    program, the price's entry replaces the product's).
+    """
 
 BINDING_SOURCE_UNSPECIFIED: BindingSource.ValueType  # 0
+"""Never sent."""
 BINDING_SOURCE_PRICE: BindingSource.ValueType  # 1
+"""The price's `grants` metadata."""
 BINDING_SOURCE_PRODUCT: BindingSource.ValueType  # 2
+"""The product's `grants` metadata (the price names no entry for that program)."""
 Global___BindingSource: _TypeAlias = BindingSource  # noqa: Y015
 
 class _PlanKind:
@@ -207,15 +298,23 @@ class _PlanKind:
 class _PlanKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PLAN_KIND_UNSPECIFIED: _PlanKind.ValueType  # 0
+    """In a request, read as base. In a response, the plan is no longer configured."""
     PLAN_KIND_BASE: _PlanKind.ValueType  # 1
+    """A main plan, such as "pro"."""
     PLAN_KIND_ADDON: _PlanKind.ValueType  # 2
+    """An add-on bought beside a base plan, such as extra seats."""
 
 class PlanKind(_PlanKind, metaclass=_PlanKindEnumTypeWrapper):
-    """A billing plan's role."""
+    """A billing plan's role. The rules treat both kinds alike (priority decides precedence); the
+    kind describes the plan to callers.
+    """
 
 PLAN_KIND_UNSPECIFIED: PlanKind.ValueType  # 0
+"""In a request, read as base. In a response, the plan is no longer configured."""
 PLAN_KIND_BASE: PlanKind.ValueType  # 1
+"""A main plan, such as "pro"."""
 PLAN_KIND_ADDON: PlanKind.ValueType  # 2
+"""An add-on bought beside a base plan, such as extra seats."""
 Global___PlanKind: _TypeAlias = PlanKind  # noqa: Y015
 
 class _PurchaseProblemCode:
@@ -225,12 +324,15 @@ class _PurchaseProblemCode:
 class _PurchaseProblemCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurchaseProblemCode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PURCHASE_PROBLEM_CODE_UNSPECIFIED: _PurchaseProblemCode.ValueType  # 0
+    """No problem: the price is purchasable."""
     PURCHASE_PROBLEM_CODE_UNKNOWN_PRICE: _PurchaseProblemCode.ValueType  # 1
     """No price with that id or lookup key."""
     PURCHASE_PROBLEM_CODE_INACTIVE: _PurchaseProblemCode.ValueType  # 2
     """The price or its product is inactive or deleted at the provider."""
     PURCHASE_PROBLEM_CODE_INVALID_CATALOG_ENTRY: _PurchaseProblemCode.ValueType  # 3
-    """The catalog entry's metadata is malformed; `message` says how."""
+    """The catalog entry's metadata is malformed or names codes that are not configured; `message`
+    says how.
+    """
     PURCHASE_PROBLEM_CODE_BAD_QUANTITY: _PurchaseProblemCode.ValueType  # 4
     """Quantity below 1."""
     PURCHASE_PROBLEM_CODE_MIXED_GROUPS: _PurchaseProblemCode.ValueType  # 5
@@ -238,9 +340,11 @@ class _PurchaseProblemCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_P
     PURCHASE_PROBLEM_CODE_MIXED_MODES: _PurchaseProblemCode.ValueType  # 6
     """Recurring and one-time prices mixed in one checkout."""
     PURCHASE_PROBLEM_CODE_GROUP_CONFLICT: _PurchaseProblemCode.ValueType  # 7
-    """The account already holds a live subscription in this non-stackable group: use the portal."""
+    """A recurring price in a non-stackable group the account already holds a subscription in: use
+    the portal to change that subscription.
+    """
     PURCHASE_PROBLEM_CODE_DUPLICATE_PRICE: _PurchaseProblemCode.ValueType  # 8
-    """The same price appears twice."""
+    """The same price appears twice (by id or lookup key)."""
     PURCHASE_PROBLEM_CODE_EMPTY: _PurchaseProblemCode.ValueType  # 9
     """No items."""
 
@@ -248,12 +352,15 @@ class PurchaseProblemCode(_PurchaseProblemCode, metaclass=_PurchaseProblemCodeEn
     """Why a price cannot be bought by this account now."""
 
 PURCHASE_PROBLEM_CODE_UNSPECIFIED: PurchaseProblemCode.ValueType  # 0
+"""No problem: the price is purchasable."""
 PURCHASE_PROBLEM_CODE_UNKNOWN_PRICE: PurchaseProblemCode.ValueType  # 1
 """No price with that id or lookup key."""
 PURCHASE_PROBLEM_CODE_INACTIVE: PurchaseProblemCode.ValueType  # 2
 """The price or its product is inactive or deleted at the provider."""
 PURCHASE_PROBLEM_CODE_INVALID_CATALOG_ENTRY: PurchaseProblemCode.ValueType  # 3
-"""The catalog entry's metadata is malformed; `message` says how."""
+"""The catalog entry's metadata is malformed or names codes that are not configured; `message`
+says how.
+"""
 PURCHASE_PROBLEM_CODE_BAD_QUANTITY: PurchaseProblemCode.ValueType  # 4
 """Quantity below 1."""
 PURCHASE_PROBLEM_CODE_MIXED_GROUPS: PurchaseProblemCode.ValueType  # 5
@@ -261,9 +368,11 @@ PURCHASE_PROBLEM_CODE_MIXED_GROUPS: PurchaseProblemCode.ValueType  # 5
 PURCHASE_PROBLEM_CODE_MIXED_MODES: PurchaseProblemCode.ValueType  # 6
 """Recurring and one-time prices mixed in one checkout."""
 PURCHASE_PROBLEM_CODE_GROUP_CONFLICT: PurchaseProblemCode.ValueType  # 7
-"""The account already holds a live subscription in this non-stackable group: use the portal."""
+"""A recurring price in a non-stackable group the account already holds a subscription in: use
+the portal to change that subscription.
+"""
 PURCHASE_PROBLEM_CODE_DUPLICATE_PRICE: PurchaseProblemCode.ValueType  # 8
-"""The same price appears twice."""
+"""The same price appears twice (by id or lookup key)."""
 PURCHASE_PROBLEM_CODE_EMPTY: PurchaseProblemCode.ValueType  # 9
 """No items."""
 Global___PurchaseProblemCode: _TypeAlias = PurchaseProblemCode  # noqa: Y015
@@ -277,7 +386,7 @@ class PurchaseItem(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     price: _builtins.str
-    """A provider price id (`price_...`) or a price lookup key."""
+    """A provider price id (`price_...`) or a price lookup key. Required."""
     quantity: _builtins.int
     """How many; at least 1."""
     def __init__(
@@ -296,7 +405,9 @@ Global___PurchaseItem: _TypeAlias = PurchaseItem  # noqa: Y015
 
 @_typing.final
 class Purchase(_message.Message):
-    """A purchase session as the state machine holds it."""
+    """A purchase session as the state machine holds it. Timestamps ending in `_at` are our clock,
+    except `expires_at` (provider time).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -321,49 +432,72 @@ class Purchase(_message.Message):
     TIMEOUT_AT_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
-    """Our id for the purchase; the provider session's `client_reference_id`."""
+    """Our id for the purchase (`pur_...`), made by the checkout service; the provider session's
+    `client_reference_id` and `metadata.purchase_id`.
+    """
     account_id: _builtins.str
+    """The account buying."""
     state: Global___PurchaseState.ValueType
+    """The current state."""
     mode: Global___PurchaseMode.ValueType
+    """Subscription or one-time payment."""
     subscription_group: _builtins.str
-    """The subscription group the selection resolved to."""
+    """The subscription group the selection resolved to; empty when none was registered."""
     checkout_session_id: _builtins.str
-    """The provider checkout session."""
+    """The provider checkout session (`cs_...`)."""
     subscription_id: _builtins.str
-    """The provider subscription, once known (subscription mode)."""
+    """The provider subscription, once known (subscription mode): from the paid checkout session or
+    from a subscription whose `metadata.purchase_id` names this purchase. Empty until then and
+    for one-time payments.
+    """
     success_url: _builtins.str
+    """Where the browser is sent once the purchase is finalized, as registered."""
     cancel_url: _builtins.str
+    """Where the provider sends the browser when the customer cancels, as registered."""
     reason: _builtins.str
-    """Why the purchase failed or conflicted, when it did."""
+    """Why the purchase failed or conflicted, while it is in one of those states; empty otherwise."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
-        """The selection as requested."""
+        """The selection as requested (price ids or lookup keys as the caller gave them)."""
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
-        """When each state was entered (our clock); unset for states not reached."""
+        """When the purchase was registered (our clock)."""
 
     @_builtins.property
-    def returned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def returned_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last entered `returned` (our clock); unset if never."""
+
     @_builtins.property
-    def finalized_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finalized_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last entered `finalized` (our clock); unset if never."""
+
     @_builtins.property
-    def expired_at(self) -> _timestamp_pb2.Timestamp: ...
+    def expired_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last entered `expired` (our clock); unset if never."""
+
     @_builtins.property
-    def failed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def failed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last entered `failed` (our clock); unset if never."""
+
     @_builtins.property
-    def conflict_at(self) -> _timestamp_pb2.Timestamp: ...
+    def conflict_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last entered `conflict` (our clock); unset if never."""
+
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """When the provider's checkout session expires."""
+        """When the provider's checkout session expires (provider time)."""
 
     @_builtins.property
     def timeout_at(self) -> _timestamp_pb2.Timestamp:
-        """After this instant a browser waiting for finalization should stop polling."""
+        """After this instant (our clock) a browser waiting for finalization should stop polling, and
+        the reconciler reads the checkout session from the provider. It is `expires_at` until the
+        browser returns, then the return time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds).
+        """
 
     @_builtins.property
     def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseTransition]:
-        """Every state change in order."""
+        """Every state change in the order recorded, the registration (to `pending`) first."""
 
     def __init__(
         self,
@@ -409,14 +543,21 @@ class PurchaseTransition(_message.Message):
     PROVIDER_EVENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     from_state: Global___PurchaseState.ValueType
+    """The state left; unspecified for the registration."""
     to_state: Global___PurchaseState.ValueType
+    """The state entered."""
     provider_event_id: _builtins.str
-    """The provider event that caused it, if any."""
+    """What caused it: a provider event id, a reconciliation event id (`recon_...`) or
+    `link:<customer id>` (a customer link let waiting events apply); empty for the registration
+    and the browser's return.
+    """
     reason: _builtins.str
-    """Why, in words (for example "checkout.session.completed paid" or "browser returned")."""
+    """Why, in words (for example "checkout.session.completed: paid" or "browser returned from the
+    provider").
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
-        """When we recorded it."""
+        """When we recorded it (our clock)."""
 
     def __init__(
         self,
@@ -437,7 +578,9 @@ Global___PurchaseTransition: _TypeAlias = PurchaseTransition  # noqa: Y015
 
 @_typing.final
 class PlanAssignment(_message.Message):
-    """A billing plan held by an account through one subscription, over a window of provider time."""
+    """A billing plan held by an account through one subscription, over a window of provider time.
+    One assignment's life can be listed as several windows: those it held and those it lost.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -451,23 +594,31 @@ class PlanAssignment(_message.Message):
     CONFLICT_FIELD_NUMBER: _builtins.int
     CONFLICT_WITH_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     billing_plan_code: _builtins.str
+    """The plan (the price's or product's `billing_plan_code` metadata)."""
     subscription_group: _builtins.str
+    """The subscription group the subscription's items belong to."""
     subscription_id: _builtins.str
+    """The provider subscription that holds the plan."""
     priority: _builtins.int
     """The plan's precedence; higher wins."""
     kind: Global___PlanKind.ValueType
+    """The plan's kind; unspecified when the plan is no longer configured."""
     conflict: _builtins.bool
-    """True when this assignment lost to another subscription in a non-stackable group and
-    grants nothing while the winner is effective.
+    """True when, over this window, this assignment lost to another subscription in a non-stackable
+    group and grants nothing.
     """
     conflict_with_subscription_id: _builtins.str
-    """The winning subscription, when `conflict` is true."""
+    """The winning subscription, when `conflict` is true; empty otherwise."""
     @_builtins.property
     def effective_from(self) -> _timestamp_pb2.Timestamp:
-        """The window [effective_from, effective_until); effective_until unset means open-ended."""
+        """Start of the window [effective_from, effective_until), provider time."""
 
     @_builtins.property
-    def effective_until(self) -> _timestamp_pb2.Timestamp: ...
+    def effective_until(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive; unset means open-ended (until a later provider state says
+        otherwise).
+        """
+
     def __init__(
         self,
         *,
@@ -509,12 +660,17 @@ class GrantBinding(_message.Message):
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_UNTIL_FIELD_NUMBER: _builtins.int
     grant_program_code: _builtins.str
+    """The grant program funded."""
     cadence: Global___GrantCadence.ValueType
+    """The program's cadence; unspecified when the program is no longer configured."""
     unit: _builtins.str
-    """The program's unit, for example "credit" or "seat"."""
+    """The program's unit, for example "credit" or "seat"; empty when the program is no longer
+    configured.
+    """
     amount: _builtins.int
-    """Amount per unit of quantity as configured."""
+    """Amount per unit of quantity as configured (in the program's unit)."""
     scale_by_quantity: _builtins.bool
+    """Whether the amount is multiplied by the item's quantity."""
     quantity: _builtins.int
     """The item's quantity."""
     total_amount: _builtins.int
@@ -522,12 +678,19 @@ class GrantBinding(_message.Message):
     source: Global___BindingSource.ValueType
     """Whether the price's or the product's metadata supplied it."""
     subscription_id: _builtins.str
+    """The provider subscription whose item funds it."""
     price_id: _builtins.str
+    """The item's provider price."""
     product_id: _builtins.str
+    """The price's provider product."""
     @_builtins.property
-    def effective_from(self) -> _timestamp_pb2.Timestamp: ...
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window [effective_from, effective_until), provider time."""
+
     @_builtins.property
-    def effective_until(self) -> _timestamp_pb2.Timestamp: ...
+    def effective_until(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive; unset means open-ended."""
+
     def __init__(
         self,
         *,
@@ -555,7 +718,10 @@ Global___GrantBinding: _TypeAlias = GrantBinding  # noqa: Y015
 
 @_typing.final
 class IssuedGrant(_message.Message):
-    """Funding actually issued: one per paid period (per_period) or paid checkout (one_time) and binding."""
+    """Funding actually issued, never twice for one `issue_key`: per_period grants once per paid
+    billing period, price and program; one_time grants once per paid one-time checkout, or once per
+    subscription on its first paid invoice, per price and program.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -571,24 +737,37 @@ class IssuedGrant(_message.Message):
     PERIOD_END_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     grant_program_code: _builtins.str
+    """The grant program funded."""
     unit: _builtins.str
+    """The program's unit, for example "credit"."""
     amount: _builtins.int
+    """The amount issued, in `unit`, already multiplied by the quantity where the binding scales."""
     cadence: Global___GrantCadence.ValueType
+    """per_period or one_time (while_active is never issued)."""
     issue_key: _builtins.str
-    """The idempotency key: the provider invoice or checkout session and the binding."""
+    """The idempotency key: `<invoice_id>:<price_id>:<program>` (per_period),
+    `<subscription_id>:<price_id>:<program>` (one_time from a subscription) or
+    `<checkout_session_id>:<price_id>:<program>` (one_time from a checkout).
+    """
     invoice_id: _builtins.str
-    """The provider invoice (per_period) or checkout session (one_time) that paid for it."""
+    """The provider invoice that paid for it; empty for a one-time checkout."""
     checkout_session_id: _builtins.str
+    """The provider checkout session that paid for it (one-time checkouts); empty otherwise."""
     subscription_id: _builtins.str
+    """The provider subscription whose invoice paid for it; empty for a one-time checkout."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
-        """The billing period funded (per_period only)."""
+        """Start of the billing period funded (per_period only)."""
 
     @_builtins.property
-    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the billing period funded (per_period only; unset when the invoice line gave none)."""
+
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
-        """Provider time of the payment."""
+        """Provider time of the payment: the invoice's paid time (else its event's time), or the
+        checkout session event's time.
+        """
 
     def __init__(
         self,
@@ -615,7 +794,9 @@ Global___IssuedGrant: _TypeAlias = IssuedGrant  # noqa: Y015
 
 @_typing.final
 class Subscription(_message.Message):
-    """A provider subscription as held internally."""
+    """A provider subscription as held internally: its latest state in provider order, whatever
+    instant the entitlements are computed for.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -635,31 +816,53 @@ class Subscription(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
     subscription_id: _builtins.str
+    """The provider subscription (`sub_...`)."""
     account_id: _builtins.str
+    """The account it belongs to."""
     provider_customer_id: _builtins.str
+    """The provider customer it is billed to."""
     subscription_group: _builtins.str
+    """The one group its items belong to; empty when they span several groups (a group_mismatch
+    mismatch is then open) or none resolves in the catalog.
+    """
     status: Global___SubscriptionStatus.ValueType
+    """Its latest status. Only trialing, active and past_due are effective."""
     cancel_at_period_end: _builtins.bool
+    """True when it ends at the end of the current period; nothing is effective past that end."""
     purchase_id: _builtins.str
-    """The purchase that created it, when known."""
+    """The purchase that created it (its `metadata.purchase_id`), when known; empty otherwise."""
     @_builtins.property
     def provider_updated_at(self) -> _timestamp_pb2.Timestamp:
         """Provider time of the state held; older snapshots are stale."""
 
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started at the provider (its start date, else its creation)."""
+
     @_builtins.property
-    def trial_end(self) -> _timestamp_pb2.Timestamp: ...
+    def trial_end(self) -> _timestamp_pb2.Timestamp:
+        """When its trial ends; unset without a trial."""
+
     @_builtins.property
-    def current_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    def current_period_start(self) -> _timestamp_pb2.Timestamp:
+        """The earliest start of its items' current billing periods."""
+
     @_builtins.property
-    def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def current_period_end(self) -> _timestamp_pb2.Timestamp:
+        """The latest end of its items' current billing periods."""
+
     @_builtins.property
-    def cancel_at(self) -> _timestamp_pb2.Timestamp: ...
+    def cancel_at(self) -> _timestamp_pb2.Timestamp:
+        """When a scheduled cancellation takes effect; unset when none is scheduled."""
+
     @_builtins.property
-    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; unset while it lives. Nothing it held holds past this instant."""
+
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItem]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItem]:
+        """Its items, past and present."""
+
     def __init__(
         self,
         *,
@@ -689,7 +892,9 @@ Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
 
 @_typing.final
 class SubscriptionItem(_message.Message):
-    """One item of a subscription, upserted by (subscription_id, price_id)."""
+    """One item of a subscription, upserted by (subscription_id, price_id): its latest unbroken
+    presence in the subscription, with its latest quantity and period.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -702,19 +907,31 @@ class SubscriptionItem(_message.Message):
     CURRENT_PERIOD_START_FIELD_NUMBER: _builtins.int
     CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
+    """The provider subscription item (`si_...`)."""
     price_id: _builtins.str
+    """The item's provider price."""
     product_id: _builtins.str
+    """The price's provider product."""
     quantity: _builtins.int
+    """How many."""
     @_builtins.property
-    def effective_from(self) -> _timestamp_pb2.Timestamp: ...
-    @_builtins.property
-    def effective_until(self) -> _timestamp_pb2.Timestamp:
-        """Set when the item left the subscription."""
+    def effective_from(self) -> _timestamp_pb2.Timestamp:
+        """When the item joined the subscription (provider time)."""
 
     @_builtins.property
-    def current_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    def effective_until(self) -> _timestamp_pb2.Timestamp:
+        """When the item left the subscription or the subscription ended (provider time); unset while
+        it is present.
+        """
+
     @_builtins.property
-    def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def current_period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the item's current billing period."""
+
+    @_builtins.property
+    def current_period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the item's current billing period."""
+
     def __init__(
         self,
         *,
@@ -737,7 +954,9 @@ Global___SubscriptionItem: _TypeAlias = SubscriptionItem  # noqa: Y015
 
 @_typing.final
 class Entitlements(_message.Message):
-    """An account's effective entitlements at one instant."""
+    """An account's effective entitlements at one instant. An account never seen has revision 0 and
+    every list empty.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -751,26 +970,43 @@ class Entitlements(_message.Message):
     GATES_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    """The account."""
     revision: _builtins.int
-    """Increases with every change to the account's state; compare to detect changes."""
+    """Increases with every committed change to the account's state; compare to detect changes. 0
+    for an account never seen.
+    """
     gate_bundle: _builtins.str
-    """The gate bundle of the highest-precedence effective plan; empty when none."""
+    """The gate bundle of the highest-precedence effective plan that names one; empty when none."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """The instant they are computed for."""
 
     @_builtins.property
     def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
-        """Effective plan assignments, winners first; conflicted losers are listed with conflict=true."""
+        """Plan assignments whose window contains `as_of`, winners first; conflicted losers are listed
+        with conflict=true and grant nothing.
+        """
 
     @_builtins.property
-    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]: ...
+    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """Grant bindings whose window contains `as_of`; bindings lost to another subscription are left
+        out.
+        """
+
     @_builtins.property
-    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]: ...
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]:
+        """Every grant issued to the account at or before `as_of`, oldest first."""
+
     @_builtins.property
-    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The gates of that bundle, sorted; empty when there is no bundle or it is not configured."""
+
     @_builtins.property
-    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]: ...
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]:
+        """Every subscription of the account in its latest held state (not as of `as_of`), all
+        statuses, by subscription id.
+        """
+
     def __init__(
         self,
         *,
@@ -796,6 +1032,8 @@ Global___Entitlements: _TypeAlias = Entitlements  # noqa: Y015
 class GetEntitlementsRequest(_message.Message):
     """---------------------------------------------------------------------------------------------
     Reads for product backends
+
+    Asks for an account's entitlements.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -803,10 +1041,10 @@ class GetEntitlementsRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """Optional; the current time when unset."""
+        """Optional: the instant to compute for, past or future; the current time when unset."""
 
     def __init__(
         self,
@@ -824,11 +1062,15 @@ Global___GetEntitlementsRequest: _TypeAlias = GetEntitlementsRequest  # noqa: Y0
 
 @_typing.final
 class GetEntitlementsResponse(_message.Message):
+    """An account's entitlements."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entitlements(self) -> Global___Entitlements: ...
+    def entitlements(self) -> Global___Entitlements:
+        """The entitlements at the requested instant; empty (revision 0) for an account never seen."""
+
     def __init__(
         self,
         *,
@@ -844,12 +1086,14 @@ Global___GetEntitlementsResponse: _TypeAlias = GetEntitlementsResponse  # noqa: 
 
 @_typing.final
 class CheckGateRequest(_message.Message):
+    """Asks whether one gate is allowed for an account now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     GATE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     gate: _builtins.str
     """Required: the gate name, for example "export"."""
     def __init__(
@@ -868,16 +1112,21 @@ Global___CheckGateRequest: _TypeAlias = CheckGateRequest  # noqa: Y015
 
 @_typing.final
 class CheckGateResponse(_message.Message):
+    """Whether the gate is allowed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALLOWED_FIELD_NUMBER: _builtins.int
     GATE_BUNDLE_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
+    """True when the gate is in the account's gate bundle now; false for an account never seen, a
+    gate no bundle of the account names, or an account without an effective plan naming a bundle.
+    """
     gate_bundle: _builtins.str
     """The account's gate bundle; empty when none."""
     revision: _builtins.int
-    """The account revision the answer was computed from."""
+    """The account revision the answer was computed from; 0 for an account never seen."""
     def __init__(
         self,
         *,
@@ -895,11 +1144,13 @@ Global___CheckGateResponse: _TypeAlias = CheckGateResponse  # noqa: Y015
 
 @_typing.final
 class WatchEntitlementsRequest(_message.Message):
+    """Opens a stream of an account's entitlements."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     def __init__(
         self,
         *,
@@ -915,6 +1166,8 @@ Global___WatchEntitlementsRequest: _TypeAlias = WatchEntitlementsRequest  # noqa
 
 @_typing.final
 class WatchEntitlementsResponse(_message.Message):
+    """One message of the stream: the account's entitlements now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
@@ -922,7 +1175,9 @@ class WatchEntitlementsResponse(_message.Message):
     initial: _builtins.bool
     """True for the first message of the stream (the state when the watch began)."""
     @_builtins.property
-    def entitlements(self) -> Global___Entitlements: ...
+    def entitlements(self) -> Global___Entitlements:
+        """The entitlements as of when the message was computed (`as_of` is then)."""
+
     def __init__(
         self,
         *,
@@ -950,8 +1205,12 @@ class SubscriptionGroup(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     STACKABLE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """The group's code, as catalog metadata names it (`subscription_group`)."""
     stackable: _builtins.bool
-    """Whether an account may hold several live subscriptions in it at once."""
+    """Whether an account may hold several live subscriptions in it at once. In a non-stackable
+    group one subscription holds the group at any instant (higher plan priority, then the later
+    start, then the smaller subscription id); the others are in conflict and grant nothing.
+    """
     def __init__(
         self,
         *,
@@ -976,8 +1235,11 @@ class Plan(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """The plan's code, as catalog metadata names it (`billing_plan_code`)."""
     priority: _builtins.int
+    """The plan's precedence; higher wins, for the gate bundle and within a non-stackable group."""
     kind: Global___PlanKind.ValueType
+    """Base plan or add-on; unspecified is read as base."""
     def __init__(
         self,
         *,
@@ -1003,8 +1265,11 @@ class GrantProgram(_message.Message):
     CADENCE_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """The program's code, as the `grants` metadata names it."""
     cadence: Global___GrantCadence.ValueType
+    """When the program funds an account. Required in UpsertCatalog."""
     unit: _builtins.str
+    """What the amounts count, for example "credit" or "seat"."""
     def __init__(
         self,
         *,
@@ -1029,8 +1294,11 @@ class GateBundle(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     GATES_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """The bundle's code, as catalog metadata names it (`gating.bundle`)."""
     @_builtins.property
-    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The gate names the bundle allows (what CheckGate's `gate` asks about)."""
+
     def __init__(
         self,
         *,
@@ -1078,17 +1346,25 @@ class ProductSnapshot(_message.Message):
     PROVIDER_UPDATED_AT_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
+    """The provider product (`prod_...`). Required."""
     name: _builtins.str
+    """The product's display name."""
     active: _builtins.bool
+    """False when the product is archived at the provider: its prices cannot be bought."""
     deleted: _builtins.bool
     """True when the product was deleted at the provider."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Provider metadata, strings as the provider stores them (see the metadata keys in DESIGN.md)."""
+        """Provider metadata, strings as the provider stores them (the keys the catalog reads are
+        described in docs/contract.md). Its prices inherit them; a price's own value replaces the
+        product's.
+        """
 
     @_builtins.property
     def provider_updated_at(self) -> _timestamp_pb2.Timestamp:
-        """Provider time this snapshot describes (the event's `created` or the object's `updated`)."""
+        """Provider time this snapshot describes (the event's `created` or the object's `updated`).
+        When unset: the event's `created`, or in UpsertCatalog the time of the call (our clock).
+        """
 
     def __init__(
         self,
@@ -1147,23 +1423,42 @@ class PriceSnapshot(_message.Message):
     DELETED_FIELD_NUMBER: _builtins.int
     PRODUCT_FIELD_NUMBER: _builtins.int
     price_id: _builtins.str
+    """The provider price (`price_...`). Required."""
     product_id: _builtins.str
+    """The price's provider product; may be left empty when `product` is expanded."""
     lookup_key: _builtins.str
+    """The price's lookup key; empty when it has none. A lookup key moves to the newest price that
+    claims it, as at the provider.
+    """
     active: _builtins.bool
+    """False when the price is archived at the provider: it cannot be bought."""
     unit_amount: _builtins.int
-    """In the currency's smallest unit."""
+    """In the currency's smallest unit (cents for usd); 0 when unknown."""
     currency: _builtins.str
+    """The ISO currency code as the provider writes it, for example "usd"."""
     interval: _builtins.str
     """"day" | "week" | "month" | "year"; empty for a one-time price."""
     interval_count: _builtins.int
+    """How many intervals between bills; 0 for a one-time price (read as 1 when `interval` is set)."""
     deleted: _builtins.bool
+    """True when the price was deleted at the provider."""
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Provider metadata, strings as the provider stores them (keys in docs/contract.md). A value
+        here replaces the product's; `grants` entries replace the product's per grant program.
+        """
+
     @_builtins.property
-    def provider_updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def provider_updated_at(self) -> _timestamp_pb2.Timestamp:
+        """Provider time this snapshot describes. When unset: the event's `created`, or in
+        UpsertCatalog the time of the call (our clock).
+        """
+
     @_builtins.property
     def product(self) -> Global___ProductSnapshot:
-        """The price's product, when the provider expanded it."""
+        """The price's product, when the provider expanded it. An event whose price the catalog does not
+        know is applied only when it carries the product (the price is then learned).
+        """
 
     def __init__(
         self,
@@ -1200,9 +1495,15 @@ class GrantBindingSpec(_message.Message):
     SCALE_BY_QUANTITY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     grant_program_code: _builtins.str
+    """The grant program funded."""
     amount: _builtins.int
+    """Amount per unit of quantity (in the program's unit)."""
     scale_by_quantity: _builtins.bool
+    """Whether the amount is multiplied by the purchased quantity (true unless the metadata says
+    otherwise).
+    """
     source: Global___BindingSource.ValueType
+    """Whether the price's or the product's metadata supplied it."""
     def __init__(
         self,
         *,
@@ -1231,14 +1532,18 @@ class Purchasability(_message.Message):
     REQUIRES_PORTAL_FIELD_NUMBER: _builtins.int
     CONFLICTING_SUBSCRIPTION_IDS_FIELD_NUMBER: _builtins.int
     purchasable: _builtins.bool
+    """True when the price can be bought (by this account, when one was given)."""
     problem: Global___PurchaseProblemCode.ValueType
-    """Set when not purchasable."""
+    """Set when not purchasable: invalid_catalog_entry, inactive or group_conflict; unspecified
+    otherwise.
+    """
     message: _builtins.str
+    """Why not, in words; empty when purchasable."""
     requires_portal: _builtins.bool
     """True when the change must go through the provider's portal (the group is occupied)."""
     @_builtins.property
     def conflicting_subscription_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The account's live subscriptions in the price's group that block it."""
+        """The account's subscriptions holding the price's group that block it (group_conflict)."""
 
     def __init__(
         self,
@@ -1259,7 +1564,7 @@ Global___Purchasability: _TypeAlias = Purchasability  # noqa: Y015
 
 @_typing.final
 class CatalogPrice(_message.Message):
-    """One purchasable choice."""
+    """One purchasable choice: a price with everything its catalog metadata implies."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1273,19 +1578,30 @@ class CatalogPrice(_message.Message):
     INVALID_REASON_FIELD_NUMBER: _builtins.int
     PURCHASABILITY_FIELD_NUMBER: _builtins.int
     product_name: _builtins.str
+    """Its product's name; empty when the product is not in the catalog."""
     subscription_group: _builtins.str
+    """The subscription group it buys into; empty when the entry names none or an unknown one."""
     billing_plan_code: _builtins.str
+    """The billing plan it assigns; empty when none."""
     gate_bundle: _builtins.str
+    """The gate bundle a subscription to it brings (its `gating.bundle` metadata); empty when none."""
     valid: _builtins.bool
     """False when the entry's metadata is malformed; `invalid_reason` says how."""
     invalid_reason: _builtins.str
+    """The first problem found (product, then price, then references); empty when valid."""
     @_builtins.property
-    def price(self) -> Global___PriceSnapshot: ...
+    def price(self) -> Global___PriceSnapshot:
+        """The price as stored (`product` is not expanded here)."""
+
     @_builtins.property
-    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBindingSpec]: ...
+    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBindingSpec]:
+        """The grants it funds, one per program (price entries replace product entries)."""
+
     @_builtins.property
     def purchasability(self) -> Global___Purchasability:
-        """For the requested account; purchasable=true when no account was given and the entry is valid."""
+        """For the requested account; purchasable=true when no account was given and the price is valid
+        and active.
+        """
 
     def __init__(
         self,
@@ -1318,10 +1634,14 @@ class GroupOwnership(_message.Message):
     STACKABLE_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_IDS_FIELD_NUMBER: _builtins.int
     subscription_group: _builtins.str
+    """The group."""
     stackable: _builtins.bool
+    """Whether the group is stackable; false when the group is not configured."""
     @_builtins.property
     def subscription_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The account's live (active or trialing) subscriptions in the group."""
+        """The account's subscriptions holding a plan or grant in the group now (trialing, active or
+        past_due within their window), conflicted ones included.
+        """
 
     def __init__(
         self,
@@ -1340,11 +1660,15 @@ Global___GroupOwnership: _TypeAlias = GroupOwnership  # noqa: Y015
 
 @_typing.final
 class ListCatalogRequest(_message.Message):
+    """Asks for the catalog."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Optional; with it, each price carries this account's purchasability."""
+    """Optional; with it, each price carries this account's purchasability and the groups it holds
+    are listed. An account never seen holds nothing.
+    """
     def __init__(
         self,
         *,
@@ -1360,6 +1684,8 @@ Global___ListCatalogRequest: _TypeAlias = ListCatalogRequest  # noqa: Y015
 
 @_typing.final
 class ListCatalogResponse(_message.Message):
+    """The catalog, as configured and as the provider's products and prices describe it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUPS_FIELD_NUMBER: _builtins.int
@@ -1369,18 +1695,30 @@ class ListCatalogResponse(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     OWNED_GROUPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionGroup]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionGroup]:
+        """Every configured subscription group."""
+
     @_builtins.property
-    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]: ...
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]:
+        """Every configured billing plan."""
+
     @_builtins.property
-    def grant_programs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantProgram]: ...
+    def grant_programs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantProgram]:
+        """Every configured grant program."""
+
     @_builtins.property
-    def gate_bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateBundle]: ...
+    def gate_bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateBundle]:
+        """Every configured gate bundle."""
+
     @_builtins.property
-    def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogPrice]: ...
+    def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogPrice]:
+        """Every price not deleted at the provider, inactive and invalid ones included (not
+        purchasable), ordered by product, then amount.
+        """
+
     @_builtins.property
     def owned_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupOwnership]:
-        """Present when account_id was given."""
+        """The groups the account holds now; empty when no account_id was given."""
 
     def __init__(
         self,
@@ -1402,7 +1740,7 @@ Global___ListCatalogResponse: _TypeAlias = ListCatalogResponse  # noqa: Y015
 
 @_typing.final
 class CatalogConfig(_message.Message):
-    """The declarative half of the catalog file."""
+    """The declarative half of the catalog file: what metadata codes may refer to."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1411,13 +1749,21 @@ class CatalogConfig(_message.Message):
     GRANT_PROGRAMS_FIELD_NUMBER: _builtins.int
     GATE_BUNDLES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionGroup]: ...
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionGroup]:
+        """Subscription groups to upsert by code."""
+
     @_builtins.property
-    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]: ...
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]:
+        """Billing plans to upsert by code."""
+
     @_builtins.property
-    def grant_programs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantProgram]: ...
+    def grant_programs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantProgram]:
+        """Grant programs to upsert by code."""
+
     @_builtins.property
-    def gate_bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateBundle]: ...
+    def gate_bundles(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateBundle]:
+        """Gate bundles to upsert by code."""
+
     def __init__(
         self,
         *,
@@ -1436,6 +1782,8 @@ Global___CatalogConfig: _TypeAlias = CatalogConfig  # noqa: Y015
 
 @_typing.final
 class UpsertCatalogRequest(_message.Message):
+    """Catalog entries to upsert, all in one transaction."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
@@ -1443,7 +1791,9 @@ class UpsertCatalogRequest(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def config(self) -> Global___CatalogConfig:
-        """Optional: groups, plans, programs and bundles to upsert (by code)."""
+        """Optional: groups, plans, programs and bundles to upsert (by code). Entries not named are
+        kept; nothing is deleted.
+        """
 
     @_builtins.property
     def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductSnapshot]:
@@ -1484,9 +1834,13 @@ class CatalogEntryResult(_message.Message):
     id: _builtins.str
     """Its code or provider id."""
     changed: _builtins.bool
-    """False when the stored entry was already the same."""
+    """False when the stored entry was already the same or describes a later provider time."""
     valid: _builtins.bool
+    """False for a price whose metadata is malformed or names unknown codes (stored, never
+    purchasable); always true for the other kinds.
+    """
     invalid_reason: _builtins.str
+    """Why the price is invalid; empty when valid."""
     def __init__(
         self,
         *,
@@ -1506,11 +1860,17 @@ Global___CatalogEntryResult: _TypeAlias = CatalogEntryResult  # noqa: Y015
 
 @_typing.final
 class UpsertCatalogResponse(_message.Message):
+    """What the upsert did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntryResult]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntryResult]:
+        """One per entry: configuration entries (groups, plans, programs, bundles), then products, then
+        prices, each in request order.
+        """
+
     def __init__(
         self,
         *,
@@ -1528,6 +1888,8 @@ Global___UpsertCatalogResponse: _TypeAlias = UpsertCatalogResponse  # noqa: Y015
 class ValidatePurchaseRequest(_message.Message):
     """---------------------------------------------------------------------------------------------
     Purchases
+
+    Asks whether an account can buy a selection.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1535,10 +1897,12 @@ class ValidatePurchaseRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
-        """Required, at least one."""
+        """The selection; each item's price is required. An empty list answers ok=false with the
+        problem `empty`.
+        """
 
     def __init__(
         self,
@@ -1567,8 +1931,11 @@ class ResolvedItem(_message.Message):
     price: _builtins.str
     """As requested (id or lookup key)."""
     price_id: _builtins.str
+    """The provider price it resolved to."""
     lookup_key: _builtins.str
+    """The price's lookup key; empty when it has none."""
     quantity: _builtins.int
+    """As requested."""
     def __init__(
         self,
         *,
@@ -1596,11 +1963,13 @@ class PurchaseProblem(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: Global___PurchaseProblemCode.ValueType
+    """What is wrong."""
     item_index: _builtins.int
     """The offending item's index in the request, or -1 for the selection as a whole."""
     price: _builtins.str
-    """The offending price as requested, when there is one."""
+    """The offending price as requested, when there is one; empty otherwise."""
     message: _builtins.str
+    """What is wrong, in words."""
     def __init__(
         self,
         *,
@@ -1619,6 +1988,8 @@ Global___PurchaseProblem: _TypeAlias = PurchaseProblem  # noqa: Y015
 
 @_typing.final
 class ValidatePurchaseResponse(_message.Message):
+    """Whether the selection can be bought, and what it resolves to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OK_FIELD_NUMBER: _builtins.int
@@ -1631,16 +2002,28 @@ class ValidatePurchaseResponse(_message.Message):
     ok: _builtins.bool
     """True when the selection can be bought; then `problems` is empty."""
     subscription_group: _builtins.str
+    """The one group every resolved item shares; empty when they span several or none resolved."""
     mode: Global___PurchaseMode.ValueType
+    """Subscription when every resolved price is recurring, payment when every one is one-time;
+    unspecified when they mix or none resolved.
+    """
     provider_customer_id: _builtins.str
-    """The account's provider customer, when one is linked (reuse it for checkout and portal)."""
+    """The account's provider customer, when one is linked (reuse it for checkout and portal);
+    empty otherwise.
+    """
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedItem]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedItem]:
+        """The items that resolved, in request order (unknown prices are left out)."""
+
     @_builtins.property
-    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseProblem]: ...
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseProblem]:
+        """Every problem found; empty when ok."""
+
     @_builtins.property
     def conflicting_subscription_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The account's live subscriptions blocking the group (group_conflict)."""
+        """The account's subscriptions holding the group that block it (group_conflict); empty
+        otherwise.
+        """
 
     def __init__(
         self,
@@ -1663,6 +2046,8 @@ Global___ValidatePurchaseResponse: _TypeAlias = ValidatePurchaseResponse  # noqa
 
 @_typing.final
 class RegisterPurchaseRequest(_message.Message):
+    """A new purchase session, sent once the provider checkout session exists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
@@ -1678,18 +2063,24 @@ class RegisterPurchaseRequest(_message.Message):
     purchase_id: _builtins.str
     """Required: generated by the checkout service before the provider session is created."""
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     checkout_session_id: _builtins.str
-    """Required."""
+    """Required: the provider checkout session created for the purchase."""
     subscription_group: _builtins.str
+    """Optional: the group the selection resolved to (from ValidatePurchase)."""
     mode: Global___PurchaseMode.ValueType
+    """Required: subscription or payment."""
     success_url: _builtins.str
+    """Where the browser goes once the purchase is finalized; stored as given."""
     cancel_url: _builtins.str
+    """Where the provider sends the browser on cancel; stored as given."""
     provider_customer_id: _builtins.str
-    """The provider customer the session was created for."""
+    """Optional: the provider customer the session was created for; linked to the account when the
+    account has none yet.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
-        """Required."""
+        """Required, at least one, each with a price: the selection as the caller gave it."""
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
@@ -1719,11 +2110,15 @@ Global___RegisterPurchaseRequest: _TypeAlias = RegisterPurchaseRequest  # noqa: 
 
 @_typing.final
 class RegisterPurchaseResponse(_message.Message):
+    """The registered purchase."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def purchase(self) -> Global___Purchase: ...
+    def purchase(self) -> Global___Purchase:
+        """The purchase, `pending` when new; as it is now when it was already registered."""
+
     def __init__(
         self,
         *,
@@ -1739,6 +2134,8 @@ Global___RegisterPurchaseResponse: _TypeAlias = RegisterPurchaseResponse  # noqa
 
 @_typing.final
 class MarkPurchaseReturnedRequest(_message.Message):
+    """The browser's return from the provider."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
@@ -1763,11 +2160,15 @@ Global___MarkPurchaseReturnedRequest: _TypeAlias = MarkPurchaseReturnedRequest  
 
 @_typing.final
 class MarkPurchaseReturnedResponse(_message.Message):
+    """The purchase after the return was recorded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def purchase(self) -> Global___Purchase: ...
+    def purchase(self) -> Global___Purchase:
+        """The purchase as it is now: `returned`, or unchanged when it had already moved past pending."""
+
     def __init__(
         self,
         *,
@@ -1783,13 +2184,16 @@ Global___MarkPurchaseReturnedResponse: _TypeAlias = MarkPurchaseReturnedResponse
 
 @_typing.final
 class GetPurchaseRequest(_message.Message):
+    """Asks for one purchase session; give exactly one of the two ids."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
-    """Exactly one of purchase_id and checkout_session_id."""
+    """Our purchase id; exactly one of purchase_id and checkout_session_id."""
     checkout_session_id: _builtins.str
+    """The provider checkout session; exactly one of purchase_id and checkout_session_id."""
     def __init__(
         self,
         *,
@@ -1806,11 +2210,15 @@ Global___GetPurchaseRequest: _TypeAlias = GetPurchaseRequest  # noqa: Y015
 
 @_typing.final
 class GetPurchaseResponse(_message.Message):
+    """One purchase session."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def purchase(self) -> Global___Purchase: ...
+    def purchase(self) -> Global___Purchase:
+        """The purchase with its transitions."""
+
     def __init__(
         self,
         *,
@@ -1826,13 +2234,16 @@ Global___GetPurchaseResponse: _TypeAlias = GetPurchaseResponse  # noqa: Y015
 
 @_typing.final
 class GetAccountRequest(_message.Message):
+    """Asks for an account's provider customer, or a provider customer's account; give exactly one."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Exactly one of account_id and provider_customer_id."""
+    """The product's account id; exactly one of account_id and provider_customer_id."""
     provider_customer_id: _builtins.str
+    """The provider customer (`cus_...`); exactly one of account_id and provider_customer_id."""
     def __init__(
         self,
         *,
@@ -1849,13 +2260,16 @@ Global___GetAccountRequest: _TypeAlias = GetAccountRequest  # noqa: Y015
 
 @_typing.final
 class GetAccountResponse(_message.Message):
+    """An account and its provider customer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    """The account: as asked, or the one linked to the customer."""
     provider_customer_id: _builtins.str
-    """Empty when the account has no provider customer yet."""
+    """Empty when the account has no provider customer yet (or was never seen)."""
     def __init__(
         self,
         *,
@@ -1872,14 +2286,16 @@ Global___GetAccountResponse: _TypeAlias = GetAccountResponse  # noqa: Y015
 
 @_typing.final
 class LinkProviderCustomerRequest(_message.Message):
+    """Links an account to its provider customer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id (the account is created if new)."""
     provider_customer_id: _builtins.str
-    """Required."""
+    """Required: the provider customer created for the account."""
     def __init__(
         self,
         *,
@@ -1896,15 +2312,22 @@ Global___LinkProviderCustomerRequest: _TypeAlias = LinkProviderCustomerRequest  
 
 @_typing.final
 class LinkProviderCustomerResponse(_message.Message):
+    """The link made."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     EVENTS_REAPPLIED_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    """The account, as requested."""
     provider_customer_id: _builtins.str
+    """The provider customer, as requested."""
     events_reapplied: _builtins.int
-    """Rejected events for this customer that could now be applied."""
+    """Events for this customer that had been rejected as unknown_account and are now applied to
+    the account (subscription and invoice.paid events); 0 when none waited or the pair was
+    already linked.
+    """
     def __init__(
         self,
         *,
@@ -1964,27 +2387,57 @@ class SubscriptionSnapshot(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     subscription_id: _builtins.str
+    """The provider subscription (`sub_...`). Required: without it the event is rejected."""
     provider_customer_id: _builtins.str
+    """The provider customer it is billed to; finds the account when the event names none."""
     status: Global___SubscriptionStatus.ValueType
+    """Required: without it the event is rejected. Only trialing, active and past_due are effective."""
     cancel_at_period_end: _builtins.bool
+    """True when it ends at the end of the current period: nothing is effective past that end."""
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the provider created the subscription; its start when `start_date` is unset."""
+
     @_builtins.property
-    def start_date(self) -> _timestamp_pb2.Timestamp: ...
+    def start_date(self) -> _timestamp_pb2.Timestamp:
+        """When the subscription started at the provider: the subscription's first snapshot holds from
+        then, so a lost creation event loses no time.
+        """
+
     @_builtins.property
-    def trial_start(self) -> _timestamp_pb2.Timestamp: ...
+    def trial_start(self) -> _timestamp_pb2.Timestamp:
+        """When its trial started; kept with the event, not read by any rule."""
+
     @_builtins.property
-    def trial_end(self) -> _timestamp_pb2.Timestamp: ...
+    def trial_end(self) -> _timestamp_pb2.Timestamp:
+        """When its trial ends; unset without a trial."""
+
     @_builtins.property
-    def cancel_at(self) -> _timestamp_pb2.Timestamp: ...
+    def cancel_at(self) -> _timestamp_pb2.Timestamp:
+        """When a scheduled cancellation takes effect: nothing is effective from then on. Unset when
+        none is scheduled.
+        """
+
     @_builtins.property
-    def canceled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def canceled_at(self) -> _timestamp_pb2.Timestamp:
+        """When the cancellation was requested; held, not read by any rule."""
+
     @_builtins.property
-    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended: nothing it held holds past this instant, even from snapshots that arrive
+        later. Unset while it lives.
+        """
+
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItemSnapshot]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItemSnapshot]:
+        """Its items at this instant, each with its price."""
+
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Provider metadata: `purchase_id` ties it to the purchase that created it, `account_id` names
+        its account (the checkout service copies it into ProviderEvent.account_id).
+        """
+
     def __init__(
         self,
         *,
@@ -2023,17 +2476,29 @@ class SubscriptionItemSnapshot(_message.Message):
     CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
+    """The provider subscription item (`si_...`)."""
     quantity: _builtins.int
+    """How many."""
     @_builtins.property
-    def price(self) -> Global___PriceSnapshot: ...
-    @_builtins.property
-    def current_period_start(self) -> _timestamp_pb2.Timestamp:
-        """Per-item periods (current API), or the subscription's (older API versions)."""
+    def price(self) -> Global___PriceSnapshot:
+        """The item's price; required (its price_id). An unknown price is learned when `product` is
+        expanded, otherwise the event is rejected.
+        """
 
     @_builtins.property
-    def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def current_period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the item's billing period: per item (current API), or the subscription's (older API
+        versions).
+        """
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def current_period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the item's billing period, same sources as the start."""
+
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the item was added at the provider; kept with the event, not read by any rule."""
+
     def __init__(
         self,
         *,
@@ -2091,24 +2556,39 @@ class CheckoutSessionSnapshot(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     checkout_session_id: _builtins.str
+    """The provider checkout session (`cs_...`). Required: without it the event is rejected."""
     purchase_id: _builtins.str
-    """The provider's `client_reference_id`: our purchase id."""
+    """The provider's `client_reference_id`: our purchase id (else `metadata.purchase_id` is used)."""
     provider_customer_id: _builtins.str
+    """The provider customer; finds the account when neither the event nor the purchase names one."""
     mode: Global___PurchaseMode.ValueType
+    """Subscription or payment; unspecified is read as subscription."""
     status: _builtins.str
-    """"open" | "complete" | "expired"."""
+    """"open" | "complete" | "expired". Paid means complete with payment_status paid or
+    no_payment_required.
+    """
     payment_status: _builtins.str
     """"paid" | "unpaid" | "no_payment_required"."""
     subscription_id: _builtins.str
+    """The subscription the session created (subscription mode, once paid); recorded on the purchase."""
     invoice_id: _builtins.str
+    """The invoice the session created, if any; kept with the event, not read by any rule."""
     @_builtins.property
-    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutLineItem]: ...
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutLineItem]:
+        """The session's lines. A paid payment-mode session issues its one-time grants from them."""
+
     @_builtins.property
-    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Provider metadata: `account_id` and `purchase_id`, as the checkout service set them."""
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the provider created the session; kept with the event, not read by any rule."""
+
     @_builtins.property
-    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider expires the session; kept with the event, not read by any rule."""
+
     def __init__(
         self,
         *,
@@ -2142,8 +2622,13 @@ class CheckoutLineItem(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     quantity: _builtins.int
+    """How many; scales the grants that scale by quantity."""
     @_builtins.property
-    def price(self) -> Global___PriceSnapshot: ...
+    def price(self) -> Global___PriceSnapshot:
+        """The line's price. For a paid one-time checkout, an unknown price is learned when `product`
+        is expanded; otherwise the event is rejected.
+        """
+
     def __init__(
         self,
         *,
@@ -2174,19 +2659,33 @@ class InvoiceSnapshot(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     PAID_AT_FIELD_NUMBER: _builtins.int
     invoice_id: _builtins.str
+    """The provider invoice (`in_...`). Required: without it the event is rejected."""
     subscription_id: _builtins.str
+    """The subscription it bills; empty for an invoice outside a subscription (ignored)."""
     provider_customer_id: _builtins.str
+    """The provider customer; finds the account when the event names none."""
     status: _builtins.str
-    """"draft" | "open" | "paid" | "uncollectible" | "void"."""
+    """"draft" | "open" | "paid" | "uncollectible" | "void". "paid" counts as paid."""
     paid: _builtins.bool
+    """True when the invoice is paid (as is status "paid")."""
     billing_reason: _builtins.str
-    """The provider's reason, for example "subscription_create" or "subscription_cycle"."""
+    """The provider's reason, for example "subscription_create" or "subscription_cycle"; kept with
+    the event, not read by any rule.
+    """
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceLine]: ...
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceLine]:
+        """What it bills, line by line."""
+
     @_builtins.property
-    def created(self) -> _timestamp_pb2.Timestamp: ...
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """When the provider created the invoice; kept with the event, not read by any rule."""
+
     @_builtins.property
-    def paid_at(self) -> _timestamp_pb2.Timestamp: ...
+    def paid_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was paid (provider time): the issue time of the grants it funds (the event's time
+        when unset).
+        """
+
     def __init__(
         self,
         *,
@@ -2219,11 +2718,17 @@ class InvoiceLine(_message.Message):
     PERIOD_START_FIELD_NUMBER: _builtins.int
     PERIOD_END_FIELD_NUMBER: _builtins.int
     price_id: _builtins.str
+    """The price billed; a line without one is skipped."""
     quantity: _builtins.int
+    """How many; scales the grants that scale by quantity."""
     @_builtins.property
-    def period_start(self) -> _timestamp_pb2.Timestamp: ...
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the billing period paid for (the event's time when unset)."""
+
     @_builtins.property
-    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the billing period paid for (the event's time when unset)."""
+
     def __init__(
         self,
         *,
@@ -2242,7 +2747,7 @@ Global___InvoiceLine: _TypeAlias = InvoiceLine  # noqa: Y015
 
 @_typing.final
 class ProviderEvent(_message.Message):
-    """A provider event, normalized."""
+    """A provider event, normalized by the checkout service."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2261,39 +2766,59 @@ class ProviderEvent(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     REFETCHED_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
-    """The provider's event id (`evt_...`): the deduplication key."""
+    """The provider's event id (`evt_...`): the deduplication key. Required."""
     type: _builtins.str
-    """The provider's event type, for example "customer.subscription.updated"."""
+    """The provider's event type, for example "customer.subscription.updated". Required. Only
+    `invoice.paid` funds grants; `checkout.session.expired` and
+    `checkout.session.async_payment_failed` end a purchase.
+    """
     api_version: _builtins.str
-    """The API version the payload was rendered with."""
+    """The API version the payload was rendered with; kept for tracing."""
     raw_payload: _builtins.bytes
-    """The signed payload exactly as received, kept for tracing and re-application."""
+    """The payload as received (the signed webhook body, or the event as the provider's event list
+    returned it), kept for tracing; no rule reads it. Optional.
+    """
     account_id: _builtins.str
-    """The account named by the object's `metadata.account_id`, when present."""
+    """The account named by the object's `metadata.account_id` (an invoice's: its subscription's),
+    when present: the first place the event's account is looked for.
+    """
     customer_account_id: _builtins.str
-    """The account named by the provider customer's metadata, when the checkout service knows it."""
+    """The account named by the provider customer's metadata, when the checkout service knows it:
+    the last place looked, after the account linked to the customer.
+    """
     refetched: _builtins.bool
     """True when the checkout service re-read the object from the provider (refetch sync mode or
-    the reconciler), so it reflects the provider's present state rather than the event's.
+    the reconciler), so it reflects the provider's present state rather than the event's: a
+    re-read subscription holds from `received_at` and wins ties with payloads of the same second.
     """
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp:
-        """The provider time of the event."""
+        """The provider time of the event; it orders the object's states. Required."""
 
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
-        """When the checkout service received it (our clock)."""
+        """When the checkout service received it (our clock); `created` when unset."""
 
     @_builtins.property
-    def subscription(self) -> Global___SubscriptionSnapshot: ...
+    def subscription(self) -> Global___SubscriptionSnapshot:
+        """A customer.subscription.* event's subscription."""
+
     @_builtins.property
-    def checkout_session(self) -> Global___CheckoutSessionSnapshot: ...
+    def checkout_session(self) -> Global___CheckoutSessionSnapshot:
+        """A checkout.session.* event's session."""
+
     @_builtins.property
-    def invoice(self) -> Global___InvoiceSnapshot: ...
+    def invoice(self) -> Global___InvoiceSnapshot:
+        """An invoice.* event's invoice; only a paid subscription invoice in `invoice.paid` is used."""
+
     @_builtins.property
-    def product(self) -> Global___ProductSnapshot: ...
+    def product(self) -> Global___ProductSnapshot:
+        """A product.* event's product."""
+
     @_builtins.property
-    def price(self) -> Global___PriceSnapshot: ...
+    def price(self) -> Global___PriceSnapshot:
+        """A price.* event's price."""
+
     def __init__(
         self,
         *,
@@ -2324,12 +2849,16 @@ Global___ProviderEvent: _TypeAlias = ProviderEvent  # noqa: Y015
 
 @_typing.final
 class ApplyProviderEventsRequest(_message.Message):
+    """Provider events to apply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderEvent]:
-        """Required, at least one. Each is applied in its own transaction."""
+        """Required, at least one. Applied in order in one transaction; if that transaction fails, each
+        event is applied again in its own transaction (see ApplyProviderEvents).
+        """
 
     def __init__(
         self,
@@ -2355,11 +2884,17 @@ class EventResult(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
+    """The event, as in the request."""
     outcome: Global___EventOutcome.ValueType
+    """What happened to it."""
     reason: _builtins.str
-    """Why, for stale, ignored and rejected outcomes (for example "unknown_account")."""
+    """Why, for stale, ignored and rejected outcomes (for example "unknown_account"), sometimes a
+    note on an applied one; empty for duplicates.
+    """
     account_id: _builtins.str
-    """The account the event was attributed to, when found."""
+    """The account the event was applied to; empty for duplicate, ignored and rejected events and
+    for products and prices.
+    """
     def __init__(
         self,
         *,
@@ -2378,6 +2913,8 @@ Global___EventResult: _TypeAlias = EventResult  # noqa: Y015
 
 @_typing.final
 class ApplyProviderEventsResponse(_message.Message):
+    """The outcomes of a call's events."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
@@ -2418,21 +2955,30 @@ class EventRecord(_message.Message):
     OBJECT_ID_FIELD_NUMBER: _builtins.int
     DELIVERIES_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
+    """The provider's event id."""
     type: _builtins.str
+    """The provider's event type."""
     outcome: Global___EventOutcome.ValueType
+    """Its outcome now (an event rejected as unknown_account becomes applied once its customer is
+    linked).
+    """
     reason: _builtins.str
+    """Why, as in EventResult.reason."""
     account_id: _builtins.str
+    """The account it was attributed to; empty when none."""
     object_id: _builtins.str
-    """The provider object the event carried."""
+    """The provider object the event carried (subscription, session, invoice, product or price id);
+    empty for types this system does not use.
+    """
     deliveries: _builtins.int
     """How many times it arrived (duplicates included)."""
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp:
-        """Provider time."""
+        """Provider time of the event."""
 
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
-        """Our clock."""
+        """When the checkout service received it (our clock)."""
 
     def __init__(
         self,
@@ -2469,18 +3015,33 @@ class AuditEntry(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     cause: _builtins.str
-    """"provider_event" | "reconciliation" | "purchase" | "catalog"."""
+    """"provider_event" | "reconciliation" (the schema also allows "purchase" and "catalog", which
+    nothing writes today).
+    """
     cause_id: _builtins.str
-    """The provider event id or reconciliation id."""
+    """The provider event id; for a reconciliation its event id (`recon_...`); `link:<customer id>`
+    when linking a customer let waiting events apply.
+    """
     entity: _builtins.str
-    """The table changed, for example "plan_assignment"."""
+    """What changed: "subscription", "subscription_item", "plan_assignment", "grant_binding",
+    "issued_grant" or "purchase".
+    """
     entity_id: _builtins.str
+    """Which one: the subscription id, `<subscription>/<price>` (items and plan assignments),
+    `<subscription>/<price>/<program>` (grant bindings), the issue key or the purchase id.
+    """
     action: _builtins.str
-    """"insert" | "update" | "end"."""
+    """"upsert" (subscriptions and subscription items); "insert" and "delete" (plan assignments and
+    grant bindings, replaced window by window; issued grants are only inserted and subscription
+    items that left are deleted); for a purchase, the state it moved to ("finalized", "conflict",
+    "failed", ...).
+    """
     detail: _builtins.str
-    """The change as JSON."""
+    """The change as JSON (for example the new window, status or amount)."""
     @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was recorded (our clock)."""
+
     def __init__(
         self,
         *,
@@ -2512,13 +3073,19 @@ class GateDecision(_message.Message):
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     gate_bundle: _builtins.str
+    """The winning gate bundle; empty when no effective plan names one."""
     billing_plan_code: _builtins.str
-    """The assignment whose candidate bundle won; empty when no plan is effective."""
+    """The plan of the assignment whose bundle won; empty when no effective plan names a bundle."""
     subscription_id: _builtins.str
+    """That assignment's subscription; empty when no effective plan names a bundle."""
     reason: _builtins.str
-    """In words, for example "pro (priority 20) outranks team_addon (priority 5)"."""
+    """In words, for example "pro (priority 20, sub_1) outranks team_addon (priority 5)" or "no
+    effective plan names a gate bundle".
+    """
     @_builtins.property
-    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The bundle's gates, sorted; empty when there is no bundle or it is not configured."""
+
     def __init__(
         self,
         *,
@@ -2538,15 +3105,19 @@ Global___GateDecision: _TypeAlias = GateDecision  # noqa: Y015
 
 @_typing.final
 class TracePurchaseRequest(_message.Message):
+    """Asks for everything known about one purchase; give exactly one of the three ids."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
-    """Exactly one of purchase_id, checkout_session_id and subscription_id."""
+    """Our purchase id; exactly one of the three."""
     checkout_session_id: _builtins.str
+    """The provider checkout session; exactly one of the three."""
     subscription_id: _builtins.str
+    """The provider subscription; exactly one of the three."""
     def __init__(
         self,
         *,
@@ -2564,6 +3135,8 @@ Global___TracePurchaseRequest: _TypeAlias = TracePurchaseRequest  # noqa: Y015
 
 @_typing.final
 class TracePurchaseResponse(_message.Message):
+    """Everything known about one purchase, its session and its subscription."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
@@ -2576,28 +3149,40 @@ class TracePurchaseResponse(_message.Message):
     AUDIT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def purchase(self) -> Global___Purchase:
-        """Absent when traced by a subscription no purchase created."""
+        """Absent when traced by a session or subscription no known purchase created."""
 
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventRecord]:
-        """Every provider event about the session, its subscription and its invoices, in provider order."""
+        """Every provider event about the session, its purchase, its subscription and its invoices, in
+        provider order.
+        """
 
     @_builtins.property
-    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]: ...
+    def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]:
+        """The subscription as held (at most one); empty before any of its events was applied."""
+
     @_builtins.property
     def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
-        """All assignments, past and present, from its subscription."""
+        """All assignments, past and present, from its subscription, conflicts marked."""
 
     @_builtins.property
-    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]: ...
+    def grant_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """All bindings, past and present, from its subscription (those lost to another subscription
+        included; ExplainAccount says which).
+        """
+
     @_builtins.property
-    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]: ...
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]:
+        """Grants issued for its subscription or its checkout session."""
+
     @_builtins.property
     def gate_decision(self) -> Global___GateDecision:
         """The account's gate decision now."""
 
     @_builtins.property
-    def audit(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def audit(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """Audit entries caused by those events or about the purchase or subscription, oldest first."""
+
     def __init__(
         self,
         *,
@@ -2632,9 +3217,11 @@ class Explanation(_message.Message):
     kind: _builtins.str
     """"plan_assignment" | "grant_binding"."""
     effective: _builtins.bool
+    """True when it holds at as_of: its window contains as_of and it did not lose its group."""
     reason: _builtins.str
-    """For example "window [2026-01-01T00:00:00Z, open) contains as_of" or
-    "lost to sub_123 in non-stackable group core (priority 20 > 10)".
+    """For example "window [2026-01-01T00:00:00+00:00, open) contains as_of", "window [...] does
+    not contain as_of" or "lost group core to sub_123 during [...] (higher plan priority, then
+    later start, then smaller subscription id wins)".
     """
     @_builtins.property
     def assignment(self) -> Global___PlanAssignment:
@@ -2663,12 +3250,14 @@ Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
 
 @_typing.final
 class ExplainAccountRequest(_message.Message):
+    """Asks why an account has what it has."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """Optional; now when unset."""
@@ -2689,17 +3278,27 @@ Global___ExplainAccountRequest: _TypeAlias = ExplainAccountRequest  # noqa: Y015
 
 @_typing.final
 class ExplainAccountResponse(_message.Message):
+    """An account's entitlements with their reasons."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     EXPLANATIONS_FIELD_NUMBER: _builtins.int
     GATE_DECISION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entitlements(self) -> Global___Entitlements: ...
+    def entitlements(self) -> Global___Entitlements:
+        """The entitlements at as_of; empty (revision 0) for an account never seen."""
+
     @_builtins.property
-    def explanations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Explanation]: ...
+    def explanations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Explanation]:
+        """Every assignment, then every binding, the account ever had, in window order, each with
+        whether it holds at as_of.
+        """
+
     @_builtins.property
-    def gate_decision(self) -> Global___GateDecision: ...
+    def gate_decision(self) -> Global___GateDecision:
+        """The gate decision at as_of."""
+
     def __init__(
         self,
         *,
@@ -2731,22 +3330,36 @@ class Mismatch(_message.Message):
     CLOSED_AT_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
     mismatch_id: _builtins.str
+    """Its id: a decimal number, increasing in the order mismatches were opened."""
     kind: _builtins.str
-    """For example "missing_subscription", "status_differs", "items_differ", "group_conflict",
-    "stuck_purchase".
+    """What differs. From the reconciler's comparison with the provider: "missing_subscription"
+    (the provider has a subscription we do not hold), "status_differs", "items_differ" (prices or
+    quantities), "cancellation_differs" (cancel_at or cancel_at_period_end). From a rebuild:
+    "group_conflict" (a subscription lost its non-stackable group to another) and
+    "group_mismatch" (a subscription's items span several groups). From an overdue purchase:
+    "stuck_purchase" (its checkout session is still open at the provider past its timeout).
     """
     account_id: _builtins.str
+    """The account; empty when unknown (a stuck purchase whose session names no account)."""
     subscription_id: _builtins.str
+    """The subscription concerned; empty for stuck_purchase."""
     fingerprint: _builtins.str
-    """Stable across runs: the same difference is recorded once."""
+    """Identifies the difference: while it is open, finding the same difference again updates this
+    mismatch rather than opening another.
+    """
     diff: _builtins.str
-    """Provider view versus internal view, as JSON."""
+    """Provider view versus internal view, as JSON; its shape depends on `kind`."""
     resolution: _builtins.str
+    """How it closed, for example "repaired: applied the provider's state"; empty while open."""
     @_builtins.property
-    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    def opened_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was first recorded (our clock)."""
+
     @_builtins.property
     def closed_at(self) -> _timestamp_pb2.Timestamp:
-        """Set once repaired or no longer observed."""
+        """When it closed (our clock): repaired, resolved, or (group_conflict, group_mismatch) no longer
+        found by a rebuild. Unset while open.
+        """
 
     def __init__(
         self,
@@ -2771,6 +3384,8 @@ Global___Mismatch: _TypeAlias = Mismatch  # noqa: Y015
 
 @_typing.final
 class ListMismatchesRequest(_message.Message):
+    """Asks for mismatches, one page at a time."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
@@ -2778,13 +3393,13 @@ class ListMismatchesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Optional filter."""
+    """Optional filter: one account's mismatches only."""
     include_closed: _builtins.bool
     """Include closed mismatches too."""
     page_size: _builtins.int
-    """At most this many (default 100, at most 1000)."""
+    """At most this many (default 100 when 0, at most 1000)."""
     page_token: _builtins.str
-    """From a previous response's next_page_token."""
+    """From a previous response's next_page_token; empty for the first page."""
     def __init__(
         self,
         *,
@@ -2803,14 +3418,18 @@ Global___ListMismatchesRequest: _TypeAlias = ListMismatchesRequest  # noqa: Y015
 
 @_typing.final
 class ListMismatchesResponse(_message.Message):
+    """One page of mismatches."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MISMATCHES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Empty on the last page."""
+    """Pass it as page_token for the next page; empty on the last page."""
     @_builtins.property
-    def mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]: ...
+    def mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
@@ -2829,6 +3448,8 @@ Global___ListMismatchesResponse: _TypeAlias = ListMismatchesResponse  # noqa: Y0
 class GetReconcileStateRequest(_message.Message):
     """---------------------------------------------------------------------------------------------
     Reconciliation
+
+    Asks what the reconciler should read.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -2858,7 +3479,9 @@ class ReconcileAccount(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    """The account."""
     provider_customer_id: _builtins.str
+    """Its provider customer, whose subscriptions the reconciler lists."""
     def __init__(
         self,
         *,
@@ -2883,8 +3506,11 @@ class OverduePurchase(_message.Message):
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
+    """Our purchase id."""
     checkout_session_id: _builtins.str
+    """The provider checkout session to read."""
     account_id: _builtins.str
+    """The account buying."""
     def __init__(
         self,
         *,
@@ -2902,6 +3528,8 @@ Global___OverduePurchase: _TypeAlias = OverduePurchase  # noqa: Y015
 
 @_typing.final
 class GetReconcileStateResponse(_message.Message):
+    """What the reconciler should read from the provider."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
@@ -2909,12 +3537,20 @@ class GetReconcileStateResponse(_message.Message):
     OVERDUE_PURCHASES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events_checkpoint(self) -> _timestamp_pb2.Timestamp:
-        """Provider time of the newest provider event already replayed; unset before the first run."""
+        """Provider time of the newest provider event already replayed (the latest checkpoint
+        ApplyReconciliation saved); unset before the first run.
+        """
 
     @_builtins.property
-    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileAccount]: ...
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileAccount]:
+        """Every account linked to a provider customer (or only the one asked for, when it is linked),
+        by account id.
+        """
+
     @_builtins.property
-    def overdue_purchases(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverduePurchase]: ...
+    def overdue_purchases(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverduePurchase]:
+        """Purchases still pending or returned past their timeout_at, oldest timeout first, at most 500."""
+
     def __init__(
         self,
         *,
@@ -2940,11 +3576,14 @@ class ProviderAccountState(_message.Message):
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the account the subscriptions belong to."""
     provider_customer_id: _builtins.str
+    """Its provider customer, as GetReconcileState gave it; not read by any rule."""
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionSnapshot]:
-        """Every subscription the provider holds for the customer (all statuses)."""
+        """Every subscription the provider holds for the customer (all statuses); each is compared
+        with the state held.
+        """
 
     def __init__(
         self,
@@ -2963,6 +3602,8 @@ Global___ProviderAccountState: _TypeAlias = ProviderAccountState  # noqa: Y015
 
 @_typing.final
 class ApplyReconciliationRequest(_message.Message):
+    """The provider's present state, as the reconciler read it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     READ_AT_FIELD_NUMBER: _builtins.int
@@ -2971,20 +3612,30 @@ class ApplyReconciliationRequest(_message.Message):
     EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
     RECONCILIATION_ID_FIELD_NUMBER: _builtins.int
     reconciliation_id: _builtins.str
-    """An id for this run, recorded with every repair it makes."""
+    """An id for this run, for the caller's logs; not stored. Each repair is recorded under its
+    reconciliation event id (`recon_<object id>_<hash of the state read>`).
+    """
     @_builtins.property
     def read_at(self) -> _timestamp_pb2.Timestamp:
-        """Required: when the provider was read (provider time)."""
+        """Required: when the provider was read (the reconciler's clock); the state read holds from
+        this instant.
+        """
 
     @_builtins.property
-    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderAccountState]: ...
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderAccountState]:
+        """The accounts compared, each with the subscriptions the provider holds for it."""
+
     @_builtins.property
     def checkout_sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutSessionSnapshot]:
-        """Checkout sessions of overdue purchases, read from the provider."""
+        """Checkout sessions of overdue purchases, read from the provider: an expired or paid one is
+        applied; one still open is recorded as a stuck_purchase mismatch.
+        """
 
     @_builtins.property
     def events_checkpoint(self) -> _timestamp_pb2.Timestamp:
-        """Optional: the new event checkpoint after replaying missed events."""
+        """Optional: the new event checkpoint after replaying missed events (a checkpoint never moves
+        back).
+        """
 
     def __init__(
         self,
@@ -3005,6 +3656,8 @@ Global___ApplyReconciliationRequest: _TypeAlias = ApplyReconciliationRequest  # 
 
 @_typing.final
 class ApplyReconciliationResponse(_message.Message):
+    """What the run found and did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIPTIONS_CHECKED_FIELD_NUMBER: _builtins.int
@@ -3013,11 +3666,17 @@ class ApplyReconciliationResponse(_message.Message):
     PURCHASES_RESOLVED_FIELD_NUMBER: _builtins.int
     OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
     subscriptions_checked: _builtins.int
+    """Provider subscriptions compared."""
     mismatches_found: _builtins.int
+    """Differences found in this run, stuck purchases included."""
     mismatches_repaired: _builtins.int
+    """Of those, repaired by applying the provider's state."""
     purchases_resolved: _builtins.int
+    """Overdue purchases whose state changed from their checkout session."""
     @_builtins.property
-    def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]: ...
+    def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]:
+        """Every open mismatch after the run, all accounts, oldest first, at most 1000."""
+
     def __init__(
         self,
         *,

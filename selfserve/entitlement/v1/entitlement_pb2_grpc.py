@@ -26,7 +26,22 @@ if _version_not_supported:
 
 
 class EntitlementServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -122,10 +137,30 @@ class EntitlementServiceStub:
 
 
 class EntitlementServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
 
     def GetEntitlements(self, request, context):
-        """The account's effective entitlements, now or as of an instant. Roles: product, checkout, support.
+        """The account's effective entitlements, now or as of an instant (as known now: events that
+        arrive later can still change the past). An account never seen answers OK with empty
+        entitlements: revision 0, no plans, bindings, funding or subscriptions, no gate bundle.
+        Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,79 +168,144 @@ class EntitlementServiceServicer:
 
     def CheckGate(self, request, context):
         """Is one gate allowed for an account now. The product's hot path, answered from a cache kept
-        coherent across replicas. Roles: product.
+        coherent across replicas (an entry is dropped on every committed change to the account and
+        expires at its next window boundary). An account never seen answers OK with allowed=false,
+        an empty gate bundle and revision 0; a gate the account's bundle does not name answers OK
+        with allowed=false.
+        Roles: product.
+        Errors: INVALID_ARGUMENT (account_id or gate is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchEntitlements(self, request, context):
-        """The account's entitlements now, then again after each change. Roles: product.
+        """The account's entitlements now, then again after each change: any committed change to the
+        account (its revision moves) or a window boundary passing that changes its plans, bindings or
+        gates. The stream does not end by itself; the caller cancels it. An account never seen first
+        gets empty entitlements (revision 0), then a message once it gains state.
+        Roles: product.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCatalog(self, request, context):
-        """Purchasable choices with their constraints for an account. Roles: product, checkout.
+        """Purchasable choices with their constraints: the configured groups, plans, grant programs and
+        gate bundles and every price not deleted at the provider, each with its purchasability for
+        the account when one is given (an account never seen owns nothing, so nothing conflicts).
+        Roles: product, checkout.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ValidatePurchase(self, request, context):
-        """Can the account buy these items: resolved prices, their group, conflicts. Roles: checkout.
+        """Can the account buy these items: resolved prices, their group and mode, and every problem.
+        A selection that cannot be bought is not an error: it answers OK with ok=false and
+        `problems`. Changes nothing. Roles: checkout.
+        Errors: INVALID_ARGUMENT (account_id or an item's price is missing: the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RegisterPurchase(self, request, context):
-        """Records a new purchase session in state `pending`; idempotent on `purchase_id`. Roles: checkout.
+        """Records a new purchase session in state `pending` (creating the account if new, and linking
+        it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
+        registering the same purchase again returns it as it is now. Roles: checkout.
+        Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
+        FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
+        account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def MarkPurchaseReturned(self, request, context):
-        """Records that the browser came back from the provider. Never finalizes. Roles: checkout.
+        """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
+        purchase to `returned` (any other state is left as it is) and sets its timeout to the return
+        time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
+        Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
+        the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPurchase(self, request, context):
-        """One purchase session with its state and timestamps. Roles: checkout, product, support.
+        """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
+        support.
+        Errors: INVALID_ARGUMENT (not exactly one of purchase_id and checkout_session_id is given),
+        NOT_FOUND (no purchase with that id or checkout session), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAccount(self, request, context):
-        """The account linked to a provider customer, and the reverse. Roles: checkout, support.
+        """The provider customer linked to an account, or the account linked to a provider customer.
+        Asked by account_id, an account never seen answers OK with an empty provider_customer_id.
+        Roles: checkout, support.
+        Errors: INVALID_ARGUMENT (not exactly one of account_id and provider_customer_id is given),
+        NOT_FOUND (no account is linked to that provider_customer_id), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LinkProviderCustomer(self, request, context):
-        """Links an account to the provider customer created for it. Roles: checkout.
+        """Links an account (created if new) to the provider customer created for it, then applies the
+        subscription and invoice.paid events that were rejected as `unknown_account` while they
+        waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
+        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
+        FAILED_PRECONDITION (the customer is linked to another account, or the account to another
+        customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ApplyProviderEvents(self, request, context):
-        """Applies normalized provider events, one transaction and one outcome per event. The response
-        is sent only once every event is durably recorded. Roles: checkout.
+        """Applies normalized provider events and answers one outcome per event, in request order. The
+        call's events are applied in order in one transaction; if that transaction fails, each event
+        is applied again in its own transaction, so an event that cannot be applied holds back only
+        itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
+        The response is sent only once every event is durably recorded. Roles: checkout.
+        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
+        the message names it, for example `events[2].created is required`; nothing is applied),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
+        already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
+        event failed even in its own transaction; the call's other events were applied).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpsertCatalog(self, request, context):
-        """Catalog entries from the catalog file or from provider product and price snapshots.
-        Roles: checkout, operator.
+        """Catalog entries from the catalog file or from provider product and price snapshots, upserted
+        in one transaction: configuration by code, products and prices by provider id (an older
+        provider time than the one stored changes nothing). A price whose metadata is malformed is
+        not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+        Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
+        cadence, a product without product_id or a price without price_id: the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,22 +313,33 @@ class EntitlementServiceServicer:
 
     def TracePurchase(self, request, context):
         """Everything known about one purchase, found by purchase id, checkout session id or
-        subscription id. Roles: support, operator.
+        subscription id: its events, subscription, assignments, bindings, funding and audit trail.
+        Roles: support, operator.
+        Errors: INVALID_ARGUMENT (not exactly one of the three ids is given), NOT_FOUND (no purchase
+        with that purchase_id, or no purchase and no subscription known for the session or
+        subscription), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExplainAccount(self, request, context):
-        """Every assignment, binding and gate decision for an account as of an instant, and why.
-        Roles: support, operator.
+        """Every assignment and binding the account ever had, each with whether it holds as of an
+        instant and why, and the gate decision then. An account never seen answers OK with empty
+        entitlements (revision 0), no explanations and no gate bundle. Roles: support, operator.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListMismatches(self, request, context):
-        """Open differences between the provider's view and internal state. Roles: support, operator.
+        """Differences between the provider's view and internal state, oldest first, one page at a time;
+        open ones only unless asked. Roles: support, operator.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,16 +347,23 @@ class EntitlementServiceServicer:
 
     def GetReconcileState(self, request, context):
         """What the reconciler should read from the provider: its event checkpoint, the accounts to
-        check and the purchases past their timeout. Roles: checkout.
+        check and the purchases past their timeout. Changes nothing. Roles: checkout.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ApplyReconciliation(self, request, context):
-        """The provider's present state as the reconciler read it: differences are recorded as
-        mismatches and deterministic drift is repaired by applying the provider's state, recorded as
-        a reconciliation. Roles: checkout.
+        """The provider's present state as the reconciler read it: each difference from the state held
+        is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
+        event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
+        purchases are resolved from their checkout sessions. Each repair is its own transaction.
+        Roles: checkout.
+        Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
+        made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -348,7 +466,22 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EntitlementService:
-    """Missing associated documentation comment in .proto file."""
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
 
     @staticmethod
     def GetEntitlements(request,

@@ -7,7 +7,8 @@ assignments, grants and gates. It knows nothing of Stripe's object shapes: the c
 translates provider objects into the provider-neutral snapshots below.
 
 Every caller authenticates with `authorization: Bearer <token>`; each RPC lists the roles it
-accepts. Times are provider times unless a field says otherwise.
+accepts. Times are provider times unless a field says otherwise. The metadata keys the catalog
+reads and the catalog file format are described in docs/contract.md.
 """
 
 from collections import abc as _abc
@@ -34,121 +35,374 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class EntitlementServiceStub:
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EntitlementServiceAsyncStub: ...
     GetEntitlements: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetEntitlementsRequest, _entitlement_pb2.GetEntitlementsResponse]
-    """The account's effective entitlements, now or as of an instant. Roles: product, checkout, support."""
+    """The account's effective entitlements, now or as of an instant (as known now: events that
+    arrive later can still change the past). An account never seen answers OK with empty
+    entitlements: revision 0, no plans, bindings, funding or subscriptions, no gate bundle.
+    Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     CheckGate: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.CheckGateRequest, _entitlement_pb2.CheckGateResponse]
     """Is one gate allowed for an account now. The product's hot path, answered from a cache kept
-    coherent across replicas. Roles: product.
+    coherent across replicas (an entry is dropped on every committed change to the account and
+    expires at its next window boundary). An account never seen answers OK with allowed=false,
+    an empty gate bundle and revision 0; a gate the account's bundle does not name answers OK
+    with allowed=false.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (account_id or gate is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     WatchEntitlements: _grpc.UnaryStreamMultiCallable[_entitlement_pb2.WatchEntitlementsRequest, _entitlement_pb2.WatchEntitlementsResponse]
-    """The account's entitlements now, then again after each change. Roles: product."""
+    """The account's entitlements now, then again after each change: any committed change to the
+    account (its revision moves) or a window boundary passing that changes its plans, bindings or
+    gates. The stream does not end by itself; the caller cancels it. An account never seen first
+    gets empty entitlements (revision 0), then a message once it gains state.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ListCatalog: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ListCatalogRequest, _entitlement_pb2.ListCatalogResponse]
-    """Purchasable choices with their constraints for an account. Roles: product, checkout."""
+    """Purchasable choices with their constraints: the configured groups, plans, grant programs and
+    gate bundles and every price not deleted at the provider, each with its purchasability for
+    the account when one is given (an account never seen owns nothing, so nothing conflicts).
+    Roles: product, checkout.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ValidatePurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ValidatePurchaseRequest, _entitlement_pb2.ValidatePurchaseResponse]
-    """Can the account buy these items: resolved prices, their group, conflicts. Roles: checkout."""
+    """Can the account buy these items: resolved prices, their group and mode, and every problem.
+    A selection that cannot be bought is not an error: it answers OK with ok=false and
+    `problems`. Changes nothing. Roles: checkout.
+    Errors: INVALID_ARGUMENT (account_id or an item's price is missing: the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     RegisterPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.RegisterPurchaseRequest, _entitlement_pb2.RegisterPurchaseResponse]
-    """Records a new purchase session in state `pending`; idempotent on `purchase_id`. Roles: checkout."""
+    """Records a new purchase session in state `pending` (creating the account if new, and linking
+    it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
+    registering the same purchase again returns it as it is now. Roles: checkout.
+    Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
+    FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
+    account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
     MarkPurchaseReturned: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.MarkPurchaseReturnedRequest, _entitlement_pb2.MarkPurchaseReturnedResponse]
-    """Records that the browser came back from the provider. Never finalizes. Roles: checkout."""
+    """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
+    purchase to `returned` (any other state is left as it is) and sets its timeout to the return
+    time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
+    Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
+    the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetPurchaseRequest, _entitlement_pb2.GetPurchaseResponse]
-    """One purchase session with its state and timestamps. Roles: checkout, product, support."""
+    """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
+    support.
+    Errors: INVALID_ARGUMENT (not exactly one of purchase_id and checkout_session_id is given),
+    NOT_FOUND (no purchase with that id or checkout session), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetAccount: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetAccountRequest, _entitlement_pb2.GetAccountResponse]
-    """The account linked to a provider customer, and the reverse. Roles: checkout, support."""
+    """The provider customer linked to an account, or the account linked to a provider customer.
+    Asked by account_id, an account never seen answers OK with an empty provider_customer_id.
+    Roles: checkout, support.
+    Errors: INVALID_ARGUMENT (not exactly one of account_id and provider_customer_id is given),
+    NOT_FOUND (no account is linked to that provider_customer_id), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
     LinkProviderCustomer: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.LinkProviderCustomerRequest, _entitlement_pb2.LinkProviderCustomerResponse]
-    """Links an account to the provider customer created for it. Roles: checkout."""
+    """Links an account (created if new) to the provider customer created for it, then applies the
+    subscription and invoice.paid events that were rejected as `unknown_account` while they
+    waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
+    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
+    FAILED_PRECONDITION (the customer is linked to another account, or the account to another
+    customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ApplyProviderEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyProviderEventsRequest, _entitlement_pb2.ApplyProviderEventsResponse]
-    """Applies normalized provider events, one transaction and one outcome per event. The response
-    is sent only once every event is durably recorded. Roles: checkout.
+    """Applies normalized provider events and answers one outcome per event, in request order. The
+    call's events are applied in order in one transaction; if that transaction fails, each event
+    is applied again in its own transaction, so an event that cannot be applied holds back only
+    itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
+    The response is sent only once every event is durably recorded. Roles: checkout.
+    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
+    the message names it, for example `events[2].created is required`; nothing is applied),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
+    already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
+    event failed even in its own transaction; the call's other events were applied).
     """
     UpsertCatalog: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.UpsertCatalogRequest, _entitlement_pb2.UpsertCatalogResponse]
-    """Catalog entries from the catalog file or from provider product and price snapshots.
-    Roles: checkout, operator.
+    """Catalog entries from the catalog file or from provider product and price snapshots, upserted
+    in one transaction: configuration by code, products and prices by provider id (an older
+    provider time than the one stored changes nothing). A price whose metadata is malformed is
+    not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
+    cadence, a product without product_id or a price without price_id: the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     TracePurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.TracePurchaseRequest, _entitlement_pb2.TracePurchaseResponse]
     """Everything known about one purchase, found by purchase id, checkout session id or
-    subscription id. Roles: support, operator.
+    subscription id: its events, subscription, assignments, bindings, funding and audit trail.
+    Roles: support, operator.
+    Errors: INVALID_ARGUMENT (not exactly one of the three ids is given), NOT_FOUND (no purchase
+    with that purchase_id, or no purchase and no subscription known for the session or
+    subscription), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ExplainAccount: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ExplainAccountRequest, _entitlement_pb2.ExplainAccountResponse]
-    """Every assignment, binding and gate decision for an account as of an instant, and why.
-    Roles: support, operator.
+    """Every assignment and binding the account ever had, each with whether it holds as of an
+    instant and why, and the gate decision then. An account never seen answers OK with empty
+    entitlements (revision 0), no explanations and no gate bundle. Roles: support, operator.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListMismatches: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ListMismatchesRequest, _entitlement_pb2.ListMismatchesResponse]
-    """Open differences between the provider's view and internal state. Roles: support, operator."""
+    """Differences between the provider's view and internal state, oldest first, one page at a time;
+    open ones only unless asked. Roles: support, operator.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetReconcileState: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]
     """What the reconciler should read from the provider: its event checkpoint, the accounts to
-    check and the purchases past their timeout. Roles: checkout.
+    check and the purchases past their timeout. Changes nothing. Roles: checkout.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyReconciliation: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]
-    """The provider's present state as the reconciler read it: differences are recorded as
-    mismatches and deterministic drift is repaired by applying the provider's state, recorded as
-    a reconciliation. Roles: checkout.
+    """The provider's present state as the reconciler read it: each difference from the state held
+    is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
+    event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
+    purchases are resolved from their checkout sessions. Each repair is its own transaction.
+    Roles: checkout.
+    Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
+    made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetEntitlements: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetEntitlementsRequest, _entitlement_pb2.GetEntitlementsResponse]  # type: ignore[assignment]
-    """The account's effective entitlements, now or as of an instant. Roles: product, checkout, support."""
+    """The account's effective entitlements, now or as of an instant (as known now: events that
+    arrive later can still change the past). An account never seen answers OK with empty
+    entitlements: revision 0, no plans, bindings, funding or subscriptions, no gate bundle.
+    Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     CheckGate: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.CheckGateRequest, _entitlement_pb2.CheckGateResponse]  # type: ignore[assignment]
     """Is one gate allowed for an account now. The product's hot path, answered from a cache kept
-    coherent across replicas. Roles: product.
+    coherent across replicas (an entry is dropped on every committed change to the account and
+    expires at its next window boundary). An account never seen answers OK with allowed=false,
+    an empty gate bundle and revision 0; a gate the account's bundle does not name answers OK
+    with allowed=false.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (account_id or gate is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     WatchEntitlements: _aio.UnaryStreamMultiCallable[_entitlement_pb2.WatchEntitlementsRequest, _entitlement_pb2.WatchEntitlementsResponse]  # type: ignore[assignment]
-    """The account's entitlements now, then again after each change. Roles: product."""
+    """The account's entitlements now, then again after each change: any committed change to the
+    account (its revision moves) or a window boundary passing that changes its plans, bindings or
+    gates. The stream does not end by itself; the caller cancels it. An account never seen first
+    gets empty entitlements (revision 0), then a message once it gains state.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ListCatalog: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ListCatalogRequest, _entitlement_pb2.ListCatalogResponse]  # type: ignore[assignment]
-    """Purchasable choices with their constraints for an account. Roles: product, checkout."""
+    """Purchasable choices with their constraints: the configured groups, plans, grant programs and
+    gate bundles and every price not deleted at the provider, each with its purchasability for
+    the account when one is given (an account never seen owns nothing, so nothing conflicts).
+    Roles: product, checkout.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ValidatePurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ValidatePurchaseRequest, _entitlement_pb2.ValidatePurchaseResponse]  # type: ignore[assignment]
-    """Can the account buy these items: resolved prices, their group, conflicts. Roles: checkout."""
+    """Can the account buy these items: resolved prices, their group and mode, and every problem.
+    A selection that cannot be bought is not an error: it answers OK with ok=false and
+    `problems`. Changes nothing. Roles: checkout.
+    Errors: INVALID_ARGUMENT (account_id or an item's price is missing: the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     RegisterPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.RegisterPurchaseRequest, _entitlement_pb2.RegisterPurchaseResponse]  # type: ignore[assignment]
-    """Records a new purchase session in state `pending`; idempotent on `purchase_id`. Roles: checkout."""
+    """Records a new purchase session in state `pending` (creating the account if new, and linking
+    it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
+    registering the same purchase again returns it as it is now. Roles: checkout.
+    Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
+    FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
+    account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
     MarkPurchaseReturned: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.MarkPurchaseReturnedRequest, _entitlement_pb2.MarkPurchaseReturnedResponse]  # type: ignore[assignment]
-    """Records that the browser came back from the provider. Never finalizes. Roles: checkout."""
+    """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
+    purchase to `returned` (any other state is left as it is) and sets its timeout to the return
+    time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
+    Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
+    the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetPurchaseRequest, _entitlement_pb2.GetPurchaseResponse]  # type: ignore[assignment]
-    """One purchase session with its state and timestamps. Roles: checkout, product, support."""
+    """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
+    support.
+    Errors: INVALID_ARGUMENT (not exactly one of purchase_id and checkout_session_id is given),
+    NOT_FOUND (no purchase with that id or checkout session), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetAccount: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetAccountRequest, _entitlement_pb2.GetAccountResponse]  # type: ignore[assignment]
-    """The account linked to a provider customer, and the reverse. Roles: checkout, support."""
+    """The provider customer linked to an account, or the account linked to a provider customer.
+    Asked by account_id, an account never seen answers OK with an empty provider_customer_id.
+    Roles: checkout, support.
+    Errors: INVALID_ARGUMENT (not exactly one of account_id and provider_customer_id is given),
+    NOT_FOUND (no account is linked to that provider_customer_id), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
     LinkProviderCustomer: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.LinkProviderCustomerRequest, _entitlement_pb2.LinkProviderCustomerResponse]  # type: ignore[assignment]
-    """Links an account to the provider customer created for it. Roles: checkout."""
+    """Links an account (created if new) to the provider customer created for it, then applies the
+    subscription and invoice.paid events that were rejected as `unknown_account` while they
+    waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
+    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
+    FAILED_PRECONDITION (the customer is linked to another account, or the account to another
+    customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     ApplyProviderEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyProviderEventsRequest, _entitlement_pb2.ApplyProviderEventsResponse]  # type: ignore[assignment]
-    """Applies normalized provider events, one transaction and one outcome per event. The response
-    is sent only once every event is durably recorded. Roles: checkout.
+    """Applies normalized provider events and answers one outcome per event, in request order. The
+    call's events are applied in order in one transaction; if that transaction fails, each event
+    is applied again in its own transaction, so an event that cannot be applied holds back only
+    itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
+    The response is sent only once every event is durably recorded. Roles: checkout.
+    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
+    the message names it, for example `events[2].created is required`; nothing is applied),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
+    already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
+    event failed even in its own transaction; the call's other events were applied).
     """
     UpsertCatalog: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.UpsertCatalogRequest, _entitlement_pb2.UpsertCatalogResponse]  # type: ignore[assignment]
-    """Catalog entries from the catalog file or from provider product and price snapshots.
-    Roles: checkout, operator.
+    """Catalog entries from the catalog file or from provider product and price snapshots, upserted
+    in one transaction: configuration by code, products and prices by provider id (an older
+    provider time than the one stored changes nothing). A price whose metadata is malformed is
+    not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
+    cadence, a product without product_id or a price without price_id: the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     TracePurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.TracePurchaseRequest, _entitlement_pb2.TracePurchaseResponse]  # type: ignore[assignment]
     """Everything known about one purchase, found by purchase id, checkout session id or
-    subscription id. Roles: support, operator.
+    subscription id: its events, subscription, assignments, bindings, funding and audit trail.
+    Roles: support, operator.
+    Errors: INVALID_ARGUMENT (not exactly one of the three ids is given), NOT_FOUND (no purchase
+    with that purchase_id, or no purchase and no subscription known for the session or
+    subscription), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ExplainAccount: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ExplainAccountRequest, _entitlement_pb2.ExplainAccountResponse]  # type: ignore[assignment]
-    """Every assignment, binding and gate decision for an account as of an instant, and why.
-    Roles: support, operator.
+    """Every assignment and binding the account ever had, each with whether it holds as of an
+    instant and why, and the gate decision then. An account never seen answers OK with empty
+    entitlements (revision 0), no explanations and no gate bundle. Roles: support, operator.
+    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListMismatches: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ListMismatchesRequest, _entitlement_pb2.ListMismatchesResponse]  # type: ignore[assignment]
-    """Open differences between the provider's view and internal state. Roles: support, operator."""
+    """Differences between the provider's view and internal state, oldest first, one page at a time;
+    open ones only unless asked. Roles: support, operator.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
     GetReconcileState: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]  # type: ignore[assignment]
     """What the reconciler should read from the provider: its event checkpoint, the accounts to
-    check and the purchases past their timeout. Roles: checkout.
+    check and the purchases past their timeout. Changes nothing. Roles: checkout.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyReconciliation: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]  # type: ignore[assignment]
-    """The provider's present state as the reconciler read it: differences are recorded as
-    mismatches and deterministic drift is repaired by applying the provider's state, recorded as
-    a reconciliation. Roles: checkout.
+    """The provider's present state as the reconciler read it: each difference from the state held
+    is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
+    event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
+    purchases are resolved from their checkout sessions. Each repair is its own transaction.
+    Roles: checkout.
+    Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
+    made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
+    all held in one PostgreSQL database.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED. An `x-request-id` metadata value, when given, is logged with the call.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the database is unreachable, not
+    ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
+    at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
+    DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
+    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+
+    An account this service has never seen is not an error for the reads: GetEntitlements,
+    CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
+    """
+
     @_abc_1.abstractmethod
     def GetEntitlements(
         self,
         request: _entitlement_pb2.GetEntitlementsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.GetEntitlementsResponse, _abc.Awaitable[_entitlement_pb2.GetEntitlementsResponse]]:
-        """The account's effective entitlements, now or as of an instant. Roles: product, checkout, support."""
+        """The account's effective entitlements, now or as of an instant (as known now: events that
+        arrive later can still change the past). An account never seen answers OK with empty
+        entitlements: revision 0, no plans, bindings, funding or subscriptions, no gate bundle.
+        Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def CheckGate(
@@ -157,7 +411,13 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.CheckGateResponse, _abc.Awaitable[_entitlement_pb2.CheckGateResponse]]:
         """Is one gate allowed for an account now. The product's hot path, answered from a cache kept
-        coherent across replicas. Roles: product.
+        coherent across replicas (an entry is dropped on every committed change to the account and
+        expires at its next window boundary). An account never seen answers OK with allowed=false,
+        an empty gate bundle and revision 0; a gate the account's bundle does not name answers OK
+        with allowed=false.
+        Roles: product.
+        Errors: INVALID_ARGUMENT (account_id or gate is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -166,7 +426,15 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.WatchEntitlementsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_entitlement_pb2.WatchEntitlementsResponse], _abc.AsyncIterator[_entitlement_pb2.WatchEntitlementsResponse]]:
-        """The account's entitlements now, then again after each change. Roles: product."""
+        """The account's entitlements now, then again after each change: any committed change to the
+        account (its revision moves) or a window boundary passing that changes its plans, bindings or
+        gates. The stream does not end by itself; the caller cancels it. An account never seen first
+        gets empty entitlements (revision 0), then a message once it gains state.
+        Roles: product.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def ListCatalog(
@@ -174,7 +442,13 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ListCatalogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ListCatalogResponse, _abc.Awaitable[_entitlement_pb2.ListCatalogResponse]]:
-        """Purchasable choices with their constraints for an account. Roles: product, checkout."""
+        """Purchasable choices with their constraints: the configured groups, plans, grant programs and
+        gate bundles and every price not deleted at the provider, each with its purchasability for
+        the account when one is given (an account never seen owns nothing, so nothing conflicts).
+        Roles: product, checkout.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def ValidatePurchase(
@@ -182,7 +456,13 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ValidatePurchaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ValidatePurchaseResponse, _abc.Awaitable[_entitlement_pb2.ValidatePurchaseResponse]]:
-        """Can the account buy these items: resolved prices, their group, conflicts. Roles: checkout."""
+        """Can the account buy these items: resolved prices, their group and mode, and every problem.
+        A selection that cannot be bought is not an error: it answers OK with ok=false and
+        `problems`. Changes nothing. Roles: checkout.
+        Errors: INVALID_ARGUMENT (account_id or an item's price is missing: the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def RegisterPurchase(
@@ -190,7 +470,15 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.RegisterPurchaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.RegisterPurchaseResponse, _abc.Awaitable[_entitlement_pb2.RegisterPurchaseResponse]]:
-        """Records a new purchase session in state `pending`; idempotent on `purchase_id`. Roles: checkout."""
+        """Records a new purchase session in state `pending` (creating the account if new, and linking
+        it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
+        registering the same purchase again returns it as it is now. Roles: checkout.
+        Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
+        FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
+        account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def MarkPurchaseReturned(
@@ -198,7 +486,13 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.MarkPurchaseReturnedRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.MarkPurchaseReturnedResponse, _abc.Awaitable[_entitlement_pb2.MarkPurchaseReturnedResponse]]:
-        """Records that the browser came back from the provider. Never finalizes. Roles: checkout."""
+        """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
+        purchase to `returned` (any other state is left as it is) and sets its timeout to the return
+        time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
+        Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
+        the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def GetPurchase(
@@ -206,7 +500,12 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.GetPurchaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.GetPurchaseResponse, _abc.Awaitable[_entitlement_pb2.GetPurchaseResponse]]:
-        """One purchase session with its state and timestamps. Roles: checkout, product, support."""
+        """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
+        support.
+        Errors: INVALID_ARGUMENT (not exactly one of purchase_id and checkout_session_id is given),
+        NOT_FOUND (no purchase with that id or checkout session), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def GetAccount(
@@ -214,7 +513,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.GetAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.GetAccountResponse, _abc.Awaitable[_entitlement_pb2.GetAccountResponse]]:
-        """The account linked to a provider customer, and the reverse. Roles: checkout, support."""
+        """The provider customer linked to an account, or the account linked to a provider customer.
+        Asked by account_id, an account never seen answers OK with an empty provider_customer_id.
+        Roles: checkout, support.
+        Errors: INVALID_ARGUMENT (not exactly one of account_id and provider_customer_id is given),
+        NOT_FOUND (no account is linked to that provider_customer_id), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def LinkProviderCustomer(
@@ -222,7 +528,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.LinkProviderCustomerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.LinkProviderCustomerResponse, _abc.Awaitable[_entitlement_pb2.LinkProviderCustomerResponse]]:
-        """Links an account to the provider customer created for it. Roles: checkout."""
+        """Links an account (created if new) to the provider customer created for it, then applies the
+        subscription and invoice.paid events that were rejected as `unknown_account` while they
+        waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
+        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
+        FAILED_PRECONDITION (the customer is linked to another account, or the account to another
+        customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def ApplyProviderEvents(
@@ -230,8 +543,16 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ApplyProviderEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ApplyProviderEventsResponse, _abc.Awaitable[_entitlement_pb2.ApplyProviderEventsResponse]]:
-        """Applies normalized provider events, one transaction and one outcome per event. The response
-        is sent only once every event is durably recorded. Roles: checkout.
+        """Applies normalized provider events and answers one outcome per event, in request order. The
+        call's events are applied in order in one transaction; if that transaction fails, each event
+        is applied again in its own transaction, so an event that cannot be applied holds back only
+        itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
+        The response is sent only once every event is durably recorded. Roles: checkout.
+        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
+        the message names it, for example `events[2].created is required`; nothing is applied),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
+        already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
+        event failed even in its own transaction; the call's other events were applied).
         """
 
     @_abc_1.abstractmethod
@@ -240,8 +561,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.UpsertCatalogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.UpsertCatalogResponse, _abc.Awaitable[_entitlement_pb2.UpsertCatalogResponse]]:
-        """Catalog entries from the catalog file or from provider product and price snapshots.
-        Roles: checkout, operator.
+        """Catalog entries from the catalog file or from provider product and price snapshots, upserted
+        in one transaction: configuration by code, products and prices by provider id (an older
+        provider time than the one stored changes nothing). A price whose metadata is malformed is
+        not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+        Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
+        cadence, a product without product_id or a price without price_id: the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -251,7 +578,12 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.TracePurchaseResponse, _abc.Awaitable[_entitlement_pb2.TracePurchaseResponse]]:
         """Everything known about one purchase, found by purchase id, checkout session id or
-        subscription id. Roles: support, operator.
+        subscription id: its events, subscription, assignments, bindings, funding and audit trail.
+        Roles: support, operator.
+        Errors: INVALID_ARGUMENT (not exactly one of the three ids is given), NOT_FOUND (no purchase
+        with that purchase_id, or no purchase and no subscription known for the session or
+        subscription), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -260,8 +592,11 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ExplainAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ExplainAccountResponse, _abc.Awaitable[_entitlement_pb2.ExplainAccountResponse]]:
-        """Every assignment, binding and gate decision for an account as of an instant, and why.
-        Roles: support, operator.
+        """Every assignment and binding the account ever had, each with whether it holds as of an
+        instant and why, and the gate decision then. An account never seen answers OK with empty
+        entitlements (revision 0), no explanations and no gate bundle. Roles: support, operator.
+        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -270,7 +605,11 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ListMismatchesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ListMismatchesResponse, _abc.Awaitable[_entitlement_pb2.ListMismatchesResponse]]:
-        """Open differences between the provider's view and internal state. Roles: support, operator."""
+        """Differences between the provider's view and internal state, oldest first, one page at a time;
+        open ones only unless asked. Roles: support, operator.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def GetReconcileState(
@@ -279,7 +618,9 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.GetReconcileStateResponse, _abc.Awaitable[_entitlement_pb2.GetReconcileStateResponse]]:
         """What the reconciler should read from the provider: its event checkpoint, the accounts to
-        check and the purchases past their timeout. Roles: checkout.
+        check and the purchases past their timeout. Changes nothing. Roles: checkout.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -288,9 +629,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.ApplyReconciliationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.ApplyReconciliationResponse, _abc.Awaitable[_entitlement_pb2.ApplyReconciliationResponse]]:
-        """The provider's present state as the reconciler read it: differences are recorded as
-        mismatches and deterministic drift is repaired by applying the provider's state, recorded as
-        a reconciliation. Roles: checkout.
+        """The provider's present state as the reconciler read it: each difference from the state held
+        is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
+        event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
+        purchases are resolved from their checkout sessions. Each repair is its own transaction.
+        Roles: checkout.
+        Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
+        made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
