@@ -28,6 +28,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CreateCheckoutSessionRequest(_message.Message):
+    """Starts a purchase."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
@@ -36,7 +38,7 @@ class CreateCheckoutSessionRequest(_message.Message):
     CANCEL_URL_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     success_url: _builtins.str
     """Required: an http(s) URL the browser is sent to once the purchase is finalized."""
     cancel_url: _builtins.str
@@ -68,6 +70,8 @@ Global___CreateCheckoutSessionRequest: _TypeAlias = CreateCheckoutSessionRequest
 
 @_typing.final
 class CreateCheckoutSessionResponse(_message.Message):
+    """The purchase started: send the browser to `url`."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
@@ -76,12 +80,19 @@ class CreateCheckoutSessionResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
+    """Our id for the purchase; poll GetPurchase with it."""
     checkout_session_id: _builtins.str
+    """The provider checkout session."""
     url: _builtins.str
     """The provider's hosted checkout page."""
     status: _entitlement_pb2.PurchaseState.ValueType
+    """The purchase's state: pending for a new purchase; for a retry with the same idempotency key,
+    its state now.
+    """
     @_builtins.property
-    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider's checkout session expires (provider time)."""
+
     def __init__(
         self,
         *,
@@ -101,12 +112,14 @@ Global___CreateCheckoutSessionResponse: _TypeAlias = CreateCheckoutSessionRespon
 
 @_typing.final
 class CreatePortalSessionRequest(_message.Message):
+    """Asks for a portal session."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     RETURN_URL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required."""
+    """Required: the product's account id."""
     return_url: _builtins.str
     """Required: an http(s) URL the portal links back to."""
     def __init__(
@@ -125,10 +138,13 @@ Global___CreatePortalSessionRequest: _TypeAlias = CreatePortalSessionRequest  # 
 
 @_typing.final
 class CreatePortalSessionResponse(_message.Message):
+    """A portal session."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     URL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """The provider's hosted portal page for the account's customer; short-lived, open it at once."""
     def __init__(
         self,
         *,
@@ -144,11 +160,13 @@ Global___CreatePortalSessionResponse: _TypeAlias = CreatePortalSessionResponse  
 
 @_typing.final
 class GetPurchaseRequest(_message.Message):
+    """Asks for a purchase's state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_ID_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
-    """Required."""
+    """Required: the purchase id CreateCheckoutSession returned."""
     def __init__(
         self,
         *,
@@ -164,18 +182,26 @@ Global___GetPurchaseRequest: _TypeAlias = GetPurchaseRequest  # noqa: Y015
 
 @_typing.final
 class GetPurchaseResponse(_message.Message):
+    """A purchase's state with polling guidance."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
     POLL_AFTER_MS_FIELD_NUMBER: _builtins.int
     TIMEOUT_AT_FIELD_NUMBER: _builtins.int
     poll_after_ms: _builtins.int
-    """How long a poller should wait before asking again; 0 once the state is final."""
+    """How long a poller should wait before asking again; 0 once the state is final (finalized,
+    expired, failed or conflict).
+    """
     @_builtins.property
-    def purchase(self) -> _entitlement_pb2.Purchase: ...
+    def purchase(self) -> _entitlement_pb2.Purchase:
+        """The purchase with its state, timestamps and transitions."""
+
     @_builtins.property
     def timeout_at(self) -> _timestamp_pb2.Timestamp:
-        """After this instant a poller should stop and tell the user the purchase is still processing."""
+        """After this instant a poller should stop and tell the user the purchase is still processing
+        (the purchase's timeout_at, our clock).
+        """
 
     def __init__(
         self,
@@ -194,6 +220,8 @@ Global___GetPurchaseResponse: _TypeAlias = GetPurchaseResponse  # noqa: Y015
 
 @_typing.final
 class ListCatalogRequest(_message.Message):
+    """Asks for the catalog."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
@@ -214,11 +242,15 @@ Global___ListCatalogRequest: _TypeAlias = ListCatalogRequest  # noqa: Y015
 
 @_typing.final
 class ListCatalogResponse(_message.Message):
+    """The catalog."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CATALOG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def catalog(self) -> _entitlement_pb2.ListCatalogResponse: ...
+    def catalog(self) -> _entitlement_pb2.ListCatalogResponse:
+        """The entitlement service's ListCatalog answer, unchanged."""
+
     def __init__(
         self,
         *,
@@ -234,11 +266,15 @@ Global___ListCatalogResponse: _TypeAlias = ListCatalogResponse  # noqa: Y015
 
 @_typing.final
 class ReconcileRequest(_message.Message):
+    """Asks for a reconciliation run."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Optional: one account; every account with a provider customer when empty."""
+    """Optional: one account (no event replay then); every account with a provider customer when
+    empty.
+    """
     def __init__(
         self,
         *,
@@ -254,6 +290,8 @@ Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
 
 @_typing.final
 class ReconcileResponse(_message.Message):
+    """What the run found and did."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIPTIONS_CHECKED_FIELD_NUMBER: _builtins.int
@@ -263,18 +301,20 @@ class ReconcileResponse(_message.Message):
     PURCHASES_RESOLVED_FIELD_NUMBER: _builtins.int
     OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
     subscriptions_checked: _builtins.int
-    """Provider subscriptions read."""
+    """Provider subscriptions read and compared."""
     mismatches_found: _builtins.int
-    """Differences found in this run."""
+    """Differences found in this run, stuck purchases included."""
     mismatches_repaired: _builtins.int
     """Of those, repaired by applying the provider's state."""
     events_replayed: _builtins.int
-    """Missed provider events replayed since the last checkpoint."""
+    """Missed provider events replayed since the last checkpoint (events already recorded are not
+    counted); 0 when one account was asked for.
+    """
     purchases_resolved: _builtins.int
     """Purchases past their timeout resolved against the provider's checkout session."""
     @_builtins.property
     def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[_entitlement_pb2.Mismatch]:
-        """The mismatches still open after the run."""
+        """The mismatches still open after the run, all accounts, oldest first, at most 1000."""
 
     def __init__(
         self,

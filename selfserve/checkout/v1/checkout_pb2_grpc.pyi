@@ -33,65 +33,161 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CheckoutServiceStub:
+    """Purchases for product backends: checkout and portal sessions at the provider, purchase status
+    for polling, the catalog, and reconciliation with the provider for operators. It holds no
+    state: purchases and entitlements live in the entitlement service.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
+    provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
+    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
+    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CheckoutServiceAsyncStub: ...
     CreateCheckoutSession: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.CreateCheckoutSessionRequest, _checkout_pb2.CreateCheckoutSessionResponse]
-    """Validates a catalog selection, creates the provider checkout session and registers the
-    purchase. A purchase into an occupied non-stackable group fails with FAILED_PRECONDITION and
-    the trailing metadata `portal-url` (a portal session for changing the existing subscription)
-    and `error-code: group_conflict`; an invalid selection fails with INVALID_ARGUMENT naming the
-    offending item. Roles: product.
+    """Validates a catalog selection, creates the provider checkout session (creating and linking
+    the account's provider customer on its first purchase) and registers the purchase. With an
+    `idempotency_key`, a retry of the same request returns the same purchase and session.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
+    be bought: the message names each offending item; also when the provider refuses the
+    request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
+    holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+    changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
+    with the same idempotency_key), INTERNAL.
     """
     CreatePortalSession: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.CreatePortalSessionRequest, _checkout_pb2.CreatePortalSessionResponse]
-    """A provider portal session for an account that has a provider customer; NOT_FOUND otherwise.
-    Roles: product.
+    """A provider portal session, where the customer manages their subscriptions, for an account
+    that has a provider customer. Roles: product.
+    Errors: INVALID_ARGUMENT (account_id is missing or return_url is not an http(s) URL; also when
+    the provider refuses the request), NOT_FOUND (the account has no provider customer: it has
+    bought nothing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or
+    the provider cannot answer; retry), INTERNAL.
     """
     GetPurchase: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.GetPurchaseRequest, _checkout_pb2.GetPurchaseResponse]
-    """A purchase's state with polling guidance. Roles: product."""
+    """A purchase's state with polling guidance. Roles: product.
+    Errors: INVALID_ARGUMENT (purchase_id is missing), NOT_FOUND (no purchase with that id),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot answer;
+    retry), INTERNAL.
+    """
     ListCatalog: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.ListCatalogRequest, _checkout_pb2.ListCatalogResponse]
-    """The catalog with purchasability for an account. Roles: product."""
+    """The catalog with purchasability for an account: the entitlement service's ListCatalog answer.
+    An account never seen owns nothing, so nothing conflicts. Roles: product.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot
+    answer; retry), INTERNAL.
+    """
     Reconcile: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.ReconcileRequest, _checkout_pb2.ReconcileResponse]
     """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-    drift. Roles: operator.
+    drift, and resolves the purchases past their timeout from their checkout sessions; for all
+    accounts it also replays the provider events missed since the last checkpoint. Safe to
+    repeat: a repair is never made twice.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
+    cannot answer; run it again), INTERNAL.
     """
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
+    """Purchases for product backends: checkout and portal sessions at the provider, purchase status
+    for polling, the catalog, and reconciliation with the provider for operators. It holds no
+    state: purchases and entitlements live in the entitlement service.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
+    provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
+    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
+    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateCheckoutSession: _aio.UnaryUnaryMultiCallable[_checkout_pb2.CreateCheckoutSessionRequest, _checkout_pb2.CreateCheckoutSessionResponse]  # type: ignore[assignment]
-    """Validates a catalog selection, creates the provider checkout session and registers the
-    purchase. A purchase into an occupied non-stackable group fails with FAILED_PRECONDITION and
-    the trailing metadata `portal-url` (a portal session for changing the existing subscription)
-    and `error-code: group_conflict`; an invalid selection fails with INVALID_ARGUMENT naming the
-    offending item. Roles: product.
+    """Validates a catalog selection, creates the provider checkout session (creating and linking
+    the account's provider customer on its first purchase) and registers the purchase. With an
+    `idempotency_key`, a retry of the same request returns the same purchase and session.
+    Roles: product.
+    Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
+    be bought: the message names each offending item; also when the provider refuses the
+    request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
+    holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+    changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
+    with the same idempotency_key), INTERNAL.
     """
     CreatePortalSession: _aio.UnaryUnaryMultiCallable[_checkout_pb2.CreatePortalSessionRequest, _checkout_pb2.CreatePortalSessionResponse]  # type: ignore[assignment]
-    """A provider portal session for an account that has a provider customer; NOT_FOUND otherwise.
-    Roles: product.
+    """A provider portal session, where the customer manages their subscriptions, for an account
+    that has a provider customer. Roles: product.
+    Errors: INVALID_ARGUMENT (account_id is missing or return_url is not an http(s) URL; also when
+    the provider refuses the request), NOT_FOUND (the account has no provider customer: it has
+    bought nothing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or
+    the provider cannot answer; retry), INTERNAL.
     """
     GetPurchase: _aio.UnaryUnaryMultiCallable[_checkout_pb2.GetPurchaseRequest, _checkout_pb2.GetPurchaseResponse]  # type: ignore[assignment]
-    """A purchase's state with polling guidance. Roles: product."""
+    """A purchase's state with polling guidance. Roles: product.
+    Errors: INVALID_ARGUMENT (purchase_id is missing), NOT_FOUND (no purchase with that id),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot answer;
+    retry), INTERNAL.
+    """
     ListCatalog: _aio.UnaryUnaryMultiCallable[_checkout_pb2.ListCatalogRequest, _checkout_pb2.ListCatalogResponse]  # type: ignore[assignment]
-    """The catalog with purchasability for an account. Roles: product."""
+    """The catalog with purchasability for an account: the entitlement service's ListCatalog answer.
+    An account never seen owns nothing, so nothing conflicts. Roles: product.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot
+    answer; retry), INTERNAL.
+    """
     Reconcile: _aio.UnaryUnaryMultiCallable[_checkout_pb2.ReconcileRequest, _checkout_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-    drift. Roles: operator.
+    drift, and resolves the purchases past their timeout from their checkout sessions; for all
+    accounts it also replays the provider events missed since the last checkpoint. Safe to
+    repeat: a repair is never made twice.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
+    cannot answer; run it again), INTERNAL.
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Purchases for product backends: checkout and portal sessions at the provider, purchase status
+    for polling, the catalog, and reconciliation with the provider for operators. It holds no
+    state: purchases and entitlements live in the entitlement service.
+
+    Every RPC checks the caller's `authorization: Bearer <token>` metadata first: a missing or
+    unknown token answers UNAUTHENTICATED, a token whose role the RPC does not list answers
+    PERMISSION_DENIED.
+
+    Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
+    provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
+    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
+    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    """
+
     @_abc_1.abstractmethod
     def CreateCheckoutSession(
         self,
         request: _checkout_pb2.CreateCheckoutSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.CreateCheckoutSessionResponse, _abc.Awaitable[_checkout_pb2.CreateCheckoutSessionResponse]]:
-        """Validates a catalog selection, creates the provider checkout session and registers the
-        purchase. A purchase into an occupied non-stackable group fails with FAILED_PRECONDITION and
-        the trailing metadata `portal-url` (a portal session for changing the existing subscription)
-        and `error-code: group_conflict`; an invalid selection fails with INVALID_ARGUMENT naming the
-        offending item. Roles: product.
+        """Validates a catalog selection, creates the provider checkout session (creating and linking
+        the account's provider customer on its first purchase) and registers the purchase. With an
+        `idempotency_key`, a retry of the same request returns the same purchase and session.
+        Roles: product.
+        Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
+        be bought: the message names each offending item; also when the provider refuses the
+        request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
+        holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+        changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
+        with the same idempotency_key), INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -100,8 +196,12 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.CreatePortalSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.CreatePortalSessionResponse, _abc.Awaitable[_checkout_pb2.CreatePortalSessionResponse]]:
-        """A provider portal session for an account that has a provider customer; NOT_FOUND otherwise.
-        Roles: product.
+        """A provider portal session, where the customer manages their subscriptions, for an account
+        that has a provider customer. Roles: product.
+        Errors: INVALID_ARGUMENT (account_id is missing or return_url is not an http(s) URL; also when
+        the provider refuses the request), NOT_FOUND (the account has no provider customer: it has
+        bought nothing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or
+        the provider cannot answer; retry), INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -110,7 +210,11 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.GetPurchaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.GetPurchaseResponse, _abc.Awaitable[_checkout_pb2.GetPurchaseResponse]]:
-        """A purchase's state with polling guidance. Roles: product."""
+        """A purchase's state with polling guidance. Roles: product.
+        Errors: INVALID_ARGUMENT (purchase_id is missing), NOT_FOUND (no purchase with that id),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot answer;
+        retry), INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def ListCatalog(
@@ -118,7 +222,11 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.ListCatalogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.ListCatalogResponse, _abc.Awaitable[_checkout_pb2.ListCatalogResponse]]:
-        """The catalog with purchasability for an account. Roles: product."""
+        """The catalog with purchasability for an account: the entitlement service's ListCatalog answer.
+        An account never seen owns nothing, so nothing conflicts. Roles: product.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service cannot
+        answer; retry), INTERNAL.
+        """
 
     @_abc_1.abstractmethod
     def Reconcile(
@@ -127,7 +235,13 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.ReconcileResponse, _abc.Awaitable[_checkout_pb2.ReconcileResponse]]:
         """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-        drift. Roles: operator.
+        drift, and resolves the purchases past their timeout from their checkout sessions; for all
+        accounts it also replays the provider events missed since the last checkpoint. Safe to
+        repeat: a repair is never made twice.
+        Roles: operator.
+        Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
+        cannot answer; run it again), INTERNAL.
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
