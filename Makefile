@@ -20,11 +20,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## lint: ruff, mypy (strict on the domain packages), buf lint, generated code up to date
+## lint: ruff, mypy (strict on the domain packages), buf lint (comments required), buf breaking against main, generated code up to date
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack provider_sim
 	$(BIN)/buf lint
+	@if [ -z "$$(git rev-parse --show-prefix 2>/dev/null || echo none)" ] \
+	    && git rev-parse --verify --quiet refs/heads/main >/dev/null; then \
+	  echo "$(BIN)/buf breaking --against '$$(git rev-parse --git-common-dir)#branch=main'"; \
+	  $(BIN)/buf breaking --against "$$(git rev-parse --git-common-dir)#branch=main"; \
+	else \
+	  echo "buf breaking: skipped, no git branch main here to compare proto/ with"; \
+	fi
 	$(BIN)/python -m devstack protos --check
 
 ## bench: benchmarks on loopback against same-run baselines (needs wrk, h2load, pgbench); see README
