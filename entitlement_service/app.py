@@ -6,17 +6,17 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-import asyncpg
 import structlog
 from aiohttp import web
 
+from entitlement_service.db.listener import EVERYTHING, listen
 from entitlement_service.db.migrate import migrate
-from entitlement_service.db.pool import PoolHandle, wait_for_pool
+from entitlement_service.db.pool import DATABASE_ERRORS, PoolHandle, wait_for_pool
 from entitlement_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from entitlement_service.grpc.convert_in import stored_event
 from entitlement_service.grpc.errors import ERRORS
 from entitlement_service.grpc.servicer import EntitlementServicer
-from entitlement_service.service.changes import Watchers, listen
+from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
 from entitlement_service.service.support import refresh_gauges
@@ -48,7 +48,7 @@ class Runtime:
         self.listening = asyncio.Event()
 
     def on_change(self, account_id: str, revision: int) -> None:
-        if account_id == "*":
+        if account_id == EVERYTHING:
             self.gates.clear()
         else:
             self.gates.invalidate(account_id, revision)
@@ -87,7 +87,7 @@ async def keep_gauges_fresh(deps: Deps, interval_s: float) -> None:
     while True:
         try:
             await refresh_gauges(deps)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("gauges_not_refreshed", error=str(exc))
         await asyncio.sleep(interval_s)
 

@@ -30,7 +30,7 @@ CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 class ErrorTable:
     """Maps exception types to gRPC status codes; the first matching row wins."""
 
-    rows: tuple[tuple[type[BaseException], grpc.StatusCode], ...]
+    rows: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode], ...]
 
     def status_for(self, exc: BaseException) -> grpc.StatusCode | None:
         for kind, code in self.rows:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import structlog
 
 log = structlog.get_logger("db")
+
+Conn: TypeAlias = asyncpg.Connection
+
+# The database went away or refused the connection mid-call: the caller may retry, and nothing
+# was half-written, since every use case runs in one transaction.
+CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+POOL_EXHAUSTED = asyncpg.TooManyConnectionsError
+# Anything a background task talking to the database may meet and outlive.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # Failures that mean "the database is not there (yet)", worth waiting for at start-up.
 UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,

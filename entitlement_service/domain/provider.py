@@ -8,6 +8,10 @@ from datetime import datetime
 from catalog_rules.model import Price, Product
 from entitlement_service.domain.model import Mode, Status
 
+# Events the reconciler makes from the provider's present state carry this prefix on the type of
+# the event they stand for ("reconciliation.subscription", "reconciliation.checkout.session.completed").
+RECONCILIATION = "reconciliation."
+
 
 @dataclass(frozen=True)
 class ItemSnapshot:
@@ -124,6 +128,17 @@ class ProviderEvent:
         if isinstance(obj, SubscriptionSnapshot | CheckoutSessionSnapshot | InvoiceSnapshot):
             return obj.provider_customer_id
         return None
+
+    @property
+    def subscription_id(self) -> str | None:
+        obj = self.object
+        if isinstance(obj, SubscriptionSnapshot | InvoiceSnapshot | CheckoutSessionSnapshot):
+            return obj.subscription_id
+        return None
+
+    @property
+    def checkout_session_id(self) -> str | None:
+        return self.object.checkout_session_id if isinstance(self.object, CheckoutSessionSnapshot) else None
 
     @property
     def object_id(self) -> str:

@@ -11,7 +11,7 @@ from entitlement_service.domain.provider import SubscriptionSnapshot
 
 
 @dataclass(frozen=True)
-class Held:
+class HeldSubscription:
     """What is stored for a subscription: its latest status and the items holding now."""
 
     status: Status
@@ -30,7 +30,7 @@ def _provider_items(snapshot: SubscriptionSnapshot) -> frozenset[tuple[str, int]
     return frozenset((i.price.price_id, i.quantity) for i in snapshot.items)
 
 
-def difference(held: Held | None, provider: SubscriptionSnapshot) -> Difference | None:
+def difference(held: HeldSubscription | None, provider: SubscriptionSnapshot) -> Difference | None:
     """The first way the held state differs from the provider's, or None when they agree.
     Items are only compared while the subscription lives: an ended one keeps its last items."""
     if held is None:

@@ -35,8 +35,14 @@ LIFECYCLE_RANK = {
 OrderKey = tuple[datetime, bool, int, str]
 
 
+def provider_order(at: datetime, refetched: bool, status: Status, event_id: str) -> OrderKey:
+    """Where a subscription state stands in provider order: by provider time, then the tie rule
+    above. The one rule for snapshots and for the state held alike."""
+    return (at, refetched, LIFECYCLE_RANK[status], event_id)
+
+
 def order_key(snapshot: SubscriptionSnapshot) -> OrderKey:
-    return (snapshot.at, snapshot.refetched, LIFECYCLE_RANK[snapshot.status], snapshot.event_id)
+    return provider_order(snapshot.at, snapshot.refetched, snapshot.status, snapshot.event_id)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -12,10 +11,17 @@ from catalog_rules.model import Cadence, CatalogConfig, PlanKind, Price, Resolve
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
-from entitlement_service.service.catalog import CatalogView, EntryResult, PriceChoice, Validation
-from entitlement_service.service.events import EventResult
+from entitlement_service.domain.purchasability import PriceChoice, Validation
+from entitlement_service.domain.records import (
+    AuditEntry,
+    EventRecord,
+    EventResult,
+    IssuedGrantRecord,
+    MismatchRecord,
+)
+from entitlement_service.service.catalog import CatalogListing, EntryResult
 from entitlement_service.service.purchases import PurchaseView
-from entitlement_service.service.reads import EntitlementsView, Explanation, IssuedView, SubscriptionView
+from entitlement_service.service.reads import EntitlementsView, Explanation, SubscriptionView
 from entitlement_service.service.support import Trace
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
@@ -53,17 +59,18 @@ def ts(value: datetime | None) -> Timestamp | None:
 
 
 def purchase(v: PurchaseView) -> pb.Purchase:
+    p = v.purchase
     return pb.Purchase(
-        purchase_id=v.purchase_id, account_id=v.account_id, state=STATES[v.state], mode=MODES[v.mode],
-        items=[pb.PurchaseItem(price=p, quantity=n) for p, n in v.items], subscription_group=v.subscription_group or "",
-        checkout_session_id=v.checkout_session_id, subscription_id=v.subscription_id or "",
-        success_url=v.success_url, cancel_url=v.cancel_url, reason=v.reason or "",
-        created_at=ts(v.at["created"]), returned_at=ts(v.at["returned"]), finalized_at=ts(v.at["finalized"]),
-        expired_at=ts(v.at["expired"]), failed_at=ts(v.at["failed"]), conflict_at=ts(v.at["conflict"]),
-        expires_at=ts(v.expires_at), timeout_at=ts(v.timeout_at),
+        purchase_id=p.purchase_id, account_id=p.account_id, state=STATES[p.state], mode=MODES[p.mode],
+        items=[pb.PurchaseItem(price=price, quantity=n) for price, n in p.items],
+        subscription_group=p.subscription_group or "", checkout_session_id=p.checkout_session_id,
+        subscription_id=p.subscription_id or "", success_url=p.success_url, cancel_url=p.cancel_url,
+        reason=p.reason or "", created_at=ts(p.created_at), returned_at=ts(p.returned_at),
+        finalized_at=ts(p.finalized_at), expired_at=ts(p.expired_at), failed_at=ts(p.failed_at),
+        conflict_at=ts(p.conflict_at), expires_at=ts(p.expires_at), timeout_at=ts(p.timeout_at),
         transitions=[pb.PurchaseTransition(
-            from_state=STATES[PurchaseState(t.from_state)] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
-            to_state=STATES[PurchaseState(t.to_state)], at=ts(t.at), provider_event_id=t.provider_event_id or "",
+            from_state=STATES[t.from_state] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
+            to_state=STATES[t.to_state], at=ts(t.at), provider_event_id=t.provider_event_id or "",
             reason=t.reason) for t in v.transitions],
     )
 
@@ -90,16 +97,17 @@ def binding(p: PlacedBinding, config: CatalogConfig) -> pb.GrantBinding:
     )
 
 
-def issued(i: IssuedView) -> pb.IssuedGrant:
+def issued(i: IssuedGrantRecord) -> pb.IssuedGrant:
     return pb.IssuedGrant(
-        grant_program_code=i.grant_program_code, unit=i.unit, amount=i.amount, cadence=CADENCES[Cadence(i.cadence)],
+        grant_program_code=i.grant_program_code, unit=i.unit, amount=i.amount, cadence=CADENCES[i.cadence],
         issue_key=i.issue_key, invoice_id=i.invoice_id or "", checkout_session_id=i.checkout_session_id or "",
         subscription_id=i.subscription_id or "", period_start=ts(i.period.start) if i.period else None,
         period_end=ts(i.period.end) if i.period else None, issued_at=ts(i.issued_at),
     )
 
 
-def subscription(s: SubscriptionView) -> pb.Subscription:
+def subscription(v: SubscriptionView) -> pb.Subscription:
+    s = v.subscription
     return pb.Subscription(
         subscription_id=s.subscription_id, account_id=s.account_id, provider_customer_id=s.provider_customer_id,
         subscription_group=s.subscription_group or "", status=STATUSES[s.status],
@@ -111,7 +119,7 @@ def subscription(s: SubscriptionView) -> pb.Subscription:
             item_id=i.item_id, price_id=i.price_id, product_id=i.product_id, quantity=i.quantity,
             effective_from=ts(i.window.start), effective_until=ts(i.window.end),
             current_period_start=ts(i.current_period_start), current_period_end=ts(i.current_period_end))
-            for i in s.items],
+            for i in v.items],
     )
 
 
@@ -174,7 +182,7 @@ def catalog_price(c: PriceChoice) -> pb.CatalogPrice:
     )
 
 
-def catalog(v: CatalogView) -> pb.ListCatalogResponse:
+def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     c = v.config
     return pb.ListCatalogResponse(
         groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in c.groups.values()],
@@ -188,7 +196,7 @@ def catalog(v: CatalogView) -> pb.ListCatalogResponse:
     )
 
 
-def validation(v: Validation) -> pb.ValidatePurchaseResponse:
+def validation(v: Validation, provider_customer_id: str | None) -> pb.ValidatePurchaseResponse:
     return pb.ValidatePurchaseResponse(
         ok=v.ok, subscription_group=v.subscription_group or "",
         mode=MODES[v.mode] if v.mode else pb.PURCHASE_MODE_UNSPECIFIED,
@@ -197,20 +205,19 @@ def validation(v: Validation) -> pb.ValidatePurchaseResponse:
         problems=[pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
                   for p in v.problems],
         conflicting_subscription_ids=list(v.conflicting_subscription_ids),
-        provider_customer_id=v.provider_customer_id or "",
+        provider_customer_id=provider_customer_id or "",
     )
 
 
-def event_record(r: Any) -> pb.EventRecord:
-    outcome = OUTCOMES[Outcome(r["outcome"])]
-    return pb.EventRecord(provider_event_id=r["provider_event_id"], type=r["type"], created=ts(r["created"]),
-                          received_at=ts(r["received_at"]), outcome=outcome, reason=r["reason"],
-                          account_id=r["account_id"] or "", object_id=r["object_id"], deliveries=r["deliveries"])
+def event_record(r: EventRecord) -> pb.EventRecord:
+    return pb.EventRecord(provider_event_id=r.provider_event_id, type=r.type, created=ts(r.created),
+                          received_at=ts(r.received_at), outcome=OUTCOMES[r.outcome], reason=r.reason,
+                          account_id=r.account_id or "", object_id=r.object_id, deliveries=r.deliveries)
 
 
-def audit_entry(r: Any) -> pb.AuditEntry:
-    return pb.AuditEntry(at=ts(r["at"]), cause=r["cause"], cause_id=r["cause_id"], entity=r["entity"],
-                         entity_id=r["entity_id"], action=r["action"], detail=json.dumps(r["detail"], sort_keys=True))
+def audit_entry(r: AuditEntry) -> pb.AuditEntry:
+    return pb.AuditEntry(at=ts(r.at), cause=r.cause, cause_id=r.cause_id, entity=r.entity, entity_id=r.entity_id,
+                         action=r.action, detail=json.dumps(r.detail, sort_keys=True))
 
 
 def trace(t: Trace) -> pb.TracePurchaseResponse:
@@ -223,8 +230,8 @@ def trace(t: Trace) -> pb.TracePurchaseResponse:
     )
 
 
-def mismatch(r: Any) -> pb.Mismatch:
-    return pb.Mismatch(mismatch_id=str(r["mismatch_id"]), kind=r["kind"], account_id=r["account_id"] or "",
-                       subscription_id=r["subscription_id"] or "", fingerprint=r["fingerprint"],
-                       diff=json.dumps(r["diff"], sort_keys=True), opened_at=ts(r["opened_at"]),
-                       closed_at=ts(r["closed_at"]), resolution=r["resolution"] or "")
+def mismatch(r: MismatchRecord) -> pb.Mismatch:
+    return pb.Mismatch(mismatch_id=str(r.mismatch_id), kind=r.kind, account_id=r.account_id or "",
+                       subscription_id=r.subscription_id or "", fingerprint=r.fingerprint,
+                       diff=json.dumps(r.diff, sort_keys=True), opened_at=ts(r.opened_at), closed_at=ts(r.closed_at),
+                       resolution=r.resolution or "")

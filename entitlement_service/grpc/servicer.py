@@ -56,9 +56,9 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def ValidatePurchase(self, request: pb.ValidatePurchaseRequest,
                                context: Context) -> pb.ValidatePurchaseResponse:
-        result = await catalog.validate_purchase(self.deps, cin.required(request.account_id, "account_id"),
-                                                 cin.items(request.items))
-        return out.validation(result)
+        result, customer_id = await catalog.validate_purchase(
+            self.deps, cin.required(request.account_id, "account_id"), cin.items(request.items))
+        return out.validation(result, customer_id)
 
     async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
                                context: Context) -> pb.RegisterPurchaseResponse:
@@ -133,8 +133,8 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
         return pb.GetReconcileStateResponse(
             events_checkpoint=out.ts(state.checkpoint),
             accounts=[pb.ReconcileAccount(account_id=a, provider_customer_id=c) for a, c in state.accounts],
-            overdue_purchases=[pb.OverduePurchase(purchase_id=p, checkout_session_id=s, account_id=a)
-                               for p, s, a in state.overdue])
+            overdue_purchases=[pb.OverduePurchase(purchase_id=o.purchase_id, checkout_session_id=o.checkout_session_id,
+                                                  account_id=o.account_id) for o in state.overdue])
 
     async def ApplyReconciliation(self, request: pb.ApplyReconciliationRequest,
                                   context: Context) -> pb.ApplyReconciliationResponse:

@@ -1,22 +1,12 @@
-"""Change notifications: one LISTEN connection per replica feeding the gate cache and watchers."""
+"""The streams watching each account, woken by the change notifications (db/listener.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-import structlog
-
-from entitlement_service.db import queries as q
-from entitlement_service.db.pool import backoff_delays
-
-log = structlog.get_logger("changes")
-
-# Payload "<revision>:<account_id>"; revision 0 with account "*" means "everything may have changed".
-Listener = Callable[[str, int], None]
-EVERYTHING = "*"
+from entitlement_service.db.listener import EVERYTHING
 
 
 class Watchers:
@@ -45,41 +35,3 @@ class Watchers:
     @property
     def count(self) -> int:
         return sum(len(qs) for qs in self._queues.values())
-
-
-def parse(payload: str) -> tuple[str, int]:
-    revision, _, account_id = payload.partition(":")
-    return account_id, int(revision) if revision.isdigit() else 0
-
-
-async def listen(url: str, listeners: list[Listener], ready: asyncio.Event | None = None) -> None:
-    """Holds a LISTEN connection for the life of the process. When it drops, every listener hears
-    "everything changed" (notifications may have been missed) and it reconnects with backoff."""
-    next_delay = backoff_delays()
-
-    def on_notify(_: object, __: int, ___: str, payload: str) -> None:
-        account_id, revision = parse(payload)
-        for listener in listeners:
-            listener(account_id, revision)
-
-    while True:
-        try:
-            conn = await asyncpg.connect(url)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("listen_connect_failed", error=str(exc))
-            await asyncio.sleep(next_delay())
-            continue
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _, signal=lost: signal.set())
-        try:
-            await conn.add_listener(q.CHANGES_CHANNEL, on_notify)
-            for listener in listeners:
-                listener(EVERYTHING, 0)
-            if ready is not None:
-                ready.set()
-            next_delay = backoff_delays()
-            await lost.wait()
-            log.warning("listen_connection_lost")
-        finally:
-            if not conn.is_closed():
-                await conn.close()

@@ -11,8 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from entitlement_service.db import queries as q
-from entitlement_service.db import rows
+from entitlement_service.db import catalog, reads
 from entitlement_service.domain.entitlements import decide_gates, effective_at
 from entitlement_service.service.deps import Deps
 
@@ -63,11 +62,11 @@ class GateCache:
     async def _load(self, account_id: str, now: datetime) -> _Entry:
         generation = self._generation
         async with self._deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            revision, found = await q.effective_gate_rows(conn, account_id, now)
-            codes = {r["gate_bundle"] for r in found if r["gate_bundle"]}
-            bundles = {b.code: b for b in await q.load_gate_bundles(conn, codes)} if codes else {}
-            boundary = await q.boundary_after(conn, account_id, now)
-        decision = decide_gates(effective_at([rows.placed_assignment(r) for r in found], now), bundles)
+            revision, found = await reads.effective_assignments(conn, account_id, now)
+            codes = {p.row.gate_bundle for p in found if p.row.gate_bundle}
+            bundles = {b.code: b for b in await catalog.load_gate_bundles(conn, codes)} if codes else {}
+            boundary = await reads.boundary_after(conn, account_id, now)
+        decision = decide_gates(effective_at(found, now), bundles)
         entry = _Entry.of(revision, decision.gate_bundle, decision.gates, boundary)
         if generation == self._generation and revision >= self._notified.get(account_id, 0):
             self._entries[account_id] = entry

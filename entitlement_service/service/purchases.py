@@ -5,40 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from entitlement_service.db import queries as q
+from entitlement_service.db import accounts, purchases
+from entitlement_service.db.pool import Conn
+from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.errors import Conflict, InvalidRequest, NotFound
 from entitlement_service.domain.model import Mode, PurchaseState
 from entitlement_service.domain.purchases import next_state
+from entitlement_service.domain.records import PurchaseRecord, TransitionRecord
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.rebuild import rebuild_account
 
 
 @dataclass(frozen=True)
-class Transition:
-    from_state: str | None
-    to_state: str
-    at: datetime
-    provider_event_id: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
 class PurchaseView:
-    purchase_id: str
-    account_id: str
-    state: PurchaseState
-    mode: Mode
-    items: tuple[tuple[str, int], ...]
-    subscription_group: str | None
-    checkout_session_id: str
-    subscription_id: str | None
-    success_url: str
-    cancel_url: str
-    reason: str | None
-    at: dict[str, datetime | None]
-    expires_at: datetime
-    timeout_at: datetime
-    transitions: tuple[Transition, ...]
+    purchase: PurchaseRecord
+    transitions: tuple[TransitionRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -54,41 +35,39 @@ class NewPurchase:
     expires_at: datetime
     provider_customer_id: str | None
 
+    def pending(self, now: datetime) -> PurchaseRecord:
+        """The purchase as it is first recorded: pending, waiting for the provider until its
+        checkout session expires."""
+        return PurchaseRecord(
+            self.purchase_id, self.account_id, PurchaseState.PENDING, self.mode, self.items, self.subscription_group,
+            self.checkout_session_id, None, self.provider_customer_id, self.success_url, self.cancel_url, None,
+            created_at=now, returned_at=None, finalized_at=None, expired_at=None, failed_at=None, conflict_at=None,
+            expires_at=self.expires_at, timeout_at=self.expires_at)
 
-async def view_of(conn: q.Conn, purchase_id: str) -> PurchaseView:
-    row = await q.get_purchase(conn, purchase_id=purchase_id)
-    if row is None:
+
+async def view_of(conn: Conn, purchase_id: str) -> PurchaseView:
+    found = await purchases.get_purchase(conn, purchase_id=purchase_id)
+    if found is None:
         raise NotFound(f"no purchase {purchase_id}")
-    steps = [Transition(t["from_state"], t["to_state"], t["at"], t["provider_event_id"], t["reason"])
-             for t in await q.transitions(conn, purchase_id)]
-    states = ("created", "returned", "finalized", "expired", "failed", "conflict")
-    return PurchaseView(
-        row["purchase_id"], row["account_id"], PurchaseState(row["state"]), Mode(row["mode"]),
-        tuple((i["price"], i["quantity"]) for i in row["items"]), row["subscription_group"],
-        row["checkout_session_id"], row["subscription_id"], row["success_url"], row["cancel_url"], row["reason"],
-        {name: row[f"{name}_at"] for name in states}, row["expires_at"], row["timeout_at"], tuple(steps),
-    )
+    return PurchaseView(found, tuple(await purchases.transitions(conn, purchase_id)))
 
 
 async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     """Records a purchase as pending; registering the same purchase id again returns it unchanged."""
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
-        held = (await q.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)]))[new.account_id]
+        held = (await accounts.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)],
+                                             policy.UNKNOWN_ACCOUNT, policy.ACCOUNT_EVENT_TYPES))[new.account_id]
         if held.customer_holder is not None:
             raise Conflict(f"customer {new.provider_customer_id} is linked to account {held.customer_holder}, "
                            f"not {new.account_id}")
         if held.adopted:  # provider events that waited for this customer now apply
             await rebuild_account(conn, deps, new.account_id, "provider_event", f"link:{new.provider_customer_id}")
-        inserted = await q.insert_purchase(conn, (
-            new.purchase_id, new.account_id, new.mode.value, [{"price": p, "quantity": n} for p, n in new.items],
-            new.subscription_group, new.checkout_session_id, new.provider_customer_id, new.success_url,
-            new.cancel_url, new.expires_at, new.expires_at, now))
-        if inserted:
-            await q.record_transition(conn, new.purchase_id, None, PurchaseState.PENDING.value, now, None,
-                                      "checkout session created")
+        if await purchases.insert_purchase(conn, new.pending(now)):
+            await purchases.record_transitions(conn, [TransitionRecord(
+                new.purchase_id, None, PurchaseState.PENDING, now, None, "checkout session created")])
         view = await view_of(conn, new.purchase_id)
-    if view.checkout_session_id != new.checkout_session_id or view.account_id != new.account_id:
+    if view.purchase.checkout_session_id != new.checkout_session_id or view.purchase.account_id != new.account_id:
         raise Conflict(f"purchase {new.purchase_id} is already registered for another session or account")
     return view
 
@@ -98,15 +77,15 @@ async def mark_returned(deps: Deps, purchase_id: str, checkout_session_id: str |
     it starts the clock after which a waiting browser is told the purchase is still processing."""
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
-        row = await q.get_purchase(conn, purchase_id=purchase_id, lock=True)
-        if row is None:
+        found = await purchases.get_purchase(conn, purchase_id=purchase_id, lock=True)
+        if found is None:
             raise NotFound(f"no purchase {purchase_id}")
-        if checkout_session_id and checkout_session_id != row["checkout_session_id"]:
+        if checkout_session_id and checkout_session_id != found.checkout_session_id:
             raise InvalidRequest(f"checkout_session_id {checkout_session_id} does not belong to purchase {purchase_id}")
-        if next_state(PurchaseState(row["state"]), PurchaseState.RETURNED) is not None:
-            await q.record_transition(conn, purchase_id, row["state"], PurchaseState.RETURNED.value, now, None,
-                                      "browser returned from the provider")
-            await q.set_purchase_timeout(conn, purchase_id, now + deps.return_timeout)
+        if next_state(found.state, PurchaseState.RETURNED) is not None:
+            await purchases.record_transitions(conn, [TransitionRecord(
+                purchase_id, found.state, PurchaseState.RETURNED, now, None, "browser returned from the provider")])
+            await purchases.set_purchase_timeout(conn, purchase_id, now + deps.return_timeout)
         return await view_of(conn, purchase_id)
 
 
@@ -114,19 +93,18 @@ async def get_purchase(deps: Deps, purchase_id: str | None, checkout_session_id:
     async with deps.pool.acquire() as conn:
         if purchase_id:
             return await view_of(conn, purchase_id)
-        row = await q.get_purchase(conn, checkout_session_id=checkout_session_id)
-        if row is None:
+        found = await purchases.get_purchase(conn, checkout_session_id=checkout_session_id)
+        if found is None:
             raise NotFound(f"no purchase for checkout session {checkout_session_id}")
-        return await view_of(conn, row["purchase_id"])
+        return await view_of(conn, found.purchase_id)
 
 
 async def get_account(deps: Deps, account_id: str | None, customer_id: str | None) -> tuple[str, str | None]:
     async with deps.pool.acquire() as conn:
         if account_id:
-            row = await q.get_account(conn, account_id)
-            return account_id, row["provider_customer_id"] if row else None
-        found = await q.account_for_customer(conn, customer_id or "")
-        if found is None:
+            found = await accounts.get_account(conn, account_id)
+            return account_id, found.provider_customer_id if found else None
+        linked = await accounts.account_for_customer(conn, customer_id or "")
+        if linked is None:
             raise NotFound(f"no account linked to provider customer {customer_id}")
-        return found, customer_id
-
+        return linked, customer_id

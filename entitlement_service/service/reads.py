@@ -9,58 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from catalog_rules.model import CatalogConfig
-from entitlement_service.db import queries as q
-from entitlement_service.db import rows
+from entitlement_service.db import accounts, catalog, reads
+from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, bindings_at, decide_gates, effective_at, next_change
-from entitlement_service.domain.model import Status
+from entitlement_service.domain.records import IssuedGrantRecord, SubscriptionRecord
+from entitlement_service.domain.timeline import ItemRow
 from entitlement_service.domain.windows import Window
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 
 
 @dataclass(frozen=True)
-class ItemView:
-    item_id: str
-    price_id: str
-    product_id: str
-    quantity: int
-    window: Window
-    current_period_start: datetime | None
-    current_period_end: datetime | None
-
-
-@dataclass(frozen=True)
 class SubscriptionView:
-    subscription_id: str
-    account_id: str
-    provider_customer_id: str
-    subscription_group: str | None
-    status: Status
-    provider_updated_at: datetime
-    started_at: datetime | None
-    trial_end: datetime | None
-    current_period_start: datetime | None
-    current_period_end: datetime | None
-    cancel_at: datetime | None
-    cancel_at_period_end: bool
-    ended_at: datetime | None
-    purchase_id: str | None
-    items: tuple[ItemView, ...]
-
-
-@dataclass(frozen=True)
-class IssuedView:
-    issue_key: str
-    grant_program_code: str
-    unit: str
-    amount: int
-    cadence: str
-    invoice_id: str | None
-    checkout_session_id: str | None
-    subscription_id: str | None
-    period: Window | None
-    issued_at: datetime
+    subscription: SubscriptionRecord
+    items: tuple[ItemRow, ...]
 
 
 @dataclass(frozen=True)
@@ -72,7 +35,7 @@ class AccountRows:
     config: CatalogConfig
     assignments: tuple[PlacedAssignment, ...]
     bindings: tuple[PlacedBinding, ...]
-    funding: tuple[IssuedView, ...]
+    funding: tuple[IssuedGrantRecord, ...]
     subscriptions: tuple[SubscriptionView, ...]
 
 
@@ -84,7 +47,7 @@ class EntitlementsView:
     config: CatalogConfig
     plans: tuple[PlacedAssignment, ...]
     bindings: tuple[PlacedBinding, ...]
-    funding: tuple[IssuedView, ...]
+    funding: tuple[IssuedGrantRecord, ...]
     decision: GateDecision
     subscriptions: tuple[SubscriptionView, ...]
     next_change: datetime | None
@@ -96,30 +59,20 @@ class EntitlementsView:
                       for b in self.bindings), self.decision.gate_bundle, self.decision.gates)
 
 
-async def account_rows(conn: q.Conn, account_id: str) -> AccountRows:
-    account = await q.get_account(conn, account_id)
-    subs = list((await q.subscription_heads(conn, account_id)).values())
-    items: dict[str, list[ItemView]] = {}
-    for r in await q.subscription_items(conn, [s["subscription_id"] for s in subs]):
-        items.setdefault(r["subscription_id"], []).append(ItemView(
-            r["item_id"], r["price_id"], r["product_id"], r["quantity"], rows.to_window(r["effective"]),
-            r["current_period_start"], r["current_period_end"]))
+async def account_rows(conn: Conn, account_id: str) -> AccountRows:
+    account = await accounts.get_account(conn, account_id)
+    subscriptions = await reads.subscriptions_of(conn, account_id)
+    items: dict[str, list[ItemRow]] = {}
+    for item in await reads.subscription_items(conn, [s.subscription_id for s in subscriptions]):
+        items.setdefault(item.subscription_id, []).append(item)
     return AccountRows(
         account_id=account_id,
-        revision=account["revision"] if account else 0,
-        config=await q.load_config(conn),
-        assignments=tuple(rows.placed_assignment(r) for r in await q.stored_assignments(conn, account_id)),
-        bindings=tuple(rows.placed_binding(r) for r in await q.stored_bindings(conn, account_id)),
-        funding=tuple(IssuedView(
-            r["issue_key"], r["grant_program_code"], r["unit"], r["amount"], r["cadence"], r["invoice_id"],
-            r["checkout_session_id"], r["subscription_id"], rows.to_window(r["period"]) if r["period"] else None,
-            r["issued_at"]) for r in await q.issued_grants(conn, account_id)),
-        subscriptions=tuple(SubscriptionView(
-            s["subscription_id"], s["account_id"], s["provider_customer_id"], s["subscription_group"],
-            Status(s["status"]), s["provider_updated_at"], s["started_at"], s["trial_end"],
-            s["current_period_start"], s["current_period_end"], s["cancel_at"], s["cancel_at_period_end"],
-            s["ended_at"], s["purchase_id"], tuple(items.get(s["subscription_id"], ())))
-            for s in sorted(subs, key=lambda s: s["subscription_id"])),
+        revision=account.revision if account else 0,
+        config=await catalog.load_config(conn),
+        assignments=tuple(await reads.assignments_of(conn, account_id)),
+        bindings=tuple(await reads.bindings_of(conn, account_id)),
+        funding=tuple(await reads.issued_grants(conn, account_id)),
+        subscriptions=tuple(SubscriptionView(s, tuple(items.get(s.subscription_id, ()))) for s in subscriptions),
     )
 
 

@@ -3,23 +3,39 @@ from every provider snapshot it holds, and collects only the difference, audited
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from entitlement_service.db import queries as q
-from entitlement_service.db import rows
+from catalog_rules.model import GrantProgram
+from entitlement_service.db import history, purchases
+from entitlement_service.db.pool import Conn
 from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
+from entitlement_service.domain.event_policy import ACCOUNT_EVENT_TYPES, HISTORY_OUTCOMES
 from entitlement_service.domain.funding import invoice_issues
-from entitlement_service.domain.model import PurchaseState, Status
+from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.purchases import next_state
-from entitlement_service.domain.timeline import EFFECTIVE, Derived
-from entitlement_service.service.account_store import StoredAccount, Writes, load_accounts
-from entitlement_service.service.catalog_cache import CatalogView
+from entitlement_service.domain.purchases import next_state, subscription_outcome
+from entitlement_service.domain.records import (
+    AccountAssignment,
+    AccountBinding,
+    AuditEntry,
+    Finding,
+    Issuance,
+    PurchaseRecord,
+    Resolution,
+    StoredAccount,
+    SubscriptionRecord,
+    TransitionRecord,
+)
+from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.metrics import FINALIZE_SECONDS
+from entitlement_service.service.writes import Writes
+
+# The mismatches a rebuild opens, and what closes them when the rebuild no longer finds them.
+RESOLUTIONS = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again"}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -27,22 +43,37 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _assignment_key(p: PlacedAssignment) -> tuple[object, ...]:
+    """What makes two placed assignments the same row (the row's own window aside: a stored
+    row's is its placed window)."""
     r = p.row
     return (r.subscription_id, r.subscription_group, r.price_id, r.billing_plan_code, r.priority, r.gate_bundle,
-            r.started_at, p.window.start, p.window.end, p.conflict_with)
+            r.started_at, p.window, p.conflict_with)
 
 
 def _binding_key(p: PlacedBinding) -> tuple[object, ...]:
     r = p.row
     return (r.subscription_id, r.subscription_group, r.price_id, r.product_id, r.grant_program_code, r.amount,
-            r.scale_by_quantity, r.quantity, r.source.value, p.window.start, p.window.end, p.conflict_with)
+            r.scale_by_quantity, r.quantity, r.source, p.window, p.conflict_with)
+
+
+def _window_detail(p: PlacedAssignment | PlacedBinding) -> dict[str, Any]:
+    detail: dict[str, Any] = {"effective_from": _iso(p.window.start), "effective_until": _iso(p.window.end)}
+    if p.conflict_with:
+        detail["conflict_with_subscription_id"] = p.conflict_with
+    return detail
+
+
+async def load_accounts(conn: Conn, account_ids: Sequence[str], subscription_ids: Sequence[str] = ()
+                        ) -> tuple[dict[str, StoredAccount], dict[str, SubscriptionRecord]]:
+    """The accounts' stored state with their histories, and the subscriptions named."""
+    return await history.load_accounts(conn, account_ids, ACCOUNT_EVENT_TYPES, HISTORY_OUTCOMES, subscription_ids)
 
 
 class Rebuild:
     """One account's derivation from its stored rows (read with its row locked); what changed goes
     to `writes`, for the caller to flush inside the same transaction."""
 
-    def __init__(self, deps: Deps, catalog: CatalogView, stored: StoredAccount, writes: Writes, account_id: str,
+    def __init__(self, deps: Deps, catalog: CachedCatalog, stored: StoredAccount, writes: Writes, account_id: str,
                  cause: str, cause_id: str, provider_at: datetime | None = None,
                  decoded: Mapping[bytes, ProviderEvent] | None = None) -> None:
         self.deps, self.catalog, self.stored, self.writes = deps, catalog, stored, writes
@@ -51,7 +82,8 @@ class Rebuild:
         self.decoded = decoded or {}
 
     def note(self, entity: str, entity_id: str, action: str, detail: dict[str, Any]) -> None:
-        self.writes.audit.append((self.account_id, self.cause, self.cause_id, entity, entity_id, action, detail))
+        self.writes.audit.append(AuditEntry(self.account_id, self.cause, self.cause_id, entity, entity_id, action,
+                                            detail))
 
     def run(self) -> bool:
         """True when anything the account is entitled to, or any of its rows, changed; the account
@@ -86,14 +118,11 @@ class Rebuild:
         for d in state.subscriptions:
             s = d.latest
             held = self.stored.subscriptions.get(s.subscription_id)
-            if held is not None and (held["provider_event_id"], held["subscription_group"], held["group_mismatch"]) == (
+            if held is not None and (held.provider_event_id, held.subscription_group, held.group_mismatch) == (
                     s.event_id, d.subscription_group, d.group_mismatch):
                 continue
-            self.writes.subscriptions.append((
-                s.subscription_id, self.account_id, s.provider_customer_id, d.subscription_group, s.status.value, s.at,
-                s.event_id, s.start_date, s.trial_end, s.current_period_start, s.current_period_end, s.cancel_at,
-                s.cancel_at_period_end, s.canceled_at, s.ended_at, s.purchase_id, s.metadata, d.group_mismatch,
-                s.refetched))
+            self.writes.subscriptions.append(SubscriptionRecord.of(s, self.account_id, d.subscription_group,
+                                                                   d.group_mismatch))
             changed = True
             self.note("subscription", s.subscription_id, "upsert",
                       {"status": s.status.value, "provider_updated_at": _iso(s.at), "event": s.event_id,
@@ -101,12 +130,11 @@ class Rebuild:
         return changed
 
     def _items(self, state: AccountState) -> bool:
-        stored = {(r["subscription_id"], r["price_id"]): r for r in self.stored.items}
+        stored = {(i.subscription_id, i.price_id): i for i in self.stored.items}
         changed = False
         for item in state.items:
             held = stored.pop((item.subscription_id, item.price_id), None)
-            window = rows.to_window(held["effective"]) if held else None
-            if held and (held["quantity"], held["item_id"], window, held["current_period_end"]) == (
+            if held and (held.quantity, held.item_id, held.window, held.current_period_end) == (
                     item.quantity, item.item_id, item.window, item.current_period_end):
                 continue
             self.writes.items.append(item)
@@ -122,70 +150,66 @@ class Rebuild:
         return changed
 
     def _assignments(self, state: AccountState, stackable: dict[str, bool]) -> bool:
-        stored = {_assignment_key(rows.placed_assignment(r)): r["id"] for r in self.stored.assignments}
+        stored = {_assignment_key(p): (row_id, p) for row_id, p in self.stored.assignments.items()}
         wanted = {_assignment_key(p): p for p in state.assignments}
-        gone = [key for key in stored if key not in wanted]
+        gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
-        self.writes.removed_assignments.extend(stored[key] for key in gone)
+        self.writes.removed_assignments.extend(row_id for row_id, _ in gone)
         self.writes.assignments.extend(
-            (self.account_id, stackable.get(p.row.subscription_group, False), p) for p in new)
-        for key in gone:
-            self.note("plan_assignment", f"{key[0]}/{key[2]}", "delete", _window_detail(key[7], key[8], key[9]))
+            AccountAssignment(self.account_id, stackable.get(p.row.subscription_group, False), p) for p in new)
+        for _, p in gone:
+            self.note("plan_assignment", f"{p.row.subscription_id}/{p.row.price_id}", "delete", _window_detail(p))
         for p in new:
             self.note("plan_assignment", f"{p.row.subscription_id}/{p.row.price_id}", "insert",
-                      {"billing_plan_code": p.row.billing_plan_code,
-                       **_window_detail(p.window.start, p.window.end, p.conflict_with)})
+                      {"billing_plan_code": p.row.billing_plan_code, **_window_detail(p)})
         return bool(gone or new)
 
     def _bindings(self, state: AccountState) -> bool:
-        stored = {_binding_key(rows.placed_binding(r)): r["id"] for r in self.stored.bindings}
+        stored = {_binding_key(p): (row_id, p) for row_id, p in self.stored.bindings.items()}
         wanted = {_binding_key(p): p for p in state.bindings}
-        gone = [key for key in stored if key not in wanted]
+        gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
-        self.writes.removed_bindings.extend(stored[key] for key in gone)
-        self.writes.bindings.extend((self.account_id, p) for p in new)
-        for key in gone:
-            detail = _window_detail(key[9], key[10], key[11])
-            self.note("grant_binding", f"{key[0]}/{key[2]}/{key[4]}", "delete", detail)
+        self.writes.removed_bindings.extend(row_id for row_id, _ in gone)
+        self.writes.bindings.extend(AccountBinding(self.account_id, p) for p in new)
+        for _, p in gone:
+            self.note("grant_binding", f"{p.row.subscription_id}/{p.row.price_id}/{p.row.grant_program_code}",
+                      "delete", _window_detail(p))
         for p in new:
             self.note("grant_binding", f"{p.row.subscription_id}/{p.row.price_id}/{p.row.grant_program_code}", "insert",
                       {"amount": p.row.amount, "quantity": p.row.quantity, "source": p.row.source.value,
-                       **_window_detail(p.window.start, p.window.end, p.conflict_with)})
+                       **_window_detail(p)})
         return bool(gone or new)
 
-    def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot], programs: dict[str, Any]) -> bool:
-        issued = False
+    def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
+                 programs: Mapping[str, GrantProgram]) -> bool:
+        issued = set(self.stored.issue_keys)
         for invoice in invoices:
             for issue in invoice_issues(invoice, state.bindings, programs):
-                if issue.issue_key in self.stored.issue_keys:
+                if issue.issue_key in issued:
                     continue
-                self.stored.issue_keys.add(issue.issue_key)
-                self.writes.issues.append((self.account_id, issue, self.cause_id))
-                issued = True
+                issued.add(issue.issue_key)
+                self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
                 self.note("issued_grant", issue.issue_key, "insert",
                           {"grant_program_code": issue.grant_program_code, "amount": issue.amount})
-        return issued
+        return len(issued) > len(self.stored.issue_keys)
 
     def _purchases(self, state: AccountState) -> None:
         by_sub = {d.latest.subscription_id: d for d in state.subscriptions}
         by_purchase = {d.latest.purchase_id: d for d in state.subscriptions if d.latest.purchase_id}
         for purchase in self.stored.purchases:
-            derived = by_sub.get(purchase["subscription_id"] or "") or by_purchase.get(purchase["purchase_id"])
+            derived = by_sub.get(purchase.subscription_id or "") or by_purchase.get(purchase.purchase_id)
             if derived is None:
                 continue
-            sub_id = derived.latest.subscription_id
-            if purchase["subscription_id"] is None:
-                self.writes.purchase_subscriptions.append((purchase["purchase_id"], sub_id))
-            wanted, reason = _purchase_outcome(state, derived)
-            if wanted is None:
-                continue
-            target = next_state(PurchaseState(purchase["state"]), wanted)
+            if purchase.subscription_id is None:
+                self.writes.purchase_subscriptions.append((purchase.purchase_id, derived.latest.subscription_id))
+            wanted, reason = subscription_outcome(state, derived)
+            target = next_state(purchase.state, wanted) if wanted is not None else None
             if target is not None:
                 now = self.deps.clock()
-                self.writes.transitions.append((purchase["purchase_id"], purchase["state"], target.value, now,
-                                                self.cause_id, reason))
+                self.writes.transitions.append(TransitionRecord(purchase.purchase_id, purchase.state, target, now,
+                                                                self.cause_id, reason))
                 observe_transition(purchase, target, now, self.provider_at)
-                self.note("purchase", purchase["purchase_id"], target.value, {"reason": reason})
+                self.note("purchase", purchase.purchase_id, target.value, {"reason": reason})
 
     def _mismatches(self, state: AccountState) -> None:
         wanted: set[str] = set()
@@ -194,23 +218,19 @@ class Rebuild:
             wanted.add(fingerprint)
             diff = {"subscription_group": group, "lost_to": sorted({loss.winner for loss in lost}),
                     "windows": [[_iso(loss.window.start), _iso(loss.window.end)] for loss in lost]}
-            self.writes.opened_mismatches.append(("group_conflict", self.account_id, sub_id, fingerprint, diff))
+            self.writes.findings.append(Finding("group_conflict", self.account_id, sub_id, fingerprint, diff))
         for d in state.subscriptions:
             if d.group_mismatch:
                 fingerprint = f"group_mismatch:{d.latest.subscription_id}"
                 wanted.add(fingerprint)
-                self.writes.opened_mismatches.append(("group_mismatch", self.account_id, d.latest.subscription_id,
-                                                      fingerprint, {"reason": d.group_mismatch}))
+                self.writes.findings.append(Finding("group_mismatch", self.account_id, d.latest.subscription_id,
+                                                    fingerprint, {"reason": d.group_mismatch}))
         for fingerprint, kind in self.stored.open_mismatches.items():
             if kind in RESOLUTIONS and fingerprint not in wanted:
-                self.writes.closed_mismatches.append((fingerprint, RESOLUTIONS[kind]))
+                self.writes.resolutions.append(Resolution(fingerprint, RESOLUTIONS[kind]))
 
 
-# The mismatches a rebuild opens, and what closes them when the rebuild no longer finds them.
-RESOLUTIONS = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again"}
-
-
-async def rebuild_account(conn: q.Conn, deps: Deps, account_id: str, cause: str, cause_id: str,
+async def rebuild_account(conn: Conn, deps: Deps, account_id: str, cause: str, cause_id: str,
                           provider_at: datetime | None = None) -> bool:
     """One account's rebuild, written at once (the account's row lock held by the caller)."""
     stored, _ = await load_accounts(conn, [account_id])
@@ -221,44 +241,21 @@ async def rebuild_account(conn: q.Conn, deps: Deps, account_id: str, cause: str,
     return changed
 
 
-def observe_transition(purchase: Any, target: PurchaseState, now: datetime, provider_at: datetime | None) -> None:
+def observe_transition(purchase: PurchaseRecord, target: PurchaseState, now: datetime,
+                       provider_at: datetime | None) -> None:
     """When a purchase finalizes, how long the provider's completion and the browser's return
     waited for it."""
     if target is PurchaseState.FINALIZED:
         if provider_at is not None:
             FINALIZE_SECONDS.labels("provider_completion").observe(max((now - provider_at).total_seconds(), 0))
-        if purchase["returned_at"] is not None:
-            FINALIZE_SECONDS.labels("browser_return").observe(max((now - purchase["returned_at"]).total_seconds(), 0))
+        if purchase.returned_at is not None:
+            FINALIZE_SECONDS.labels("browser_return").observe(max((now - purchase.returned_at).total_seconds(), 0))
 
 
-async def record_transition(conn: q.Conn, deps: Deps, purchase: Any, target: PurchaseState, cause_id: str | None,
-                            reason: str, provider_at: datetime | None) -> None:
+async def record_transition(conn: Conn, deps: Deps, purchase: PurchaseRecord, target: PurchaseState,
+                            cause_id: str | None, reason: str, provider_at: datetime | None) -> None:
     """Moves a purchase at once and measures its finalization."""
     now = deps.clock()
-    await q.record_transition(conn, purchase["purchase_id"], purchase["state"], target.value, now, cause_id, reason)
+    await purchases.record_transitions(conn, [TransitionRecord(purchase.purchase_id, purchase.state, target, now,
+                                                               cause_id, reason)])
     observe_transition(purchase, target, now, provider_at)
-
-
-def _window_detail(start: object, end: object, conflict_with: object) -> dict[str, Any]:
-    detail: dict[str, Any] = {"effective_from": _iso(start) if isinstance(start, datetime) else None,
-                              "effective_until": _iso(end) if isinstance(end, datetime) else None}
-    if conflict_with:
-        detail["conflict_with_subscription_id"] = conflict_with
-    return detail
-
-
-def _purchase_outcome(state: AccountState, derived: Derived) -> tuple[PurchaseState | None, str]:
-    """A subscription purchase is finalized once its subscription took effect, or a conflict when
-    at that instant another subscription held its group; failed when it expired unpaid."""
-    sub_id = derived.latest.subscription_id
-    if derived.claims:
-        winner = state.lost_at_start(sub_id)
-        if winner is not None:
-            return PurchaseState.CONFLICT, f"lost its group to {winner}"
-        return PurchaseState.FINALIZED, f"{sub_id} took effect"
-    if derived.latest.status is Status.INCOMPLETE_EXPIRED:
-        return PurchaseState.FAILED, f"{sub_id} expired before its first payment"
-    if derived.latest.status in EFFECTIVE:
-        return PurchaseState.FINALIZED, f"{sub_id} is {derived.latest.status.value}"
-    return None, ""
-

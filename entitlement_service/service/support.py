@@ -5,23 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import asyncpg
 import structlog
 
 from catalog_rules.model import CatalogConfig
-from entitlement_service.db import queries as q
-from entitlement_service.db import rows
+from entitlement_service.db import accounts, events, purchases, reads
+from entitlement_service.db import support as db_support
+from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, decide_gates, effective_at
 from entitlement_service.domain.errors import NotFound
-from entitlement_service.domain.model import Outcome, PurchaseState, Status
+from entitlement_service.domain.model import Outcome, PurchaseState
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.reconcile import Held, difference
+from entitlement_service.domain.reconcile import HeldSubscription, difference
+from entitlement_service.domain.records import (
+    AuditEntry,
+    EventRecord,
+    Finding,
+    IssuedGrantRecord,
+    MismatchRecord,
+    OverduePurchase,
+    PurchaseRecord,
+    Resolution,
+)
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.events import apply_event
 from entitlement_service.service.metrics import OPEN_MISMATCHES, PURCHASES_PAST_TIMEOUT, PURCHASES_PENDING
 from entitlement_service.service.purchases import PurchaseView, view_of
-from entitlement_service.service.reads import IssuedView, SubscriptionView, account_rows
+from entitlement_service.service.reads import SubscriptionView, account_rows
 
 log = structlog.get_logger("support")
 CHECKPOINT = "provider_events"
@@ -30,13 +40,13 @@ CHECKPOINT = "provider_events"
 @dataclass(frozen=True)
 class Trace:
     purchase: PurchaseView | None
-    events: list[asyncpg.Record]
+    events: list[EventRecord]
     subscriptions: tuple[SubscriptionView, ...]
     assignments: tuple[PlacedAssignment, ...]
     bindings: tuple[PlacedBinding, ...]
-    funding: tuple[IssuedView, ...]
+    funding: tuple[IssuedGrantRecord, ...]
     decision: GateDecision
-    audit: list[asyncpg.Record]
+    audit: list[AuditEntry]
     config: CatalogConfig
 
 
@@ -46,23 +56,24 @@ async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_i
     assignments, bindings and funding they produced, and the account's gate decision now."""
     async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         purchase = await _find_purchase(conn, purchase_id, checkout_session_id, subscription_id)
-        session = checkout_session_id or (purchase["checkout_session_id"] if purchase else None)
-        sub = subscription_id or (purchase["subscription_id"] if purchase else None)
+        session = checkout_session_id or (purchase.checkout_session_id if purchase else None)
+        sub = subscription_id or (purchase.subscription_id if purchase else None)
         if sub is None and session:
-            sub = next(iter(await q.subscription_ids_for_session(conn, session)), None)
-        head = await q.subscription_head(conn, sub) if sub else None
-        account = purchase["account_id"] if purchase else head["account_id"] if head else None
+            sub = next(iter(await events.subscription_ids_for_session(conn, session)), None)
+        head = await reads.subscription(conn, sub) if sub else None
+        account = purchase.account_id if purchase else head.account_id if head else None
         if account is None:
             raise NotFound(f"nothing known about {purchase_id or checkout_session_id or subscription_id}")
         stored = await account_rows(conn, account)
-        events = await q.events_for(conn, subscription_id=sub, checkout_session_id=session,
-                                    purchase_id=purchase["purchase_id"] if purchase else None)
-        audit = await q.audit_for(conn, [e["provider_event_id"] for e in events],
-                                  [i for i in (purchase and purchase["purchase_id"], sub) if i])
-        view = await view_of(conn, purchase["purchase_id"]) if purchase else None
+        found = await events.events_for(conn, subscription_id=sub, checkout_session_id=session,
+                                        purchase_id=purchase.purchase_id if purchase else None)
+        audit = await db_support.audit_for(conn, [e.provider_event_id for e in found],
+                                        [i for i in (purchase and purchase.purchase_id, sub) if i])
+        view = await view_of(conn, purchase.purchase_id) if purchase else None
     mine = [a for a in stored.assignments if a.row.subscription_id == sub]
     return Trace(
-        purchase=view, events=events, subscriptions=tuple(s for s in stored.subscriptions if s.subscription_id == sub),
+        purchase=view, events=found,
+        subscriptions=tuple(s for s in stored.subscriptions if s.subscription.subscription_id == sub),
         assignments=tuple(mine), bindings=tuple(b for b in stored.bindings if b.row.subscription_id == sub),
         funding=tuple(f for f in stored.funding if (sub and f.subscription_id == sub)
                       or (session and f.checkout_session_id == session)),
@@ -71,43 +82,42 @@ async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_i
     )
 
 
-async def _find_purchase(conn: q.Conn, purchase_id: str | None, session_id: str | None,
-                         subscription_id: str | None) -> asyncpg.Record | None:
+async def _find_purchase(conn: Conn, purchase_id: str | None, session_id: str | None,
+                         subscription_id: str | None) -> PurchaseRecord | None:
     if purchase_id:
-        found = await q.get_purchase(conn, purchase_id=purchase_id)
+        found = await purchases.get_purchase(conn, purchase_id=purchase_id)
         if found is None:
             raise NotFound(f"no purchase {purchase_id}")
         return found
     if session_id:
-        return await q.get_purchase(conn, checkout_session_id=session_id)
-    return await q.purchase_for_subscription(conn, subscription_id or "")
+        return await purchases.get_purchase(conn, checkout_session_id=session_id)
+    return await purchases.purchase_for_subscription(conn, subscription_id or "")
 
 
 async def list_mismatches(deps: Deps, account_id: str | None, include_closed: bool, page_size: int,
-                          page_token: str) -> tuple[list[asyncpg.Record], str]:
+                          page_token: str) -> tuple[list[MismatchRecord], str]:
     size = min(max(page_size or 100, 1), 1000)
     after = int(page_token) if page_token.isdigit() else 0
     async with deps.pool.acquire() as conn:
-        found = await q.list_mismatches(conn, account_id, include_closed, after, size + 1)
+        found = await db_support.list_mismatches(conn, account_id, include_closed, after, size + 1)
     more = len(found) > size
     found = found[:size]
-    return found, str(found[-1]["mismatch_id"]) if more and found else ""
+    return found, str(found[-1].mismatch_id) if more and found else ""
 
 
 @dataclass(frozen=True)
 class ReconcileState:
     checkpoint: datetime | None
-    accounts: list[tuple[str, str]]
-    overdue: list[tuple[str, str, str]]
+    accounts: list[tuple[str, str]]  # (account, provider customer)
+    overdue: list[OverduePurchase]
 
 
 async def reconcile_state(deps: Deps, account_id: str | None) -> ReconcileState:
     async with deps.pool.acquire() as conn:
         return ReconcileState(
-            await q.checkpoint(conn, CHECKPOINT),
-            [(r["account_id"], r["provider_customer_id"]) for r in await q.accounts_with_customers(conn, account_id)],
-            [(r["purchase_id"], r["checkout_session_id"], r["account_id"])
-             for r in await q.overdue_purchases(conn, account_id, deps.clock())],
+            await db_support.checkpoint(conn, CHECKPOINT),
+            await accounts.accounts_with_customers(conn, account_id),
+            await purchases.overdue_purchases(conn, account_id, deps.clock()),
         )
 
 
@@ -117,7 +127,7 @@ class ReconcileResult:
     found: int = 0
     repaired: int = 0
     resolved: int = 0
-    open: list[asyncpg.Record] = field(default_factory=list)
+    open: list[MismatchRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -127,13 +137,13 @@ class ProviderAccount:
     subscriptions: list[tuple[SubscriptionSnapshot, ProviderEvent]]
 
 
-async def _held(conn: q.Conn, subscription_id: str, at: datetime) -> Held | None:
-    head = await q.subscription_head(conn, subscription_id)
+async def _held(conn: Conn, subscription_id: str, at: datetime) -> HeldSubscription | None:
+    head = await reads.subscription(conn, subscription_id)
     if head is None:
         return None
-    items = frozenset((r["price_id"], r["quantity"]) for r in await q.subscription_items(conn, [subscription_id])
-                      if rows.to_window(r["effective"]).contains(at) or r["effective"].upper is None)
-    return Held(Status(head["status"]), head["cancel_at_period_end"], head["cancel_at"], items)
+    items = frozenset((i.price_id, i.quantity) for i in await reads.subscription_items(conn, [subscription_id])
+                      if i.window.contains(at) or i.window.end is None)
+    return HeldSubscription(head.status, head.cancel_at_period_end, head.cancel_at, items)
 
 
 async def _repair(deps: Deps, account: ProviderAccount, snapshot: SubscriptionSnapshot, event: ProviderEvent,
@@ -145,11 +155,13 @@ async def _repair(deps: Deps, account: ProviderAccount, snapshot: SubscriptionSn
     result.found += 1
     fingerprint = f"{found.kind}:{event.provider_event_id}"
     async with deps.pool.acquire() as conn:
-        await q.open_mismatch(conn, found.kind, account.account_id, snapshot.subscription_id, fingerprint, found.diff)
+        await db_support.open_mismatches(conn, [Finding(found.kind, account.account_id, snapshot.subscription_id,
+                                                     fingerprint, found.diff)])
     applied = await apply_event(deps, event)
     if applied.outcome in (Outcome.APPLIED, Outcome.DUPLICATE):
         async with deps.pool.acquire() as conn:
-            if await q.close_mismatch(conn, fingerprint, "repaired: applied the provider's state"):
+            if await db_support.close_mismatches(conn, [Resolution(fingerprint,
+                                                                   "repaired: applied the provider's state")]):
                 result.repaired += 1
     log.info("reconciliation", account_id=account.account_id, subscription_id=snapshot.subscription_id,
              kind=found.kind, outcome=applied.outcome.value, reason=applied.reason)
@@ -171,8 +183,8 @@ async def apply_reconciliation(deps: Deps, read_at: datetime, accounts: list[Pro
         await _resolve(deps, session, event, result)
     async with deps.pool.acquire() as conn:
         if checkpoint is not None:
-            await q.save_checkpoint(conn, CHECKPOINT, checkpoint)
-        result.open = await q.list_mismatches(conn, None, False, 0, 1000)
+            await db_support.save_checkpoint(conn, CHECKPOINT, checkpoint)
+        result.open = await db_support.list_mismatches(conn, None, False, 0, 1000)
     return result
 
 
@@ -186,26 +198,27 @@ async def _resolve(deps: Deps, session: CheckoutSessionSnapshot, event: Provider
     if await _purchase_state(deps, session.checkout_session_id) != before:
         result.resolved += 1
         async with deps.pool.acquire() as conn:
-            await q.close_mismatch(conn, fingerprint, "resolved from the provider's checkout session")
+            await db_support.close_mismatches(
+                conn, [Resolution(fingerprint, "resolved from the provider's checkout session")])
     elif session.status == "open" and session.purchase_id:
         result.found += 1
-        account = session.metadata.get("account_id") or None
+        stuck = Finding("stuck_purchase", session.metadata.get("account_id") or "", None, fingerprint, {
+            "purchase_id": session.purchase_id, "checkout_session": session.status,
+            "payment_status": session.payment_status})
         async with deps.pool.acquire() as conn:
-            await q.open_mismatch(conn, "stuck_purchase", account or "", None, fingerprint, {
-                "purchase_id": session.purchase_id, "checkout_session": session.status,
-                "payment_status": session.payment_status})
+            await db_support.open_mismatches(conn, [stuck])
 
 
 async def _purchase_state(deps: Deps, session_id: str) -> PurchaseState | None:
     async with deps.pool.acquire() as conn:
-        found = await q.get_purchase(conn, checkout_session_id=session_id)
-    return PurchaseState(found["state"]) if found else None
+        found = await purchases.get_purchase(conn, checkout_session_id=session_id)
+    return found.state if found else None
 
 
 async def refresh_gauges(deps: Deps) -> None:
     """Open mismatches, pending purchases and purchases past their timeout, for /metrics."""
     async with deps.pool.acquire() as conn:
-        counts = await q.operations_counts(conn, deps.clock())
-    OPEN_MISMATCHES.set(counts["open_mismatches"])
-    PURCHASES_PENDING.set(counts["pending"])
-    PURCHASES_PAST_TIMEOUT.set(counts["past_timeout"])
+        counts = await db_support.operations_counts(conn, deps.clock())
+    OPEN_MISMATCHES.set(counts.open_mismatches)
+    PURCHASES_PENDING.set(counts.pending)
+    PURCHASES_PAST_TIMEOUT.set(counts.past_timeout)

@@ -1,0 +1,117 @@
+"""Typed records to and from columns. A `Shape` defines a record type's columns once: the list a
+statement names, how a row read in that order becomes the record, and how many records become
+the per-column arrays an `INSERT ... SELECT FROM unnest(...)` takes (one round trip for any
+number of rows)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from entitlement_service.domain.windows import Window
+
+T = TypeVar("T")
+
+
+def to_range(window: Window) -> asyncpg.Range:
+    return asyncpg.Range(window.start, window.end, lower_inc=True, upper_inc=False)
+
+
+def to_window(value: asyncpg.Range) -> Window:
+    return Window(value.lower, value.upper)
+
+
+def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`convert` for a nullable column: NULL stays None."""
+    return lambda value: None if value is None else convert(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str  # the element type of its unnest array
+    decode: Callable[[Any], Any] = _same  # the stored value into the record's field
+    encode: Callable[[Any], Any] = _same  # the record's field into the value sent
+    field: str = ""  # the record's field, when its name is not the column's
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name
+
+
+WINDOW = {"decode": to_window, "encode": to_range}
+OPTIONAL_WINDOW = {"decode": optional(to_window), "encode": optional(to_range)}
+
+
+class Shape(Generic[T]):
+    """The columns of record type `record`, one per field, in field order, unless `values` says
+    how a record fills them (a record whose fields are not its columns)."""
+
+    def __init__(self, record: type[T], columns: Sequence[Column],
+                 values: Callable[[T], tuple[Any, ...]] | None = None) -> None:
+        self.record = record
+        self.columns = tuple(columns)
+        self.names = tuple(c.name for c in self.columns)
+        fields = tuple(f.name for f in dataclasses.fields(record))  # type: ignore[arg-type]
+        if values is None and fields != tuple(c.attribute for c in self.columns):
+            raise TypeError(f"{record.__name__} has fields {fields}, its shape names {self.names}")
+        self._values = values or (lambda r: tuple(getattr(r, name) for name in fields))
+        self._decoders = tuple(c.decode for c in self.columns)
+
+    def select(self, alias: str = "") -> str:
+        """The column list for a SELECT whose rows `read` takes."""
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + name for name in self.names)
+
+    def updates(self, *keep: str) -> str:
+        """`column = excluded.column` for an upsert, for every column but those in `keep`."""
+        return ", ".join(f"{name} = excluded.{name}" for name in self.names if name not in keep)
+
+    def read(self, row: asyncpg.Record, start: int = 0) -> T:
+        """The record from a row whose columns, from `start`, are `select()`'s."""
+        return self.record(*(decode(row[start + i]) for i, decode in enumerate(self._decoders)))
+
+    def unnest(self, first: int) -> str:
+        """`unnest($first::type[], ...)`: one array parameter per column, numbered from `first`."""
+        return "unnest({})".format(", ".join(f"${first + i}::{c.sql_type}[]" for i, c in enumerate(self.columns)))
+
+    def placeholders(self) -> str:
+        """`$1, $2, ...`: one parameter per column, for a VALUES list that `encoded` fills."""
+        return ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
+
+    def encoded(self, record: T) -> tuple[Any, ...]:
+        """One record's values, in column order, as they are sent."""
+        return tuple(c.encode(v) for c, v in zip(self.columns, self._values(record), strict=True))
+
+    def arrays(self, records: Iterable[T]) -> list[list[Any]]:
+        """The records as one array per column, for `unnest`."""
+        encoders = [c.encode for c in self.columns]
+        arrays: list[list[Any]] = [[] for _ in self.columns]
+        for record in records:
+            for array, encode, value in zip(arrays, encoders, self._values(record), strict=True):
+                array.append(encode(value))
+        return arrays
+
+
+class Parameters:
+    """Numbers one statement's parameters in the order its text takes them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def unnest(self, shape: Shape[Any]) -> str:
+        text = shape.unnest(self.count + 1)
+        self.count += len(shape.columns)
+        return text
+
+    def next(self) -> str:
+        self.count += 1
+        return f"${self.count}"

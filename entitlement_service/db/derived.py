@@ -1,0 +1,190 @@
+"""The rows derived from an account's history: subscriptions, their items, plan assignments,
+grant bindings, issued funding, the audit trail, and the account's revision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from catalog_rules.model import Source
+from entitlement_service.db.columns import OPTIONAL_WINDOW, WINDOW, Column, Parameters, Shape, to_window
+from entitlement_service.db.listener import CHANGES_CHANNEL
+from entitlement_service.db.pool import Conn
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.model import Status
+from entitlement_service.domain.records import (
+    AccountAssignment,
+    AccountBinding,
+    AuditEntry,
+    Issuance,
+    SubscriptionRecord,
+)
+from entitlement_service.domain.timeline import AssignmentRow, BindingRow, ItemRow
+
+SUBSCRIPTION = Shape(SubscriptionRecord, (
+    Column("subscription_id", "text"), Column("account_id", "text"), Column("provider_customer_id", "text"),
+    Column("subscription_group", "text"), Column("status", "text", decode=Status),
+    Column("provider_updated_at", "timestamptz"), Column("provider_refetched", "bool"),
+    Column("provider_event_id", "text"), Column("started_at", "timestamptz"), Column("trial_end", "timestamptz"),
+    Column("current_period_start", "timestamptz"), Column("current_period_end", "timestamptz"),
+    Column("cancel_at", "timestamptz"), Column("cancel_at_period_end", "bool"), Column("canceled_at", "timestamptz"),
+    Column("ended_at", "timestamptz"), Column("purchase_id", "text"), Column("metadata", "jsonb"),
+    Column("group_mismatch", "text"),
+))
+
+ITEM = Shape(ItemRow, (
+    Column("subscription_id", "text"), Column("price_id", "text"), Column("item_id", "text"),
+    Column("product_id", "text"), Column("quantity", "bigint"), Column("effective", "tstzrange", field="window", **WINDOW),
+    Column("current_period_start", "timestamptz"), Column("current_period_end", "timestamptz"),
+))
+
+
+def _assignment_values(a: AccountAssignment) -> tuple[Any, ...]:
+    p, r = a.placed, a.placed.row
+    return (a.account_id, r.subscription_group, a.stackable, r.subscription_id, r.price_id, r.billing_plan_code,
+            r.priority, r.gate_bundle, r.started_at, p.window, p.conflict, p.conflict_with)
+
+
+ASSIGNMENT = Shape(AccountAssignment, (
+    Column("account_id", "text"), Column("subscription_group", "text"), Column("stackable", "bool"),
+    Column("subscription_id", "text"), Column("price_id", "text"), Column("billing_plan_code", "text"),
+    Column("priority", "int"), Column("gate_bundle", "text"), Column("started_at", "timestamptz"),
+    Column("effective", "tstzrange", **WINDOW), Column("conflict", "bool"),
+    Column("conflict_with_subscription_id", "text"),
+), values=_assignment_values)
+
+
+def _binding_values(b: AccountBinding) -> tuple[Any, ...]:
+    p, r = b.placed, b.placed.row
+    return (b.account_id, r.subscription_id, r.subscription_group, r.price_id, r.product_id, r.grant_program_code,
+            r.amount, r.scale_by_quantity, r.quantity, r.source, p.window, p.conflict_with)
+
+
+BINDING = Shape(AccountBinding, (
+    Column("account_id", "text"), Column("subscription_id", "text"), Column("subscription_group", "text"),
+    Column("price_id", "text"), Column("product_id", "text"), Column("grant_program_code", "text"),
+    Column("amount", "bigint"), Column("scale_by_quantity", "bool"), Column("quantity", "bigint"),
+    Column("source", "text"), Column("effective", "tstzrange", **WINDOW),
+    Column("conflict_with_subscription_id", "text"),
+), values=_binding_values)
+
+AUDIT = Shape(AuditEntry, (
+    Column("account_id", "text"), Column("cause", "text"), Column("cause_id", "text"), Column("entity", "text"),
+    Column("entity_id", "text"), Column("action", "text"), Column("detail", "jsonb"), Column("at", "timestamptz"),
+))
+
+
+def _issuance_values(i: Issuance) -> tuple[Any, ...]:
+    issue = i.issue
+    return (issue.issue_key, i.account_id, issue.grant_program_code, issue.cadence, issue.unit, issue.amount,
+            issue.source, issue.price_id, issue.subscription_id, issue.invoice_id, issue.checkout_session_id,
+            issue.period, issue.issued_at, i.provider_event_id)
+
+
+ISSUANCE = Shape(Issuance, (
+    Column("issue_key", "text"), Column("account_id", "text"), Column("grant_program_code", "text"),
+    Column("cadence", "text"), Column("unit", "text"), Column("amount", "bigint"), Column("source", "text"),
+    Column("price_id", "text"), Column("subscription_id", "text"), Column("invoice_id", "text"),
+    Column("checkout_session_id", "text"), Column("period", "tstzrange", **OPTIONAL_WINDOW),
+    Column("issued_at", "timestamptz"), Column("provider_event_id", "text"),
+), values=_issuance_values)
+
+# Assignments and bindings are read back as the domain places them; `id` is the row's, for removal.
+PLACED_COLUMNS = "id, subscription_id, subscription_group, price_id, effective, conflict_with_subscription_id"
+ASSIGNMENT_SELECT = f"{PLACED_COLUMNS}, billing_plan_code, priority, gate_bundle, started_at"
+BINDING_SELECT = f"{PLACED_COLUMNS}, product_id, grant_program_code, amount, scale_by_quantity, quantity, source"
+
+
+def placed_assignment(r: asyncpg.Record) -> PlacedAssignment:
+    window = to_window(r["effective"])
+    row = AssignmentRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["billing_plan_code"],
+                        r["priority"], r["gate_bundle"], r["started_at"], window)
+    return PlacedAssignment(row, window, r["conflict_with_subscription_id"])
+
+
+def placed_binding(r: asyncpg.Record) -> PlacedBinding:
+    window = to_window(r["effective"])
+    row = BindingRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["product_id"],
+                     r["grant_program_code"], r["amount"], r["scale_by_quantity"], r["quantity"], Source(r["source"]),
+                     window)
+    return PlacedBinding(row, window, r["conflict_with_subscription_id"])
+
+
+_params = Parameters()
+
+# The rows a batch of derivations writes, after its removals, and a new revision for each changed
+# account told to every replica (delivered on commit): one statement, so one round trip. Every
+# sub-statement runs with empty arrays when it has nothing to write; foreign keys are checked at
+# the end of the statement, when the subscriptions written beside their children are there. The
+# parameters are each shape's column arrays in this order, then the changed accounts and the
+# notification channel.
+WRITE_ROWS = f"""
+WITH subscriptions_written AS (
+    INSERT INTO subscriptions ({SUBSCRIPTION.select()}) SELECT * FROM {_params.unnest(SUBSCRIPTION)}
+    ON CONFLICT (subscription_id) DO UPDATE SET {SUBSCRIPTION.updates("subscription_id", "account_id")},
+        updated_at = now()
+    WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
+       OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
+       OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
+), items_written AS (
+    INSERT INTO subscription_items ({ITEM.select()}) SELECT * FROM {_params.unnest(ITEM)}
+    ON CONFLICT (subscription_id, price_id) DO UPDATE SET {ITEM.updates("subscription_id", "price_id")},
+        updated_at = now()
+), assignments_written AS (
+    INSERT INTO plan_assignments ({ASSIGNMENT.select()}) SELECT * FROM {_params.unnest(ASSIGNMENT)}
+), bindings_written AS (
+    INSERT INTO grant_bindings ({BINDING.select()}) SELECT * FROM {_params.unnest(BINDING)}
+), audited AS (
+    INSERT INTO audit_log ({AUDIT.select()}) SELECT a, c, ci, e, ei, ac, d, coalesce(t, now())
+    FROM {_params.unnest(AUDIT)} AS v(a, c, ci, e, ei, ac, d, t)
+), bumped AS (
+    UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY({_params.next()})
+    RETURNING account_id, revision
+)
+SELECT pg_notify({_params.next()}, revision || ':' || account_id) FROM bumped"""
+
+
+async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord], items: Sequence[ItemRow],
+                     assignments: Sequence[AccountAssignment], bindings: Sequence[AccountBinding],
+                     audit: Sequence[AuditEntry], changed_accounts: Sequence[str]) -> None:
+    """WRITE_ROWS: the last of each subscription, and of each subscription's item for a price, wins."""
+    if not (subscriptions or items or assignments or bindings or audit or changed_accounts):
+        return
+    latest_subscriptions = {s.subscription_id: s for s in subscriptions}
+    latest_items = {(i.subscription_id, i.price_id): i for i in items}
+    await conn.execute(
+        WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ITEM.arrays(latest_items.values()),
+        *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), list(changed_accounts),
+        CHANGES_CHANNEL)
+
+
+async def delete_assignments(conn: Conn, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM plan_assignments WHERE id = ANY($1)", list(ids))
+
+
+async def delete_bindings(conn: Conn, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM grant_bindings WHERE id = ANY($1)", list(ids))
+
+
+async def delete_items(conn: Conn, keys: Sequence[tuple[str, str]]) -> None:
+    """Entries of (subscription id, price id)."""
+    if keys:
+        await conn.execute(
+            "DELETE FROM subscription_items i USING unnest($1::text[], $2::text[]) AS k(s, p) "
+            "WHERE i.subscription_id = k.s AND i.price_id = k.p", [s for s, _ in keys], [p for _, p in keys])
+
+
+INSERT_ISSUES = f"""
+INSERT INTO issued_grants ({ISSUANCE.select()}) SELECT * FROM {ISSUANCE.unnest(1)}
+ON CONFLICT (issue_key) DO NOTHING"""
+
+
+async def insert_issues(conn: Conn, issuances: Sequence[Issuance]) -> None:
+    """Records each issue once: a key issued before is left as it is (never issued twice)."""
+    if issuances:
+        await conn.execute(INSERT_ISSUES, *ISSUANCE.arrays(issuances))
+

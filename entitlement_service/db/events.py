@@ -1,0 +1,93 @@
+"""Provider events: recorded once under their id, in the transaction of the change they cause,
+with their outcome, raw payload and normalized snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from entitlement_service.db.columns import Column, Shape
+from entitlement_service.db.derived import SUBSCRIPTION
+from entitlement_service.db.pool import Conn
+from entitlement_service.domain.model import Outcome
+from entitlement_service.domain.records import EventRecord, EventResult, RecordedEvent, SubscriptionRecord
+
+RECORDED = Shape(RecordedEvent, (
+    Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
+    Column("received_at", "timestamptz"), Column("api_version", "text"), Column("object_id", "text"),
+    Column("subscription_id", "text"), Column("checkout_session_id", "text"), Column("account_id", "text"),
+    Column("provider_customer_id", "text"), Column("outcome", "text"), Column("reason", "text"),
+    Column("payload", "bytea"), Column("snapshot", "bytea"),
+))
+
+TRACED = Shape(EventRecord, (
+    Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
+    Column("received_at", "timestamptz"), Column("outcome", "text", decode=Outcome), Column("reason", "text"),
+    Column("account_id", "text"), Column("object_id", "text"), Column("deliveries", "int"),
+))
+
+INSERT_EVENTS = f"""
+WITH recorded AS (
+    INSERT INTO provider_events ({RECORDED.select()}) SELECT * FROM {RECORDED.unnest(1)}
+    ON CONFLICT (provider_event_id) DO NOTHING
+    RETURNING provider_event_id, subscription_id
+), held AS (  -- through the primary key, however few rows the statistics last saw
+    SELECT * FROM subscriptions WHERE subscription_id = ANY(${1 + RECORDED.names.index("subscription_id")}::text[])
+)
+SELECT r.provider_event_id AS recorded, {SUBSCRIPTION.select("h")}
+FROM recorded r LEFT JOIN held h ON h.subscription_id = r.subscription_id"""
+
+
+async def insert_events(conn: Conn, events: Sequence[RecordedEvent]) -> dict[str, SubscriptionRecord | None]:
+    """Records each event under its unique id, in one statement. Returns the events recorded now
+    (not duplicates, even concurrent ones: a second insert waits for the first to commit), each
+    with the row of the subscription it names as that statement found it (None when none is held,
+    or the event names none)."""
+    found = await conn.fetch(INSERT_EVENTS, *RECORDED.arrays(events))
+    return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
+
+
+async def insert_event(conn: Conn, event: RecordedEvent) -> bool:
+    """False when the event was already recorded."""
+    return bool(await insert_events(conn, [event]))
+
+
+COUNT_DELIVERIES = """
+UPDATE provider_events e SET deliveries = deliveries + d.times
+FROM (SELECT id, count(*) AS times FROM unnest($1::text[]) AS id GROUP BY id) d
+WHERE e.provider_event_id = d.id"""
+
+
+async def count_deliveries(conn: Conn, event_ids: Sequence[str]) -> None:
+    """One more delivery for each id, as often as it is listed."""
+    if event_ids:
+        await conn.execute(COUNT_DELIVERIES, list(event_ids))
+
+
+SET_OUTCOMES = """
+UPDATE provider_events e SET outcome = v.outcome, reason = v.reason, account_id = coalesce(v.account_id, e.account_id)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(provider_event_id, outcome, reason, account_id)
+WHERE e.provider_event_id = v.provider_event_id"""
+
+
+async def set_event_outcomes(conn: Conn, results: Sequence[EventResult]) -> None:
+    if results:
+        await conn.execute(SET_OUTCOMES, [r.provider_event_id for r in results], [r.outcome for r in results],
+                           [r.reason for r in results], [r.account_id for r in results])
+
+
+async def events_for(conn: Conn, *, subscription_id: str | None, checkout_session_id: str | None,
+                     purchase_id: str | None) -> list[EventRecord]:
+    """Every provider event about a checkout session, its purchase and its subscription (its
+    invoices included), in provider order."""
+    found = await conn.fetch(
+        f"""SELECT {TRACED.select()} FROM provider_events
+           WHERE (subscription_id = $1 AND $1 IS NOT NULL) OR (checkout_session_id = $2 AND $2 IS NOT NULL)
+              OR (object_id = ANY(ARRAY[$1, $2, $3]::text[]))
+           ORDER BY created, provider_event_id""", subscription_id, checkout_session_id, purchase_id)
+    return [TRACED.read(r) for r in found]
+
+
+async def subscription_ids_for_session(conn: Conn, checkout_session_id: str) -> list[str]:
+    return [r["subscription_id"] for r in await conn.fetch(
+        "SELECT DISTINCT subscription_id FROM provider_events WHERE checkout_session_id = $1 "
+        "AND subscription_id IS NOT NULL AND subscription_id <> ''", checkout_session_id)]

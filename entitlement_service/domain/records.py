@@ -1,0 +1,263 @@
+"""What the entitlement service keeps, one frozen value per kind of stored row. The db layer
+reads and writes these and nothing else; the rules and the readers take them as they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from catalog_rules.model import Cadence
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.funding import Issue
+from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
+from entitlement_service.domain.provider import ProviderEvent, SubscriptionSnapshot
+from entitlement_service.domain.timeline import ItemRow, OrderKey, provider_order
+from entitlement_service.domain.windows import Window
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    account_id: str
+    provider_customer_id: str | None
+    revision: int  # grows with every change to what the account is entitled to
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """The state held for one provider subscription: its latest snapshot in provider order, with
+    the group its items resolve to (None and `group_mismatch` set when they span several)."""
+
+    subscription_id: str
+    account_id: str
+    provider_customer_id: str
+    subscription_group: str | None
+    status: Status
+    provider_updated_at: datetime
+    provider_refetched: bool
+    provider_event_id: str | None
+    started_at: datetime | None
+    trial_end: datetime | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    purchase_id: str | None
+    metadata: dict[str, str]
+    group_mismatch: str | None
+
+    @classmethod
+    def of(cls, latest: SubscriptionSnapshot, account_id: str, subscription_group: str | None,
+           group_mismatch: str | None) -> SubscriptionRecord:
+        s = latest
+        return cls(s.subscription_id, account_id, s.provider_customer_id, subscription_group, s.status, s.at,
+                   s.refetched, s.event_id, s.start_date, s.trial_end, s.current_period_start, s.current_period_end,
+                   s.cancel_at, s.cancel_at_period_end, s.canceled_at, s.ended_at, s.purchase_id, s.metadata,
+                   group_mismatch)
+
+    @property
+    def order_key(self) -> OrderKey:
+        """Where the state held stands in provider order (the same rule that orders snapshots)."""
+        return provider_order(self.provider_updated_at, self.provider_refetched, self.status,
+                              self.provider_event_id or "")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountAssignment:
+    """A plan assignment to write, with its account and whether its group is stackable (which the
+    database's exclusion constraint reads)."""
+
+    account_id: str
+    stackable: bool
+    placed: PlacedAssignment
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBinding:
+    account_id: str
+    placed: PlacedBinding
+
+
+@dataclass(frozen=True, slots=True)
+class Issuance:
+    """An issue of funding to record, with the event that caused it."""
+
+    account_id: str
+    issue: Issue
+    provider_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedGrantRecord:
+    issue_key: str
+    grant_program_code: str
+    cadence: Cadence
+    unit: str
+    amount: int
+    subscription_id: str | None
+    invoice_id: str | None
+    checkout_session_id: str | None
+    period: Window | None
+    issued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRecord:
+    """A purchase session and the time it reached each state it has been in."""
+
+    purchase_id: str
+    account_id: str
+    state: PurchaseState
+    mode: Mode
+    items: tuple[tuple[str, int], ...]  # (price id or lookup key as asked, quantity)
+    subscription_group: str | None
+    checkout_session_id: str
+    subscription_id: str | None
+    provider_customer_id: str | None
+    success_url: str
+    cancel_url: str
+    reason: str | None
+    created_at: datetime
+    returned_at: datetime | None
+    finalized_at: datetime | None
+    expired_at: datetime | None
+    failed_at: datetime | None
+    conflict_at: datetime | None
+    expires_at: datetime
+    timeout_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    purchase_id: str
+    from_state: PurchaseState | None
+    to_state: PurchaseState
+    at: datetime
+    provider_event_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """The one outcome of one provider event, with the account it was applied to."""
+
+    provider_event_id: str
+    outcome: Outcome
+    reason: str = ""
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """A provider event as it is recorded on arrival, under its unique id."""
+
+    provider_event_id: str
+    type: str
+    created: datetime
+    received_at: datetime
+    api_version: str
+    object_id: str
+    subscription_id: str | None
+    checkout_session_id: str | None
+    account_id: str | None
+    provider_customer_id: str | None
+    outcome: Outcome
+    reason: str
+    payload: bytes
+    snapshot: bytes
+
+    @classmethod
+    def of(cls, event: ProviderEvent, account_id: str | None) -> RecordedEvent:
+        """Recorded as applied: the outcome is corrected in the same transaction when it is not."""
+        return cls(event.provider_event_id, event.type, event.created, event.received_at, event.api_version,
+                   event.object_id, event.subscription_id, event.checkout_session_id, account_id,
+                   event.provider_customer_id, Outcome.APPLIED, "", event.raw_payload, event.snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A recorded provider event as support traces it."""
+
+    provider_event_id: str
+    type: str
+    created: datetime
+    received_at: datetime
+    outcome: Outcome
+    reason: str
+    account_id: str | None
+    object_id: str
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One changed row and what changed it; `at` is set by the database when it is written."""
+
+    account_id: str | None
+    cause: str  # provider_event | reconciliation | purchase | catalog
+    cause_id: str
+    entity: str
+    entity_id: str
+    action: str
+    detail: dict[str, Any]
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A difference between the provider's view and the state held, as it is opened."""
+
+    kind: str
+    account_id: str
+    subscription_id: str | None
+    fingerprint: str  # the same open difference is recorded once
+    diff: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MismatchRecord:
+    mismatch_id: int
+    kind: str
+    account_id: str | None
+    subscription_id: str | None
+    fingerprint: str
+    diff: dict[str, Any]
+    opened_at: datetime
+    closed_at: datetime | None
+    resolution: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    fingerprint: str
+    resolution: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverduePurchase:
+    purchase_id: str
+    checkout_session_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperationsCounts:
+    open_mismatches: int
+    pending: int
+    past_timeout: int
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    """One account's stored state, as its derivation reads it (with its row locked)."""
+
+    history: tuple[bytes, ...] = ()  # its subscriptions' and paid invoices' snapshots, in provider order
+    subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
+    items: tuple[ItemRow, ...] = ()
+    assignments: dict[int, PlacedAssignment] = field(default_factory=dict)  # by row id
+    bindings: dict[int, PlacedBinding] = field(default_factory=dict)  # by row id
+    purchases: tuple[PurchaseRecord, ...] = ()  # its subscription purchases
+    issue_keys: frozenset[str] = frozenset()
+    open_mismatches: dict[str, str] = field(default_factory=dict)  # fingerprint -> kind
