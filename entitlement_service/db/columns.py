@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -63,8 +64,9 @@ class Shape(Generic[T]):
         fields = tuple(f.name for f in dataclasses.fields(record))  # type: ignore[arg-type]
         if values is None and fields != tuple(c.attribute for c in self.columns):
             raise TypeError(f"{record.__name__} has fields {fields}, its shape names {self.names}")
-        self._values = values or (lambda r: tuple(getattr(r, name) for name in fields))
-        self._decoders = tuple(c.decode for c in self.columns)
+        self._values = values or attrgetter(*fields)
+        self._decoding = tuple((i, c.decode) for i, c in enumerate(self.columns) if c.decode is not _same)
+        self._encoding = tuple((i, c.encode) for i, c in enumerate(self.columns) if c.encode is not _same)
 
     def select(self, alias: str = "") -> str:
         """The column list for a SELECT whose rows `read` takes."""
@@ -77,7 +79,10 @@ class Shape(Generic[T]):
 
     def read(self, row: asyncpg.Record, start: int = 0) -> T:
         """The record from a row whose columns, from `start`, are `select()`'s."""
-        return self.record(*(decode(row[start + i]) for i, decode in enumerate(self._decoders)))
+        values = list(row[start:start + len(self.columns)])
+        for i, decode in self._decoding:
+            values[i] = decode(values[i])
+        return self.record(*values)
 
     def unnest(self, first: int) -> str:
         """`unnest($first::type[], ...)`: one array parameter per column, numbered from `first`."""
@@ -87,17 +92,19 @@ class Shape(Generic[T]):
         """`$1, $2, ...`: one parameter per column, for a VALUES list that `encoded` fills."""
         return ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
 
-    def encoded(self, record: T) -> tuple[Any, ...]:
+    def encoded(self, record: T) -> list[Any]:
         """One record's values, in column order, as they are sent."""
-        return tuple(c.encode(v) for c, v in zip(self.columns, self._values(record), strict=True))
+        values = list(self._values(record))
+        for i, encode in self._encoding:
+            values[i] = encode(values[i])
+        return values
 
     def arrays(self, records: Iterable[T]) -> list[list[Any]]:
         """The records as one array per column, for `unnest`."""
-        encoders = [c.encode for c in self.columns]
-        arrays: list[list[Any]] = [[] for _ in self.columns]
-        for record in records:
-            for array, encode, value in zip(arrays, encoders, self._values(record), strict=True):
-                array.append(encode(value))
+        rows = [self._values(record) for record in records]
+        arrays = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in self.columns]
+        for i, encode in self._encoding:
+            arrays[i] = [encode(value) for value in arrays[i]]
         return arrays
 
 

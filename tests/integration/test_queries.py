@@ -1,0 +1,183 @@
+"""The statements that carry rules, against real PostgreSQL, each test in a transaction that is
+rolled back: linking accounts (and adopting the events that waited for them), recording events
+once, writing derived rows and reading them back as the same typed values."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from catalog_rules.model import Source
+from entitlement_service.db import accounts, derived, events, history, purchases
+from entitlement_service.db.pool import init_connection
+from entitlement_service.domain import event_policy as policy
+from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
+from entitlement_service.domain.records import (
+    AccountAssignment,
+    AccountBinding,
+    AuditEntry,
+    EventResult,
+    PurchaseRecord,
+    RecordedEvent,
+    SubscriptionRecord,
+    TransitionRecord,
+)
+from entitlement_service.domain.timeline import AssignmentRow, BindingRow, ItemRow
+from entitlement_service.domain.windows import Window
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+async def db(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    await init_connection(conn)
+    yield conn
+
+
+def recorded(event_id: str, *, type_: str = "customer.subscription.updated", account: str | None = "acct_1",
+             customer: str | None = "cus_1", subscription: str | None = "sub_1") -> RecordedEvent:
+    return RecordedEvent(event_id, type_, T0, T0, "2026-08-27", subscription or "", subscription, None, account,
+                         customer, Outcome.APPLIED, "", b'{"id": "x"}', b"snapshot-" + event_id.encode())
+
+
+def subscription_row(account: str = "acct_1", *, event_id: str = "evt_1", status: Status = Status.ACTIVE
+                     ) -> SubscriptionRecord:
+    return SubscriptionRecord("sub_1", account, "cus_1", "core", status, T0, False, event_id, T0, None, T0, T0 + 30 * DAY,
+                              None, False, None, None, "pur_1", {"account_id": account}, None)
+
+
+async def hold(db: asyncpg.Connection, *wanted: tuple[str, str | None]) -> dict[str, accounts.HeldAccount]:
+    return await accounts.hold_accounts(db, list(wanted), policy.UNKNOWN_ACCOUNT, policy.ACCOUNT_EVENT_TYPES)
+
+
+async def test_holding_an_account_creates_it_once_and_links_its_customer(db: asyncpg.Connection) -> None:
+    first = (await hold(db, ("acct_1", "cus_1")))["acct_1"]
+    again = (await hold(db, ("acct_1", "cus_2")))["acct_1"]
+    assert (first.created, again.created) == (True, False)
+    assert again.account.provider_customer_id == "cus_1"  # linked once; a later customer does not replace it
+    assert await accounts.account_for_customer(db, "cus_1") == "acct_1"
+
+
+async def test_a_customer_linked_to_another_account_is_not_linked_and_names_its_holder(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    other = (await hold(db, ("acct_2", "cus_1")))["acct_2"]
+    assert (other.customer_holder, other.account.provider_customer_id) == ("acct_1", None)
+
+
+async def test_linking_a_customer_adopts_only_the_events_that_waited_for_an_account(db: asyncpg.Connection) -> None:
+    waiting = [recorded("evt_sub", account=None), recorded("evt_inv", type_="invoice.paid", account=None),
+               recorded("evt_session", type_="checkout.session.completed", account=None),
+               recorded("evt_bad", account=None), recorded("evt_other_customer", account=None, customer="cus_9")]
+    await events.insert_events(db, waiting)
+    await events.set_event_outcomes(db, [
+        EventResult("evt_sub", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
+        EventResult("evt_inv", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
+        EventResult("evt_session", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
+        EventResult("evt_bad", Outcome.REJECTED, "malformed subscription: status is required"),
+        EventResult("evt_other_customer", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT)])
+    held = (await hold(db, ("acct_1", "cus_1")))["acct_1"]
+    assert held.adopted == 2
+    found = {r["provider_event_id"]: (r["outcome"], r["account_id"]) for r in await db.fetch(
+        "SELECT provider_event_id, outcome, account_id FROM provider_events")}
+    assert found == {"evt_sub": ("applied", "acct_1"), "evt_inv": ("applied", "acct_1"),
+                     "evt_session": ("rejected", None), "evt_bad": ("rejected", None),
+                     "evt_other_customer": ("rejected", None)}
+
+
+async def test_an_event_is_recorded_once_with_the_subscription_row_it_names(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
+    fresh = await events.insert_events(db, [recorded("evt_2"), recorded("evt_3", subscription="sub_new")])
+    assert fresh == {"evt_2": subscription_row(), "evt_3": None}
+    again = await events.insert_events(db, [recorded("evt_2"), recorded("evt_4")])
+    assert set(again) == {"evt_4"}
+    await events.count_deliveries(db, ["evt_2", "evt_2", "evt_3"])
+    deliveries = {r["provider_event_id"]: r["deliveries"] for r in await db.fetch(
+        "SELECT provider_event_id, deliveries FROM provider_events")}
+    assert deliveries == {"evt_2": 3, "evt_3": 2, "evt_4": 1}
+
+
+async def test_an_outcome_keeps_the_account_recorded_when_it_names_none(db: asyncpg.Connection) -> None:
+    await events.insert_events(db, [recorded("evt_1"), recorded("evt_2", account=None)])
+    await events.set_event_outcomes(db, [EventResult("evt_1", Outcome.STALE, "older", None),
+                                         EventResult("evt_2", Outcome.APPLIED, "", "acct_2")])
+    found = {r["provider_event_id"]: tuple(r.values())[1:] for r in await db.fetch(
+        "SELECT provider_event_id, outcome, reason, account_id FROM provider_events ORDER BY 1")}
+    assert found == {"evt_1": ("stale", "older", "acct_1"), "evt_2": ("applied", "", "acct_2")}
+
+
+ASSIGNED = PlacedAssignment(AssignmentRow("sub_1", "core", "price_pro", "pro", 20, "pro", T0, Window(T0, T0 + DAY)),
+                            Window(T0, T0 + DAY))
+BOUND = PlacedBinding(BindingRow("sub_1", "core", "price_pro", "pro", "ai_credits", 1000, False, 2, Source.PRICE,
+                                 Window(T0, None)), Window(T0, None), "sub_0")
+ITEM = ItemRow("sub_1", "price_pro", "si_1", "pro", 2, Window(T0, None), T0, T0 + 30 * DAY)
+
+
+async def test_derived_rows_written_together_read_back_as_the_same_values(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    await events.insert_events(db, [recorded("evt_1")])
+    audit = AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {"status": "active"})
+    await derived.write_rows(db, [subscription_row()], [ITEM], [AccountAssignment("acct_1", False, ASSIGNED)],
+                             [AccountBinding("acct_1", BOUND)], [audit], ["acct_1"])
+    stored, heads = await history.load_accounts(db, ["acct_1"], policy.ACCOUNT_EVENT_TYPES, policy.HISTORY_OUTCOMES)
+    account = stored["acct_1"]
+    assert heads == {"sub_1": subscription_row()} and account.subscriptions == heads
+    assert account.items == (ITEM,)
+    assert list(account.assignments.values()) == [ASSIGNED]
+    assert [(p.row, p.window, p.conflict_with) for p in account.bindings.values()] == [
+        (replace(BOUND.row, window=BOUND.window), BOUND.window, "sub_0")]
+    assert account.history == (b"snapshot-evt_1",)
+    assert (await accounts.get_account(db, "acct_1")).revision == 1  # type: ignore[union-attr]
+    written = await db.fetchrow("SELECT cause, entity, action, detail, at FROM audit_log")
+    assert (written["cause"], written["action"], written["detail"]) == ("provider_event", "upsert",
+                                                                         {"status": "active"})
+    assert written["at"] is not None
+
+
+async def test_a_subscription_row_is_replaced_by_a_later_state_but_never_moves_account(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"), ("acct_2", None))
+    await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
+    later = replace(subscription_row("acct_2", event_id="evt_2", status=Status.CANCELED))
+    await derived.write_rows(db, [later], [], [], [], [], [])
+    stored, heads = await history.load_accounts(db, [], policy.ACCOUNT_EVENT_TYPES, policy.HISTORY_OUTCOMES,
+                                                ["sub_1"])
+    assert heads["sub_1"] == replace(later, account_id="acct_1")
+
+
+async def test_two_subscriptions_never_hold_one_non_stackable_group_at_once(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    other = replace(subscription_row(), subscription_id="sub_2")
+    await derived.write_rows(db, [subscription_row(), other], [], [], [], [], [])
+    overlapping = PlacedAssignment(replace(ASSIGNED.row, subscription_id="sub_2"), ASSIGNED.window)
+    with pytest.raises(asyncpg.ExclusionViolationError):
+        await derived.write_rows(db, [], [], [AccountAssignment("acct_1", False, ASSIGNED),
+                                              AccountAssignment("acct_1", False, overlapping)], [], [], [])
+
+
+def pending(purchase_id: str = "pur_1") -> PurchaseRecord:
+    return PurchaseRecord(purchase_id, "acct_1", PurchaseState.PENDING, Mode.SUBSCRIPTION, (("pro_monthly", 1),),
+                          "core", f"cs_{purchase_id}", None, None, "https://s", "https://c", None, T0, None, None, None,
+                          None, None, T0 + DAY, T0 + DAY)
+
+
+async def test_a_purchase_reads_back_as_recorded_and_each_move_stamps_its_state(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", None))
+    assert await purchases.insert_purchase(db, pending())
+    assert not await purchases.insert_purchase(db, replace(pending(), success_url="https://other"))
+    assert await purchases.get_purchase(db, purchase_id="pur_1") == pending()
+    await purchases.record_transitions(db, [TransitionRecord("pur_1", PurchaseState.PENDING, PurchaseState.RETURNED,
+                                                             T0 + DAY / 4, None, "browser returned")])
+    await purchases.record_transitions(db, [TransitionRecord("pur_1", PurchaseState.RETURNED, PurchaseState.CONFLICT,
+                                                             T0 + DAY / 2, "evt_9", "lost its group to sub_0")])
+    moved = await purchases.get_purchase(db, checkout_session_id="cs_pur_1")
+    assert moved == replace(pending(), state=PurchaseState.CONFLICT, returned_at=T0 + DAY / 4,
+                            conflict_at=T0 + DAY / 2, reason="lost its group to sub_0")
+    assert [(t.from_state, t.to_state, t.provider_event_id) for t in await purchases.transitions(db, "pur_1")] == [
+        (PurchaseState.PENDING, PurchaseState.RETURNED, None),
+        (PurchaseState.RETURNED, PurchaseState.CONFLICT, "evt_9")]
