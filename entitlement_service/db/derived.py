@@ -36,7 +36,8 @@ SUBSCRIPTION = Shape(SubscriptionRecord, (
 
 ITEM = Shape(ItemRow, (
     Column("subscription_id", "text"), Column("price_id", "text"), Column("item_id", "text"),
-    Column("product_id", "text"), Column("quantity", "bigint"), Column("effective", "tstzrange", field="window", **WINDOW),
+    Column("product_id", "text"), Column("quantity", "bigint"),
+    Column("effective", "tstzrange", field="window", **WINDOW),
     Column("current_period_start", "timestamptz"), Column("current_period_end", "timestamptz"),
 ))
 
