@@ -20,10 +20,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## lint: ruff, mypy (strict on the domain packages), buf lint (comments required), buf breaking against main, generated code up to date
+# Test support and the tests whose fakes stand in for a real interface: type-checked against it.
+TYPED_TESTS := tests/support/*.py tests/unit/test_event_batches.py tests/unit/test_rpc_pipeline.py \
+	tests/unit/test_generic_handlers.py
+
+## lint: ruff, mypy (strict on the rules, use cases and shared packages; fakes against their interfaces), the
+## architecture's import rules, buf lint (comments required), buf breaking against main, generated code up to date
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy entitlement_service checkout_service service_runtime devstack provider_sim
+	$(BIN)/mypy catalog_rules entitlement_service checkout_service service_runtime devstack provider_sim $(TYPED_TESTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_architecture.py
 	$(BIN)/buf lint
 	@if [ -z "$$(git rev-parse --show-prefix 2>/dev/null || echo none)" ] \
 	    && git rev-parse --verify --quiet refs/heads/main >/dev/null; then \

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -24,6 +24,20 @@ log = structlog.get_logger("rpc")
 
 # A status code's name, looked up here: an enum member's `.name` is a Python-level property.
 CODE_NAMES = {code: code.name for code in grpc.StatusCode}
+
+
+class CallContext(Protocol):
+    """What the pipeline uses of grpc.aio.ServicerContext."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str]] | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None: ...
+
+    def code(self) -> grpc.StatusCode | None: ...
+
+    def details(self) -> str | None: ...
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class RpcPipeline:
 
     def _unary(self, method: _Method, inner: Callable[[Any, Any], Awaitable[Any]]
                ) -> Callable[[Any, Any], Awaitable[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def behavior(request: Any, context: CallContext) -> Any:
             started = time.perf_counter()
             request_id, refused = self._admit(method, request, context, started)
             if refused is not None:
@@ -107,7 +121,7 @@ class RpcPipeline:
 
     def _stream(self, method: _Method, inner: Callable[[Any, Any], AsyncIterator[Any]]
                 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def behavior(request: Any, context: CallContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             request_id, refused = self._admit(method, request, context, started)
             if refused is not None:
@@ -122,7 +136,7 @@ class RpcPipeline:
 
         return behavior
 
-    def _admit(self, method: _Method, request: Any, context: grpc.aio.ServicerContext,
+    def _admit(self, method: _Method, request: Any, context: CallContext,
                started: float) -> tuple[str, tuple[grpc.StatusCode, str] | None]:
         """The call's request id, bound for every line logged while it runs; and on a refusal, which
         it logs, the status to abort with."""
@@ -143,7 +157,7 @@ class RpcPipeline:
             return request_id, (code, str(exc))
         return request_id, None
 
-    async def _failed(self, method: _Method, request: Any, request_id: str, context: grpc.aio.ServicerContext,
+    async def _failed(self, method: _Method, request: Any, request_id: str, context: CallContext,
                       started: float, exc: BaseException) -> None:
         """Logs a call that raised; aborts with the mapped status unless it was cancelled or aborted."""
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):

@@ -6,12 +6,12 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from checkout_service.stripe.gateway import Obj, ProviderError
+from checkout_service.stripe.gateway import Obj, Provider, ProviderError
 
 _ids = itertools.count(1)
 
 
-class FakeProvider:
+class FakeProvider(Provider):
     def __init__(self) -> None:
         self.customers: dict[str, Obj] = {}
         self.sessions: dict[str, Obj] = {}
@@ -30,7 +30,7 @@ class FakeProvider:
         self._check("create_customer")
         key = f"customer-{account_id}"
         if key not in self.by_key:
-            customer = {"id": f"cus_{next(_ids)}", "metadata": {"account_id": account_id}}
+            customer: Obj = {"id": f"cus_{next(_ids)}", "metadata": {"account_id": account_id}}
             self.customers[customer["id"]] = self.by_key[key] = customer
         return str(self.by_key[key]["id"])
 

@@ -10,7 +10,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout_s: float = 10.0, what: str = "condition") -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout_s: float = 10.0,
+                     what: str = "condition") -> T:
     """Awaits `check()` until it returns a truthy value; fails with `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None

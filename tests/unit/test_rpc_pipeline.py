@@ -3,7 +3,7 @@ request id on every line the call logs, refusals logged and aborted, no token in
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -18,18 +18,19 @@ from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime import rpc
 from service_runtime.auth import Role
 from service_runtime.logs import configure_logging, reset_logging
-from service_runtime.rpc import RpcPipeline
+from service_runtime.rpc import CallContext, RpcPipeline
 from tests.support.tokens import TOKENS, service_tokens
 
 HANDLED, SECONDS = "grpc_server_handled_total", "grpc_server_handling_seconds"
 
 
-class FakeContext:
-    """What the pipeline uses of grpc.aio.ServicerContext."""
+class FakeContext(CallContext):
+    """Records what the pipeline does with a call's context."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self.metadata = metadata
         self.aborted: tuple[grpc.StatusCode, str] | None = None
+        self.trailing: Sequence[tuple[str, str]] = ()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self.metadata
@@ -37,6 +38,15 @@ class FakeContext:
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.aborted = (code, details)
         raise grpc.aio.AbortError()
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.aborted[0] if self.aborted else None
+
+    def details(self) -> str | None:
+        return self.aborted[1] if self.aborted else None
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self.trailing = metadata
 
 
 class Servicer(entitlement_pb2_grpc.EntitlementServiceServicer):
@@ -56,7 +66,7 @@ def lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
 
 def check_gate() -> Any:
     wrapped = RpcPipeline(service_tokens(), ROLES_BY_METHOD, ERRORS).wrap(
-        Servicer(), pb.DESCRIPTOR.services_by_name["EntitlementService"])
+        Servicer(), pb.DESCRIPTOR.services_by_name["EntitlementService"])  # type: ignore[abstract]  # CheckGate only
     return wrapped.CheckGate  # type: ignore[attr-defined]
 
 
