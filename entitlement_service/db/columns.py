@@ -48,8 +48,11 @@ class Column:
         return self.field or self.name
 
 
-WINDOW = {"decode": to_window, "encode": to_range}
-OPTIONAL_WINDOW = {"decode": optional(to_window), "encode": optional(to_range)}
+def window(name: str, field: str = "", nullable: bool = False) -> Column:
+    """A tstzrange column holding a half-open Window."""
+    if nullable:
+        return Column(name, "tstzrange", optional(to_window), optional(to_range), field)
+    return Column(name, "tstzrange", to_window, to_range, field)
 
 
 class Shape(Generic[T]):

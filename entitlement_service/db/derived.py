@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from catalog_rules.model import Source
-from entitlement_service.db.columns import OPTIONAL_WINDOW, WINDOW, Column, Parameters, Shape, to_window
+from entitlement_service.db.columns import Column, Parameters, Shape, to_window, window
 from entitlement_service.db.listener import CHANGES_CHANNEL
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
@@ -37,7 +37,7 @@ SUBSCRIPTION = Shape(SubscriptionRecord, (
 ITEM = Shape(ItemRow, (
     Column("subscription_id", "text"), Column("price_id", "text"), Column("item_id", "text"),
     Column("product_id", "text"), Column("quantity", "bigint"),
-    Column("effective", "tstzrange", field="window", **WINDOW),
+    window("effective", field="window"),
     Column("current_period_start", "timestamptz"), Column("current_period_end", "timestamptz"),
 ))
 
@@ -52,7 +52,7 @@ ASSIGNMENT = Shape(AccountAssignment, (
     Column("account_id", "text"), Column("subscription_group", "text"), Column("stackable", "bool"),
     Column("subscription_id", "text"), Column("price_id", "text"), Column("billing_plan_code", "text"),
     Column("priority", "int"), Column("gate_bundle", "text"), Column("started_at", "timestamptz"),
-    Column("effective", "tstzrange", **WINDOW), Column("conflict", "bool"),
+    window("effective"), Column("conflict", "bool"),
     Column("conflict_with_subscription_id", "text"),
 ), values=_assignment_values)
 
@@ -67,7 +67,7 @@ BINDING = Shape(AccountBinding, (
     Column("account_id", "text"), Column("subscription_id", "text"), Column("subscription_group", "text"),
     Column("price_id", "text"), Column("product_id", "text"), Column("grant_program_code", "text"),
     Column("amount", "bigint"), Column("scale_by_quantity", "bool"), Column("quantity", "bigint"),
-    Column("source", "text"), Column("effective", "tstzrange", **WINDOW),
+    Column("source", "text"), window("effective"),
     Column("conflict_with_subscription_id", "text"),
 ), values=_binding_values)
 
@@ -88,7 +88,7 @@ ISSUANCE = Shape(Issuance, (
     Column("issue_key", "text"), Column("account_id", "text"), Column("grant_program_code", "text"),
     Column("cadence", "text"), Column("unit", "text"), Column("amount", "bigint"), Column("source", "text"),
     Column("price_id", "text"), Column("subscription_id", "text"), Column("invoice_id", "text"),
-    Column("checkout_session_id", "text"), Column("period", "tstzrange", **OPTIONAL_WINDOW),
+    Column("checkout_session_id", "text"), window("period", nullable=True),
     Column("issued_at", "timestamptz"), Column("provider_event_id", "text"),
 ), values=_issuance_values)
 
@@ -99,18 +99,18 @@ BINDING_SELECT = f"{PLACED_COLUMNS}, product_id, grant_program_code, amount, sca
 
 
 def placed_assignment(r: asyncpg.Record) -> PlacedAssignment:
-    window = to_window(r["effective"])
+    placed = to_window(r["effective"])
     row = AssignmentRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["billing_plan_code"],
-                        r["priority"], r["gate_bundle"], r["started_at"], window)
-    return PlacedAssignment(row, window, r["conflict_with_subscription_id"])
+                        r["priority"], r["gate_bundle"], r["started_at"], placed)
+    return PlacedAssignment(row, placed, r["conflict_with_subscription_id"])
 
 
 def placed_binding(r: asyncpg.Record) -> PlacedBinding:
-    window = to_window(r["effective"])
+    placed = to_window(r["effective"])
     row = BindingRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["product_id"],
                      r["grant_program_code"], r["amount"], r["scale_by_quantity"], r["quantity"], Source(r["source"]),
-                     window)
-    return PlacedBinding(row, window, r["conflict_with_subscription_id"])
+                     placed)
+    return PlacedBinding(row, placed, r["conflict_with_subscription_id"])
 
 
 _params = Parameters()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from catalog_rules.model import Cadence
-from entitlement_service.db.columns import OPTIONAL_WINDOW, Column, Shape
+from entitlement_service.db.columns import Column, Shape, window
 from entitlement_service.db.derived import (
     ASSIGNMENT_SELECT,
     BINDING_SELECT,
@@ -24,7 +24,7 @@ ISSUED = Shape(IssuedGrantRecord, (
     Column("issue_key", "text"), Column("grant_program_code", "text"), Column("cadence", "text", decode=Cadence),
     Column("unit", "text"), Column("amount", "bigint"), Column("subscription_id", "text"),
     Column("invoice_id", "text"), Column("checkout_session_id", "text"),
-    Column("period", "tstzrange", **OPTIONAL_WINDOW), Column("issued_at", "timestamptz"),
+    window("period", nullable=True), Column("issued_at", "timestamptz"),
 ))
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from entitlement_service.db.columns import WINDOW, Column, Shape
+from entitlement_service.db.columns import Column, Shape, window
 from entitlement_service.domain.model import Status
 from entitlement_service.domain.windows import Window
 
@@ -23,7 +23,7 @@ class Held:
 
 
 HELD = Shape(Held, (Column("subscription_id", "text"), Column("status", "text", decode=Status),
-                    Column("effective", "tstzrange", field="window", **WINDOW)))
+                    window("effective", field="window")))
 
 
 def test_a_shape_naming_other_columns_than_its_records_fields_is_refused() -> None:
