@@ -1,4 +1,4 @@
-"""Which roles may call which CheckoutService RPC (DESIGN.md section 6)."""
+"""Which roles may call which CheckoutService RPC (docs/contract.md lists them)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 import structlog
@@ -34,8 +36,15 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
+    """The migrations shipped in `entitlement_service/db/migrations/`."""
+    return read_migrations(resources.files("entitlement_service.db.migrations").iterdir())
+
+
+def read_migrations(entries: Iterable[Traversable]) -> list[Migration]:
+    """The `.sql` files among `entries`, in version order. Refused: a file not named
+    NNNN_verb_noun.sql, and versions that do not run 1..n without gaps or repeats."""
     found: list[Migration] = []
-    for entry in resources.files("entitlement_service.db.migrations").iterdir():
+    for entry in entries:
         if not entry.name.endswith(".sql"):
             continue
         match = FILE_NAME.match(entry.name)

@@ -1,4 +1,4 @@
-"""Which roles may call which EntitlementService RPC (DESIGN.md section 6)."""
+"""Which roles may call which EntitlementService RPC (docs/contract.md lists them)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property: any delivery order of a subscription's events, with duplicates, ends in the same
-state as in-order delivery (DESIGN.md section 5)."""
+state as in-order delivery (docs/rules.md, "Ordering, ties and stale events")."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ K8S = DEPLOY / "k8s"
 # The oldest release these manifests promise to work on; bump it deliberately, never implicitly.
 KUBERNETES_VERSION = "1.32.0"
 
-# DESIGN.md section 6, "Defaults": the only settings the services read.
+# docs/contract.md, "Environment variables and default ports": the only settings the services read.
 CONTRACT_ENV = frozenset(
     {
         "DATABASE_URL",

@@ -1,7 +1,46 @@
-from entitlement_service.db.migrate import load_migrations
+"""Migrations are numbered, forward-only files that never change once shipped."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from entitlement_service.db.migrate import MigrationError, load_migrations, read_migrations
+
+# Each shipped migration's text, pinned: a database that applied it must never meet a different
+# one under its number (the service refuses to start then). Change nothing here; add a migration.
+SHIPPED = {
+    1: "c286c737ef1b2cd2dabda2c1de21bf593145bc7a84f67099787739a26062cd91",
+    2: "76ec81b83cf8aa88def3e05b88a037e0bc9ede77474c657218af244e16e1830e",
+    3: "03e8264e669ee9669f908e077a2a17626a5164c7cddae3ec962cec3bf0c4ca77",
+}
 
 
-def test_migrations_are_numbered_from_one_without_gaps() -> None:
-    versions = [m.version for m in load_migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+def test_a_shipped_migration_keeps_its_text() -> None:
+    found = {m.version: hashlib.sha256(m.sql.encode()).hexdigest() for m in load_migrations()}
+    assert {version: found.get(version) for version in SHIPPED} == SHIPPED
 
+
+def write(folder: Path, *names: str) -> list[Path]:
+    for name in names:
+        (folder / name).write_text(f"-- {name}\nSELECT 1;\n")
+    return sorted(folder.iterdir(), reverse=True)
+
+
+def test_migrations_are_read_in_version_order_and_other_files_are_ignored(tmp_path: Path) -> None:
+    entries = write(tmp_path, "0002_add_thing.sql", "0001_create_thing.sql", "README.md", "__init__.py")
+    assert [(m.version, m.name) for m in read_migrations(entries)] == [(1, "create_thing"), (2, "add_thing")]
+
+
+@pytest.mark.parametrize(("names", "problem"), [
+    (("0001_create_thing.sql", "0003_add_thing.sql"), "without gaps, found \\[1, 3\\]"),
+    (("0001_create_thing.sql", "0001_create_other.sql"), "without gaps, found \\[1, 1\\]"),
+    (("0002_add_thing.sql",), "without gaps, found \\[2\\]"),
+    (("0001_create_thing.sql", "2_add_thing.sql"), "2_add_thing.sql must be named NNNN_verb_noun.sql"),
+    (("0001_Create-Thing.sql",), "must be named NNNN_verb_noun.sql"),
+], ids=["a gap", "a number used twice", "not starting at one", "an unpadded number", "not snake case"])
+def test_a_badly_numbered_or_named_migration_is_refused(tmp_path: Path, names: tuple[str, ...], problem: str) -> None:
+    with pytest.raises(MigrationError, match=problem):
+        read_migrations(write(tmp_path, *names))
