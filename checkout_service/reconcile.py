@@ -26,7 +26,10 @@ FIRST_REPLAY_S = 3 * 24 * 3600
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ReconcileReport:
+    """What one reconciliation did: the entitlement service's answer and how many missed provider
+    events it replayed."""
+
     reply: pb.ApplyReconciliationResponse
     events_replayed: int
 
@@ -58,7 +61,7 @@ async def replay(w: WebhookDeps, checkpoint: Timestamp | None, now: int) -> tupl
     return missed, newest
 
 
-async def reconcile(w: WebhookDeps, account_id: str | None) -> Outcome:
+async def reconcile(w: WebhookDeps, account_id: str | None) -> ReconcileReport:
     """Compares first, so drift is found and counted (and repaired from the provider's present
     state), then replays the events missed since the checkpoint, which fill in the history."""
     deps = w.deps
@@ -90,4 +93,4 @@ async def reconcile(w: WebhookDeps, account_id: str | None) -> Outcome:
              subscriptions_checked=reply.subscriptions_checked, mismatches_found=reply.mismatches_found,
              mismatches_repaired=reply.mismatches_repaired, purchases_resolved=reply.purchases_resolved,
              open_mismatches=len(reply.open_mismatches))
-    return Outcome(reply, replayed)
+    return ReconcileReport(reply, replayed)
