@@ -4,7 +4,7 @@ with, and whether it comes too late to change the state held."""
 
 from __future__ import annotations
 
-from catalog_rules.model import Price, Product
+from catalog_rules.model import Price, Product, ResolvedPrice
 from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import (
     RECONCILIATION,
@@ -51,6 +51,23 @@ def outcome_without_account(event: ProviderEvent) -> EventResult | None:
 
 def unknown_account(event: ProviderEvent) -> EventResult:
     return EventResult(event.provider_event_id, Outcome.REJECTED, UNKNOWN_ACCOUNT)
+
+
+def linked_elsewhere(account_id: str, customer_id: str | None, holder: str) -> str:
+    """Why an event is refused when it names one account while its customer is linked to another
+    (a typo in `metadata.account_id`, say): it grants nothing to either account."""
+    return f"customer_linked_elsewhere: customer {customer_id} is linked to account {holder}, not {account_id}"
+
+
+def catalog_problem(price_id: str, resolved: ResolvedPrice | None) -> str | None:
+    """Why an event that names a price cannot be applied: the catalog does not know the price (and
+    the event did not carry its product to learn it from), or its entry is invalid. None when the
+    price can be used."""
+    if resolved is None:
+        return f"unknown_price: {price_id} is not in the catalog and the event does not carry its product"
+    if not resolved.valid:
+        return f"invalid_catalog_entry: {resolved.invalid_reason}"
+    return None
 
 
 def account_of(event: ProviderEvent, linked: str | None, hint: str | None = None) -> str | None:

@@ -192,8 +192,7 @@ async def _hold_accounts(conn: Conn, todo: list[tuple[ProviderEvent, str]]) -> t
     customers = {a: e.provider_customer_id for e, a in todo}
     for account_id, held in held_accounts.items():
         if held.customer_holder is not None:
-            refused[account_id] = (f"customer_linked_elsewhere: customer {customers[account_id]} is linked to "
-                                   f"account {held.customer_holder}, not {account_id}")
+            refused[account_id] = policy.linked_elsewhere(account_id, customers[account_id], held.customer_holder)
         elif held.adopted:
             log.info("events_reapplied", account_id=account_id, count=held.adopted)
         elif held.created:
@@ -266,11 +265,9 @@ async def _learn_prices(conn: Conn, deps: Deps, cached: CachedCatalog,
             resolved = resolve_price(price, product, config)
             await store_price(conn, resolved)
             cached = await deps.catalog.view(conn)
-        if resolved is None:
-            raise Rejected(f"unknown_price: {price.price_id} is not in the catalog and the event does not "
-                           "carry its product")
-        if not resolved.valid:
-            raise Rejected(f"invalid_catalog_entry: {resolved.invalid_reason}")
+        problem = policy.catalog_problem(price.price_id, resolved)
+        if problem is not None:
+            raise Rejected(problem)
     return cached
 
 

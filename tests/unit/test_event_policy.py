@@ -124,6 +124,21 @@ def test_the_audit_trail_names_reconciliations_apart_from_provider_events(type_:
     assert policy.cause_of(event(snapshot(), type_)) == cause
 
 
+def test_an_event_naming_another_accounts_customer_is_refused_naming_both_accounts() -> None:
+    assert policy.linked_elsewhere("acct_2", "cus_1", "acct_1") == (
+        "customer_linked_elsewhere: customer cus_1 is linked to account acct_1, not acct_2")
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    (None, "unknown_price: price_x is not in the catalog and the event does not carry its product"),
+    (replace(PRICES["price_pro"], valid=False, invalid_reason="price price_x: plan 'gold' is not a known plan"),
+     "invalid_catalog_entry: price price_x: plan 'gold' is not a known plan"),
+    (PRICES["price_pro"], None),
+], ids=["unknown price", "invalid entry", "usable"])
+def test_an_event_naming_an_unknown_or_invalid_price_cannot_be_applied(entry: object, problem: str | None) -> None:
+    assert policy.catalog_problem("price_x", entry) == problem  # type: ignore[arg-type]
+
+
 def like(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern) + r"\Z")
 
