@@ -12,7 +12,7 @@ import grpc
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.grpc import convert_in as cin
 from entitlement_service.grpc import convert_out as out
-from entitlement_service.service import catalog, events, purchases, reads, support
+from entitlement_service.service import catalog, event_accounts, events, purchases, reads, support
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
@@ -87,7 +87,7 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
                                    context: Context) -> pb.LinkProviderCustomerResponse:
         account_id = cin.required(request.account_id, "account_id")
         customer_id = cin.required(request.provider_customer_id, "provider_customer_id")
-        count = await events.link_and_apply(self.deps, account_id, customer_id)
+        count = await event_accounts.link_and_apply(self.deps, account_id, customer_id)
         return pb.LinkProviderCustomerResponse(account_id=account_id, provider_customer_id=customer_id,
                                                events_reapplied=count)
 

@@ -7,12 +7,12 @@ from datetime import datetime
 
 from entitlement_service.db import accounts, purchases
 from entitlement_service.db.pool import Conn
-from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.errors import Conflict, InvalidRequest, NotFound
 from entitlement_service.domain.model import Mode, PurchaseState
 from entitlement_service.domain.purchases import next_state
 from entitlement_service.domain.records import PurchaseRecord, TransitionRecord
 from entitlement_service.service.deps import Deps
+from entitlement_service.service.event_accounts import hold
 from entitlement_service.service.rebuild import rebuild_account
 
 
@@ -56,8 +56,7 @@ async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     """Records a purchase as pending; registering the same purchase id again returns it unchanged."""
     now = deps.clock()
     async with deps.pool.acquire() as conn, conn.transaction():
-        held = (await accounts.hold_accounts(conn, [(new.account_id, new.provider_customer_id or None)],
-                                             policy.UNKNOWN_ACCOUNT, policy.ACCOUNT_EVENT_TYPES))[new.account_id]
+        held = (await hold(conn, [(new.account_id, new.provider_customer_id or None)]))[new.account_id]
         if held.customer_holder is not None:
             raise Conflict(f"customer {new.provider_customer_id} is linked to account {held.customer_holder}, "
                            f"not {new.account_id}")
