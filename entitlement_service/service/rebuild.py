@@ -13,6 +13,7 @@ from entitlement_service.db.pool import Conn
 from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
 from entitlement_service.domain.event_policy import ACCOUNT_EVENT_TYPES, HISTORY_OUTCOMES
+from entitlement_service.domain.findings import derivation_findings, derivation_resolutions
 from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
@@ -21,10 +22,8 @@ from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
     AuditEntry,
-    Finding,
     Issuance,
     PurchaseRecord,
-    Resolution,
     StoredAccount,
     SubscriptionRecord,
     TransitionRecord,
@@ -33,9 +32,6 @@ from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.metrics import FINALIZE_SECONDS
 from entitlement_service.service.writes import Writes
-
-# The mismatches a rebuild opens, and what closes them when the rebuild no longer finds them.
-RESOLUTIONS = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again"}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -212,22 +208,9 @@ class Rebuild:
                 self.note("purchase", purchase.purchase_id, target.value, {"reason": reason})
 
     def _mismatches(self, state: AccountState) -> None:
-        wanted: set[str] = set()
-        for (sub_id, group), lost in state.lost.items():
-            fingerprint = f"group_conflict:{self.account_id}:{group}:{sub_id}"
-            wanted.add(fingerprint)
-            diff = {"subscription_group": group, "lost_to": sorted({loss.winner for loss in lost}),
-                    "windows": [[_iso(loss.window.start), _iso(loss.window.end)] for loss in lost]}
-            self.writes.findings.append(Finding("group_conflict", self.account_id, sub_id, fingerprint, diff))
-        for d in state.subscriptions:
-            if d.group_mismatch:
-                fingerprint = f"group_mismatch:{d.latest.subscription_id}"
-                wanted.add(fingerprint)
-                self.writes.findings.append(Finding("group_mismatch", self.account_id, d.latest.subscription_id,
-                                                    fingerprint, {"reason": d.group_mismatch}))
-        for fingerprint, kind in self.stored.open_mismatches.items():
-            if kind in RESOLUTIONS and fingerprint not in wanted:
-                self.writes.resolutions.append(Resolution(fingerprint, RESOLUTIONS[kind]))
+        found = derivation_findings(self.account_id, state)
+        self.writes.findings.extend(found)
+        self.writes.resolutions.extend(derivation_resolutions(self.stored.open_mismatches, found))
 
 
 async def rebuild_account(conn: Conn, deps: Deps, account_id: str, cause: str, cause_id: str,

@@ -14,13 +14,19 @@ from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, decide_gates, effective_at
 from entitlement_service.domain.errors import NotFound
+from entitlement_service.domain.findings import (
+    REPAIRED,
+    RESOLVED_PURCHASE,
+    provider_difference,
+    stuck_purchase,
+    stuck_purchase_fingerprint,
+)
 from entitlement_service.domain.model import Outcome, PurchaseState
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.reconcile import HeldSubscription, difference
 from entitlement_service.domain.records import (
     AuditEntry,
     EventRecord,
-    Finding,
     IssuedGrantRecord,
     MismatchRecord,
     OverduePurchase,
@@ -153,15 +159,13 @@ async def _repair(deps: Deps, account: ProviderAccount, snapshot: SubscriptionSn
     if found is None:
         return
     result.found += 1
-    fingerprint = f"{found.kind}:{event.provider_event_id}"
+    finding = provider_difference(account.account_id, snapshot.subscription_id, found, event.provider_event_id)
     async with deps.pool.acquire() as conn:
-        await db_support.open_mismatches(conn, [Finding(found.kind, account.account_id, snapshot.subscription_id,
-                                                     fingerprint, found.diff)])
+        await db_support.open_mismatches(conn, [finding])
     applied = await apply_event(deps, event)
     if applied.outcome in (Outcome.APPLIED, Outcome.DUPLICATE):
         async with deps.pool.acquire() as conn:
-            if await db_support.close_mismatches(conn, [Resolution(fingerprint,
-                                                                   "repaired: applied the provider's state")]):
+            if await db_support.close_mismatches(conn, [Resolution(finding.fingerprint, REPAIRED)]):
                 result.repaired += 1
     log.info("reconciliation", account_id=account.account_id, subscription_id=snapshot.subscription_id,
              kind=found.kind, outcome=applied.outcome.value, reason=applied.reason)
@@ -192,21 +196,17 @@ async def _resolve(deps: Deps, session: CheckoutSessionSnapshot, event: Provider
     """An overdue purchase: finalized or expired from its checkout session, or flagged as stuck
     while the provider still holds the session open."""
     before = await _purchase_state(deps, session.checkout_session_id)
-    fingerprint = f"stuck_purchase:{session.checkout_session_id}"
     if session.status == "expired" or session.paid:
         await apply_event(deps, event)
     if await _purchase_state(deps, session.checkout_session_id) != before:
         result.resolved += 1
+        resolved = Resolution(stuck_purchase_fingerprint(session.checkout_session_id), RESOLVED_PURCHASE)
         async with deps.pool.acquire() as conn:
-            await db_support.close_mismatches(
-                conn, [Resolution(fingerprint, "resolved from the provider's checkout session")])
+            await db_support.close_mismatches(conn, [resolved])
     elif session.status == "open" and session.purchase_id:
         result.found += 1
-        stuck = Finding("stuck_purchase", session.metadata.get("account_id") or "", None, fingerprint, {
-            "purchase_id": session.purchase_id, "checkout_session": session.status,
-            "payment_status": session.payment_status})
         async with deps.pool.acquire() as conn:
-            await db_support.open_mismatches(conn, [stuck])
+            await db_support.open_mismatches(conn, [stuck_purchase(session)])
 
 
 async def _purchase_state(deps: Deps, session_id: str) -> PurchaseState | None:
