@@ -138,8 +138,9 @@ WITH subscriptions_written AS (
 ), bindings_written AS (
     INSERT INTO grant_bindings ({BINDING.select()}) SELECT * FROM {_params.unnest(BINDING)}
 ), audited AS (
-    INSERT INTO audit_log ({AUDIT.select()}) SELECT a, c, ci, e, ei, ac, d, coalesce(t, now())
-    FROM {_params.unnest(AUDIT)} AS v(a, c, ci, e, ei, ac, d, t)
+    INSERT INTO audit_log ({AUDIT.select()})
+    SELECT {", ".join("coalesce(v.at, now())" if name == "at" else f"v.{name}" for name in AUDIT.names)}
+    FROM {_params.unnest(AUDIT)} AS v({AUDIT.select()})
 ), bumped AS (
     UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY({_params.next()})
     RETURNING account_id, revision
