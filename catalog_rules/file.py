@@ -16,6 +16,7 @@ from catalog_rules.metadata import METADATA_KEYS, explain_price
 from catalog_rules.model import (
     Cadence,
     CatalogConfig,
+    ChangePolicy,
     GateBundle,
     GrantProgram,
     Group,
@@ -33,7 +34,7 @@ STRIPE_METADATA_VALUE_MAX = 500
 _SECTION_KEYS: dict[str, frozenset[str]] = {
     "groups": frozenset({"stackable"}),
     "plans": frozenset({"priority", "kind"}),
-    "grant_programs": frozenset({"cadence", "unit"}),
+    "grant_programs": frozenset({"cadence", "unit", "on_change"}),
     "gate_bundles": frozenset({"gates"}),
 }
 _TOP_KEYS = (*_SECTION_KEYS, "products")
@@ -224,7 +225,11 @@ def _plan(code: str, entry: _Entry) -> Plan:
 def _grant_program(code: str, entry: _Entry) -> GrantProgram:
     cadence = entry.string("cadence", choices=tuple(Cadence))
     unit = entry.string("unit")
-    return GrantProgram(code=code, cadence=Cadence(cadence or Cadence.ONE_TIME), unit=unit or "")
+    on_change = entry.string("on_change", choices=tuple(ChangePolicy), optional=True)
+    if on_change is not None and cadence is not None and cadence != Cadence.PER_PERIOD:
+        entry.error(f"on_change applies to per_period programs only, not {cadence}")
+    return GrantProgram(code=code, cadence=Cadence(cadence or Cadence.ONE_TIME), unit=unit or "",
+                        on_change=ChangePolicy(on_change or ChangePolicy.NONE))
 
 
 def _gate_bundle(code: str, entry: _Entry) -> GateBundle:

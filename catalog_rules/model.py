@@ -15,6 +15,15 @@ class Cadence(StrEnum):
     ONE_TIME = "one_time"
 
 
+class ChangePolicy(StrEnum):
+    """What a `per_period` program issues when a subscription changes in the middle of a paid
+    period: nothing (the next period funds the new plan), or the positive difference an upgrade
+    makes, once for that period."""
+
+    NONE = "none"
+    DIFFERENCE = "difference"
+
+
 class PlanKind(StrEnum):
     BASE = "base"
     ADDON = "addon"
@@ -45,6 +54,7 @@ class GrantProgram:
     code: str
     cadence: Cadence
     unit: str
+    on_change: ChangePolicy = ChangePolicy.NONE
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from catalog_rules.file import CatalogFile, PriceSpec, ProductSpec
-from catalog_rules.model import Cadence, CatalogConfig, PlanKind
+from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind
 from checkout_service.stripe import normalize as norm
 from checkout_service.stripe.gateway import Obj, Provider, ProviderError
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -21,6 +21,7 @@ LOOKUP_KEYS_PER_CALL = 10
 CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIVE: pb.GRANT_CADENCE_WHILE_ACTIVE,
             Cadence.ONE_TIME: pb.GRANT_CADENCE_ONE_TIME}
 KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
+CHANGE_POLICIES = {ChangePolicy.NONE: pb.CHANGE_POLICY_NONE, ChangePolicy.DIFFERENCE: pb.CHANGE_POLICY_DIFFERENCE}
 
 
 def config_message(config: CatalogConfig) -> pb.CatalogConfig:
@@ -28,7 +29,8 @@ def config_message(config: CatalogConfig) -> pb.CatalogConfig:
     return pb.CatalogConfig(
         groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in config.groups.values()],
         plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in config.plans.values()],
-        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit)
+        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit,
+                                        on_change=CHANGE_POLICIES[g.on_change])
                         for g in config.grant_programs.values()],
         gate_bundles=[pb.GateBundle(code=b.code, gates=list(b.gates)) for b in config.gate_bundles.values()],
     )

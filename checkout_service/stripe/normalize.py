@@ -186,13 +186,22 @@ def invoice_subscription(obj: Json) -> str:
     return ref(obj.get("subscription"))
 
 
+def _proration(line: Json) -> bool:
+    """Current API versions say it under the line's parent (a subscription item's or an invoice
+    item's details); older ones on the line itself."""
+    parent = _map(line.get("parent"))
+    details = _map(parent.get("subscription_item_details")) or _map(parent.get("invoice_item_details"))
+    return bool(details.get("proration") if details else line.get("proration"))
+
+
 def invoice(obj: Json) -> pb.InvoiceSnapshot:
     lines = []
     for line in _list(obj.get("lines")):
         period = _map(line.get("period"))
         if _line_price(line):
             lines.append(pb.InvoiceLine(price_id=_line_price(line), quantity=int(line.get("quantity") or 0),
-                                        period_start=ts(period.get("start")), period_end=ts(period.get("end"))))
+                                        period_start=ts(period.get("start")), period_end=ts(period.get("end")),
+                                        proration=_proration(line), amount=int(line.get("amount") or 0)))
     transitions = _map(obj.get("status_transitions"))
     return pb.InvoiceSnapshot(
         invoice_id=ref(obj), subscription_id=invoice_subscription(obj), provider_customer_id=ref(obj.get("customer")),

@@ -12,6 +12,7 @@ import asyncpg
 from catalog_rules.model import (
     Cadence,
     CatalogConfig,
+    ChangePolicy,
     GateBundle,
     GrantProgram,
     GrantSpec,
@@ -38,9 +39,11 @@ ON CONFLICT (code) DO UPDATE SET priority = excluded.priority, kind = excluded.k
 RETURNING code"""
 
 UPSERT_PROGRAM = """
-INSERT INTO grant_programs (code, cadence, unit) VALUES ($1, $2, $3)
-ON CONFLICT (code) DO UPDATE SET cadence = excluded.cadence, unit = excluded.unit, updated_at = now()
-    WHERE (grant_programs.cadence, grant_programs.unit) IS DISTINCT FROM (excluded.cadence, excluded.unit)
+INSERT INTO grant_programs (code, cadence, unit, on_change) VALUES ($1, $2, $3, $4)
+ON CONFLICT (code) DO UPDATE SET cadence = excluded.cadence, unit = excluded.unit, on_change = excluded.on_change,
+    updated_at = now()
+    WHERE (grant_programs.cadence, grant_programs.unit, grant_programs.on_change)
+        IS DISTINCT FROM (excluded.cadence, excluded.unit, excluded.on_change)
 RETURNING code"""
 
 UPSERT_BUNDLE = """
@@ -58,11 +61,15 @@ async def upsert_config(conn: Conn, config: CatalogConfig) -> list[tuple[str, st
     for p in config.plans.values():
         results.append(("plan", p.code, await conn.fetchval(UPSERT_PLAN, p.code, p.priority, p.kind.value) is not None))
     for gp in config.grant_programs.values():
-        changed = await conn.fetchval(UPSERT_PROGRAM, gp.code, gp.cadence.value, gp.unit) is not None
-        results.append(("grant_program", gp.code, changed))
+        changed = await conn.fetchval(UPSERT_PROGRAM, gp.code, gp.cadence.value, gp.unit, gp.on_change.value)
+        results.append(("grant_program", gp.code, changed is not None))
     for b in config.gate_bundles.values():
         results.append(("gate_bundle", b.code, await conn.fetchval(UPSERT_BUNDLE, b.code, list(b.gates)) is not None))
     return results
+
+
+def _grant_program(row: asyncpg.Record) -> GrantProgram:
+    return GrantProgram(row["code"], Cadence(row["cadence"]), row["unit"], ChangePolicy(row["on_change"]))
 
 
 def _gate_bundle(row: asyncpg.Record) -> GateBundle:
@@ -75,8 +82,8 @@ async def load_config(conn: Conn) -> CatalogConfig:
                 for r in await conn.fetch("SELECT code, stackable FROM subscription_groups")},
         plans={r["code"]: Plan(r["code"], r["priority"], PlanKind(r["kind"]))
                for r in await conn.fetch("SELECT code, priority, kind FROM plans")},
-        grant_programs={r["code"]: GrantProgram(r["code"], Cadence(r["cadence"]), r["unit"])
-                        for r in await conn.fetch("SELECT code, cadence, unit FROM grant_programs")},
+        grant_programs={r["code"]: _grant_program(r)
+                        for r in await conn.fetch("SELECT code, cadence, unit, on_change FROM grant_programs")},
         gate_bundles={r["code"]: _gate_bundle(r) for r in await conn.fetch("SELECT code, gates FROM gate_bundles")},
     )
 

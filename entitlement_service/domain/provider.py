@@ -87,6 +87,10 @@ class InvoiceLine:
     quantity: int
     period_start: datetime
     period_end: datetime
+    # A proration: the part of a period charged (or, with a negative amount, credited) because the
+    # subscription changed mid-period; its period runs from the change to the period's end.
+    proration: bool = False
+    amount: int | None = None  # in the currency's smallest unit
 
 
 @dataclass(frozen=True)

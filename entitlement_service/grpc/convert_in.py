@@ -10,7 +10,18 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from catalog_rules.model import Cadence, CatalogConfig, GateBundle, GrantProgram, Group, Plan, PlanKind, Price, Product
+from catalog_rules.model import (
+    Cadence,
+    CatalogConfig,
+    ChangePolicy,
+    GateBundle,
+    GrantProgram,
+    Group,
+    Plan,
+    PlanKind,
+    Price,
+    Product,
+)
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.domain.model import Mode, Status
 from entitlement_service.domain.provider import (
@@ -39,6 +50,8 @@ STATUSES = {
 MODES = {pb.PURCHASE_MODE_SUBSCRIPTION: Mode.SUBSCRIPTION, pb.PURCHASE_MODE_PAYMENT: Mode.PAYMENT}
 CADENCES = {pb.GRANT_CADENCE_PER_PERIOD: Cadence.PER_PERIOD, pb.GRANT_CADENCE_WHILE_ACTIVE: Cadence.WHILE_ACTIVE,
             pb.GRANT_CADENCE_ONE_TIME: Cadence.ONE_TIME}
+CHANGE_POLICIES = {pb.CHANGE_POLICY_UNSPECIFIED: ChangePolicy.NONE, pb.CHANGE_POLICY_NONE: ChangePolicy.NONE,
+                   pb.CHANGE_POLICY_DIFFERENCE: ChangePolicy.DIFFERENCE}
 KINDS = {pb.PLAN_KIND_BASE: PlanKind.BASE, pb.PLAN_KIND_ADDON: PlanKind.ADDON, pb.PLAN_KIND_UNSPECIFIED: PlanKind.BASE}
 
 
@@ -91,10 +104,15 @@ def catalog_config(c: pb.CatalogConfig) -> CatalogConfig:
     for i, gp in enumerate(c.grant_programs):
         if gp.cadence not in CADENCES:
             raise InvalidRequest(f"config.grant_programs[{i}].cadence is required")
+        if gp.on_change not in CHANGE_POLICIES:
+            raise InvalidRequest(f"config.grant_programs[{i}].on_change is not a known change policy")
+        if CHANGE_POLICIES[gp.on_change] is not ChangePolicy.NONE and gp.cadence != pb.GRANT_CADENCE_PER_PERIOD:
+            raise InvalidRequest(f"config.grant_programs[{i}].on_change applies to per_period programs only")
     return CatalogConfig(
         groups={g.code: Group(g.code, g.stackable) for g in c.groups},
         plans={p.code: Plan(p.code, p.priority, KINDS[p.kind]) for p in c.plans},
-        grant_programs={g.code: GrantProgram(g.code, CADENCES[g.cadence], g.unit) for g in c.grant_programs},
+        grant_programs={g.code: GrantProgram(g.code, CADENCES[g.cadence], g.unit, CHANGE_POLICIES[g.on_change])
+                        for g in c.grant_programs},
         gate_bundles={b.code: GateBundle(b.code, tuple(b.gates)) for b in c.gate_bundles},
     )
 
@@ -134,7 +152,8 @@ def invoice(i: pb.InvoiceSnapshot, at: datetime) -> InvoiceSnapshot:
         provider_customer_id=i.provider_customer_id or None, paid=i.paid or i.status == "paid",
         billing_reason=i.billing_reason,
         lines=tuple(InvoiceLine(line.price_id, line.quantity, time_or_none(line, "period_start") or at,
-                                time_or_none(line, "period_end") or at) for line in i.lines if line.price_id),
+                                time_or_none(line, "period_end") or at, line.proration, line.amount)
+                    for line in i.lines if line.price_id),
         at=at, paid_at=time_or_none(i, "paid_at"),
     )
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from catalog_rules.model import Cadence, CatalogConfig, PlanKind, Price, ResolvedPrice, Source
+from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind, Price, ResolvedPrice, Source
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
@@ -36,6 +36,7 @@ CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIV
             Cadence.ONE_TIME: pb.GRANT_CADENCE_ONE_TIME}
 SOURCES = {Source.PRICE: pb.BINDING_SOURCE_PRICE, Source.PRODUCT: pb.BINDING_SOURCE_PRODUCT}
 KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
+CHANGE_POLICIES = {ChangePolicy.NONE: pb.CHANGE_POLICY_NONE, ChangePolicy.DIFFERENCE: pb.CHANGE_POLICY_DIFFERENCE}
 STATUSES = {Status.INCOMPLETE: pb.SUBSCRIPTION_STATUS_INCOMPLETE,
             Status.INCOMPLETE_EXPIRED: pb.SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED,
             Status.TRIALING: pb.SUBSCRIPTION_STATUS_TRIALING, Status.ACTIVE: pb.SUBSCRIPTION_STATUS_ACTIVE,
@@ -187,7 +188,8 @@ def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     return pb.ListCatalogResponse(
         groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in c.groups.values()],
         plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in c.plans.values()],
-        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit)
+        grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit,
+                                        on_change=CHANGE_POLICIES[g.on_change])
                         for g in c.grant_programs.values()],
         gate_bundles=[pb.GateBundle(code=b.code, gates=list(b.gates)) for b in c.gate_bundles.values()],
         prices=[catalog_price(choice) for choice in v.choices],

@@ -7,7 +7,7 @@ import pytest
 
 from catalog_rules.file import CatalogFileError, PriceSpec, parse_catalog
 from catalog_rules.metadata import resolve_prices
-from catalog_rules.model import Cadence, GrantSpec, PlanKind, Source
+from catalog_rules.model import Cadence, ChangePolicy, GrantSpec, PlanKind, Source
 from checkout_service.cli import read_catalog
 from tests.support.provider import catalog_snapshots, example_catalog
 
@@ -151,6 +151,10 @@ def test_a_catalog_without_products_is_only_configuration() -> None:
         ("[grant_programs.c]\ncadence = 'one_time'\nunit = ''\n",
          "grant_programs.c: unit must be a non-empty string, not a string ('')"),
         ("[grant_programs.c]\ncadence = 'one_time'\n", "grant_programs.c: unit is missing"),
+        ("[grant_programs.c]\ncadence = 'per_period'\nunit = 'credit'\non_change = 'prorate'\n",
+         "grant_programs.c: on_change must be one of none, difference, not 'prorate'"),
+        ("[grant_programs.c]\ncadence = 'one_time'\nunit = 'credit'\non_change = 'difference'\n",
+         "grant_programs.c: on_change applies to per_period programs only, not one_time"),
         ("[gate_bundles.pro]\ngates = 'export'\n", "gate_bundles.pro: gates must be a list of non-empty strings"),
         ("[gate_bundles.pro]\ngates = ['export', 1]\n", "gate_bundles.pro: gates must be a list of non-empty strings"),
         ("[gate_bundles.pro]\n", "gate_bundles.pro: gates is missing"),
@@ -161,11 +165,20 @@ def test_a_catalog_without_products_is_only_configuration() -> None:
     ],
     ids=["unknown top-level key", "stackable not a boolean", "stackable missing", "typo in a group key",
          "groups not a table", "priority a string", "priority a boolean", "priority a float", "priority missing",
-         "unknown plan kind", "unknown cadence", "empty unit", "unit missing", "gates a string",
+         "unknown plan kind", "unknown cadence", "empty unit", "unit missing", "unknown change policy",
+         "a change policy on a one-time program", "gates a string",
          "gates not all strings", "gates missing", "group not a table", "empty product and price not a table"],
 )
 def test_a_bad_configuration_entry_is_refused_by_name(text: str, error: str) -> None:
     assert "\n".join(errors_of(text)) == error
+
+
+@pytest.mark.parametrize(("line", "policy"), [("", ChangePolicy.NONE), ("on_change = 'none'\n", ChangePolicy.NONE),
+                                              ("on_change = 'difference'\n", ChangePolicy.DIFFERENCE)],
+                         ids=["unset: none", "none", "difference"])
+def test_a_per_period_program_says_what_a_mid_period_change_funds(line: str, policy: ChangePolicy) -> None:
+    config = parse_catalog(f"[grant_programs.c]\ncadence = 'per_period'\nunit = 'credit'\n{line}").config
+    assert config.grant_programs["c"].on_change is policy
 
 
 def pro_with(product_lines: str = "", price_lines: str = "", product_metadata: str = "",

@@ -89,6 +89,26 @@ def test_a_paid_invoice_names_its_subscription_and_each_lines_price_and_period(l
     assert (out.price_id, out.quantity, out.period_start.seconds) == ("price_pro", 2, 1_770_000_000)
 
 
+@pytest.mark.parametrize(("line_shape", "proration"), [("current", True), ("current", False), ("older", True),
+                                                    ("older", False)])
+def test_an_invoice_line_says_whether_it_prorates_a_change_and_what_it_charges(line_shape: str,
+                                                                              proration: bool) -> None:
+    invoice = copy.deepcopy(FIXTURES["invoice"])
+    line = copy.deepcopy(FIXTURES["line_item"])
+    line.update({"amount": -650 if proration else 2000, "quantity": 1,
+                 "period": {"start": 1_770_000_000, "end": 1_772_592_000}})
+    if line_shape == "current":
+        line["pricing"] = {"type": "price_details", "price_details": {"price": "price_pro", "product": "prod_pro"}}
+        line["parent"] = {"type": "subscription_item_details", "invoice_item_details": None,
+                          "subscription_item_details": {**line["parent"]["subscription_item_details"],
+                                                        "proration": proration}}
+    else:
+        line.update({"price": {"id": "price_pro", "object": "price"}, "proration": proration, "parent": None})
+    invoice.update({"id": "in_1", "customer": "cus_1", "status": "paid", "lines": {"data": [line]}})
+    [out] = normalize(event("invoice.paid", invoice), b"", NOW, {}).invoice.lines
+    assert (out.proration, out.amount) == (proration, -650 if proration else 2000)
+
+
 def test_a_checkout_session_carries_the_purchase_and_account() -> None:
     session = copy.deepcopy(FIXTURES["checkout.session"])
     session.update({"id": "cs_1", "client_reference_id": "pur_1", "customer": "cus_1", "mode": "payment",

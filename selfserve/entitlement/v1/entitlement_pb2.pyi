@@ -240,12 +240,15 @@ class _GrantCadenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GrantCad
     grant program without a cadence.
     """
     GRANT_CADENCE_PER_PERIOD: _GrantCadence.ValueType  # 1
-    """Issued once per paid billing period and binding, from the paid invoice (`invoice.paid`)."""
+    """Issued at most once per subscription, program and billing period, from the paid invoice line
+    that pays for the period (`invoice.paid`): its price, quantity and period. Proration lines
+    fund nothing unless the program's `on_change` says so.
+    """
     GRANT_CADENCE_WHILE_ACTIVE: _GrantCadence.ValueType  # 2
     """Counted while the binding is effective; never issued."""
     GRANT_CADENCE_ONE_TIME: _GrantCadence.ValueType  # 3
-    """Issued once: per paid one-time checkout and price, or per subscription and price on the
-    subscription's first paid invoice.
+    """Issued once: per paid one-time checkout and price, per paid one-time line of a subscription
+    invoice, or per subscription and recurring price on the first paid line for it.
     """
 
 class GrantCadence(_GrantCadence, metaclass=_GrantCadenceEnumTypeWrapper):
@@ -256,14 +259,47 @@ GRANT_CADENCE_UNSPECIFIED: GrantCadence.ValueType  # 0
 grant program without a cadence.
 """
 GRANT_CADENCE_PER_PERIOD: GrantCadence.ValueType  # 1
-"""Issued once per paid billing period and binding, from the paid invoice (`invoice.paid`)."""
+"""Issued at most once per subscription, program and billing period, from the paid invoice line
+that pays for the period (`invoice.paid`): its price, quantity and period. Proration lines
+fund nothing unless the program's `on_change` says so.
+"""
 GRANT_CADENCE_WHILE_ACTIVE: GrantCadence.ValueType  # 2
 """Counted while the binding is effective; never issued."""
 GRANT_CADENCE_ONE_TIME: GrantCadence.ValueType  # 3
-"""Issued once: per paid one-time checkout and price, or per subscription and price on the
-subscription's first paid invoice.
+"""Issued once: per paid one-time checkout and price, per paid one-time line of a subscription
+invoice, or per subscription and recurring price on the first paid line for it.
 """
 Global___GrantCadence: _TypeAlias = GrantCadence  # noqa: Y015
+
+class _ChangePolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangePolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_POLICY_UNSPECIFIED: _ChangePolicy.ValueType  # 0
+    """Not set: the same as CHANGE_POLICY_NONE."""
+    CHANGE_POLICY_NONE: _ChangePolicy.ValueType  # 1
+    """Nothing mid-period: the next period funds the new plan."""
+    CHANGE_POLICY_DIFFERENCE: _ChangePolicy.ValueType  # 2
+    """An upgrade paid mid-period issues the positive difference between the new and the old
+    binding, once for that period however often the customer toggles; a downgrade issues nothing
+    and takes nothing back.
+    """
+
+class ChangePolicy(_ChangePolicy, metaclass=_ChangePolicyEnumTypeWrapper):
+    """What a `per_period` program issues when a subscription changes in the middle of a paid period."""
+
+CHANGE_POLICY_UNSPECIFIED: ChangePolicy.ValueType  # 0
+"""Not set: the same as CHANGE_POLICY_NONE."""
+CHANGE_POLICY_NONE: ChangePolicy.ValueType  # 1
+"""Nothing mid-period: the next period funds the new plan."""
+CHANGE_POLICY_DIFFERENCE: ChangePolicy.ValueType  # 2
+"""An upgrade paid mid-period issues the positive difference between the new and the old
+binding, once for that period however often the customer toggles; a downgrade issues nothing
+and takes nothing back.
+"""
+Global___ChangePolicy: _TypeAlias = ChangePolicy  # noqa: Y015
 
 class _BindingSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -718,9 +754,10 @@ Global___GrantBinding: _TypeAlias = GrantBinding  # noqa: Y015
 
 @_typing.final
 class IssuedGrant(_message.Message):
-    """Funding actually issued, never twice for one `issue_key`: per_period grants once per paid
-    billing period, price and program; one_time grants once per paid one-time checkout, or once per
-    subscription on its first paid invoice, per price and program.
+    """Funding actually issued, never twice for one `issue_key`: per_period grants at most once per
+    subscription, program and billing period, from the paid line that pays for the period (a
+    program with `on_change` difference may top a period up, once per level); one_time grants once
+    per paid one-time line or checkout, or once per subscription and recurring price.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -741,13 +778,17 @@ class IssuedGrant(_message.Message):
     unit: _builtins.str
     """The program's unit, for example "credit"."""
     amount: _builtins.int
-    """The amount issued, in `unit`, already multiplied by the quantity where the binding scales."""
+    """The amount issued, in `unit`, already multiplied by the quantity where the grant scales; for
+    a top-up after a mid-period upgrade, the difference it adds to the period.
+    """
     cadence: Global___GrantCadence.ValueType
     """per_period or one_time (while_active is never issued)."""
     issue_key: _builtins.str
-    """The idempotency key: `<invoice_id>:<price_id>:<program>` (per_period),
-    `<subscription_id>:<price_id>:<program>` (one_time from a subscription) or
-    `<checkout_session_id>:<price_id>:<program>` (one_time from a checkout).
+    """The idempotency key: `<subscription_id>:<program>:<period end>` (per_period; with
+    `:to:<level>` for a top-up), `<subscription_id>:<price_id>:<program>` (one_time of a recurring
+    price), `<invoice_id>:<price_id>:<program>` (a one-time line of an invoice, and per_period
+    grants issued before the per-period rule) or `<checkout_session_id>:<price_id>:<program>`
+    (one_time from a checkout).
     """
     invoice_id: _builtins.str
     """The provider invoice that paid for it; empty for a one-time checkout."""
@@ -757,7 +798,7 @@ class IssuedGrant(_message.Message):
     """The provider subscription whose invoice paid for it; empty for a one-time checkout."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
-        """Start of the billing period funded (per_period only)."""
+        """Start of the billing period funded (per_period only; for a top-up, when the upgrade was made)."""
 
     @_builtins.property
     def period_end(self) -> _timestamp_pb2.Timestamp:
@@ -1264,22 +1305,26 @@ class GrantProgram(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     CADENCE_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    ON_CHANGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The program's code, as the `grants` metadata names it."""
     cadence: Global___GrantCadence.ValueType
     """When the program funds an account. Required in UpsertCatalog."""
     unit: _builtins.str
     """What the amounts count, for example "credit" or "seat"."""
+    on_change: Global___ChangePolicy.ValueType
+    """What a `per_period` program issues for a change paid mid-period; none when unset."""
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         cadence: Global___GrantCadence.ValueType = ...,
         unit: _builtins.str = ...,
+        on_change: Global___ChangePolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cadence", b"cadence", "code", b"code", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cadence", b"cadence", "code", b"code", "on_change", b"on_change", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2717,10 +2762,20 @@ class InvoiceLine(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     PERIOD_START_FIELD_NUMBER: _builtins.int
     PERIOD_END_FIELD_NUMBER: _builtins.int
+    PRORATION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
     price_id: _builtins.str
     """The price billed; a line without one is skipped."""
     quantity: _builtins.int
     """How many; scales the grants that scale by quantity."""
+    proration: _builtins.bool
+    """True for a proration: the part of a period charged or credited because the subscription
+    changed mid-period (its period then runs from the change to the period's end).
+    """
+    amount: _builtins.int
+    """What the line charges in the currency's smallest unit; negative for a credit (an unused part
+    of a period given back).
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billing period paid for (the event's time when unset)."""
@@ -2736,10 +2791,12 @@ class InvoiceLine(_message.Message):
         quantity: _builtins.int = ...,
         period_start: _timestamp_pb2.Timestamp | None = ...,
         period_end: _timestamp_pb2.Timestamp | None = ...,
+        proration: _builtins.bool = ...,
+        amount: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start", "price_id", b"price_id", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "period_end", b"period_end", "period_start", b"period_start", "price_id", b"price_id", "proration", b"proration", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
