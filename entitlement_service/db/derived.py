@@ -81,7 +81,7 @@ def _issuance_values(i: Issuance) -> tuple[Any, ...]:
     issue = i.issue
     return (issue.issue_key, i.account_id, issue.grant_program_code, issue.cadence, issue.unit, issue.amount,
             issue.source, issue.price_id, issue.subscription_id, issue.invoice_id, issue.checkout_session_id,
-            issue.period, issue.issued_at, i.provider_event_id)
+            issue.period, issue.issued_at, i.provider_event_id, issue.basis, issue.funded_to)
 
 
 ISSUANCE = Shape(Issuance, (
@@ -89,7 +89,8 @@ ISSUANCE = Shape(Issuance, (
     Column("cadence", "text"), Column("unit", "text"), Column("amount", "bigint"), Column("source", "text"),
     Column("price_id", "text"), Column("subscription_id", "text"), Column("invoice_id", "text"),
     Column("checkout_session_id", "text"), window("period", nullable=True),
-    Column("issued_at", "timestamptz"), Column("provider_event_id", "text"),
+    Column("issued_at", "timestamptz"), Column("provider_event_id", "text"), Column("basis", "text"),
+    Column("funded_to", "bigint"),
 ), values=_issuance_values)
 
 # Assignments and bindings are read back as the domain places them; `id` is the row's, for removal.

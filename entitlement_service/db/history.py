@@ -16,8 +16,9 @@ from entitlement_service.db.derived import (
 )
 from entitlement_service.db.pool import Conn
 from entitlement_service.db.purchases import subscription_purchases_of
+from entitlement_service.db.reads import ISSUED
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
-from entitlement_service.domain.records import PurchaseRecord, StoredAccount, SubscriptionRecord
+from entitlement_service.domain.records import IssuedGrantRecord, PurchaseRecord, StoredAccount, SubscriptionRecord
 from entitlement_service.domain.timeline import ItemRow
 
 
@@ -29,12 +30,12 @@ class _Loading:
     assignments: dict[int, PlacedAssignment] = field(default_factory=dict)
     bindings: dict[int, PlacedBinding] = field(default_factory=dict)
     purchases: list[PurchaseRecord] = field(default_factory=list)
-    issue_keys: set[str] = field(default_factory=set)
+    issued: list[IssuedGrantRecord] = field(default_factory=list)
     open_mismatches: dict[str, str] = field(default_factory=dict)
 
     def stored(self) -> StoredAccount:
         return StoredAccount(tuple(self.history), self.subscriptions, tuple(self.items), self.assignments,
-                             self.bindings, tuple(self.purchases), frozenset(self.issue_keys), self.open_mismatches)
+                             self.bindings, tuple(self.purchases), tuple(self.issued), self.open_mismatches)
 
 
 async def load_accounts(conn: Conn, account_ids: Sequence[str], history_types: Sequence[str],
@@ -74,8 +75,9 @@ async def load_accounts(conn: Conn, account_ids: Sequence[str], history_types: S
         loading[r["account_id"]].bindings[r["id"]] = placed_binding(r)
     for purchase in await subscription_purchases_of(conn, accounts):
         loading[purchase.account_id].purchases.append(purchase)
-    for r in await conn.fetch("SELECT account_id, issue_key FROM issued_grants WHERE account_id = ANY($1)", accounts):
-        loading[r["account_id"]].issue_keys.add(r["issue_key"])
+    for r in await conn.fetch(f"SELECT account_id, {ISSUED.select()} FROM issued_grants WHERE account_id = ANY($1)",
+                              accounts):
+        loading[r["account_id"]].issued.append(ISSUED.read(r, 1))
     for r in await conn.fetch("SELECT account_id, kind, fingerprint FROM mismatches "
                               "WHERE account_id = ANY($1) AND closed_at IS NULL", accounts):
         loading[r["account_id"]].open_mismatches[r["fingerprint"]] = r["kind"]

@@ -259,5 +259,5 @@ class StoredAccount:
     assignments: dict[int, PlacedAssignment] = field(default_factory=dict)  # by row id
     bindings: dict[int, PlacedBinding] = field(default_factory=dict)  # by row id
     purchases: tuple[PurchaseRecord, ...] = ()  # its subscription purchases
-    issue_keys: frozenset[str] = frozenset()
+    issued: tuple[IssuedGrantRecord, ...] = ()  # everything issued to it, to be issued never again
     open_mismatches: dict[str, str] = field(default_factory=dict)  # fingerprint -> kind

@@ -178,16 +178,15 @@ class Rebuild:
 
     def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
                  programs: Mapping[str, GrantProgram]) -> bool:
-        issued = set(self.stored.issue_keys)
-        for invoice in invoices:
-            for issue in invoice_issues(invoice, state.bindings, programs):
-                if issue.issue_key in issued:
-                    continue
-                issued.add(issue.issue_key)
-                self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
-                self.note("issued_grant", issue.issue_key, "insert",
-                          {"grant_program_code": issue.grant_program_code, "amount": issue.amount})
-        return len(issued) > len(self.stored.issue_keys)
+        prices = self.catalog.prices_for({line.price_id for invoice in invoices for line in invoice.lines})
+        known = [d.latest.subscription_id for d in state.subscriptions]
+        issues = invoice_issues(invoices, prices, programs, known, state.lost, self.stored.issued)
+        for issue in issues:
+            self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
+            self.note("issued_grant", issue.issue_key, "insert",
+                      {"grant_program_code": issue.grant_program_code, "amount": issue.amount,
+                       "basis": issue.basis})
+        return bool(issues)
 
     def _purchases(self, state: AccountState) -> None:
         by_sub = {d.latest.subscription_id: d for d in state.subscriptions}

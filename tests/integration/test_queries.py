@@ -11,17 +11,19 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from catalog_rules.model import Source
+from catalog_rules.model import Cadence, Source
 from entitlement_service.db import accounts, derived, events, history, purchases
 from entitlement_service.db.pool import init_connection
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.funding import DIFFERENCE, PERIOD, Issue
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
     AuditEntry,
     EventResult,
+    Issuance,
     PurchaseRecord,
     RecordedEvent,
     SubscriptionRecord,
@@ -180,3 +182,26 @@ async def test_a_purchase_reads_back_as_recorded_and_each_move_stamps_its_state(
     assert [(t.from_state, t.to_state, t.provider_event_id) for t in await purchases.transitions(db, "pur_1")] == [
         (PurchaseState.PENDING, PurchaseState.RETURNED, None),
         (PurchaseState.RETURNED, PurchaseState.CONFLICT, "evt_9")]
+
+
+async def test_the_database_funds_a_period_once_whatever_the_code_asks(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    period = Window(T0, T0 + 30 * DAY)
+    first = Issue("sub_1:ai_credits:one", "ai_credits", Cadence.PER_PERIOD, "credit", 1200, Source.PRICE, "price_pro",
+                  T0, subscription_id="sub_1", invoice_id="in_1", period=period, basis=PERIOD)
+    await derived.insert_issues(db, [Issuance("acct_1", first, "evt_1")])
+    await derived.insert_issues(db, [Issuance("acct_1", first, "evt_again")])  # the same key: left as it is
+    again = replace(first, issue_key="sub_1:ai_credits:other", invoice_id="in_2",
+                    period=Window(T0 + 10 * DAY, period.end))
+    with pytest.raises(asyncpg.UniqueViolationError, match="issued_grants_once_per_period"):
+        await derived.insert_issues(db, [Issuance("acct_1", again, "evt_2")])
+
+
+async def test_a_difference_tops_a_period_up_once_per_level(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    period = Window(T0 + 10 * DAY, T0 + 30 * DAY)
+    top = Issue("sub_1:seats:to:1000", "seats", Cadence.PER_PERIOD, "credit", 500, Source.PRICE, "price_seat", T0,
+                subscription_id="sub_1", invoice_id="in_1", period=period, basis=DIFFERENCE, funded_to=1000)
+    await derived.insert_issues(db, [Issuance("acct_1", top, "evt_1")])
+    with pytest.raises(asyncpg.UniqueViolationError, match="issued_grants_once_per_level"):
+        await derived.insert_issues(db, [Issuance("acct_1", replace(top, issue_key="sub_1:seats:again"), "evt_2")])

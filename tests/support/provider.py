@@ -97,18 +97,28 @@ def subscription_event(
     )
 
 
+# An invoice line: (lookup key, quantity, period start, period end), or with (proration, amount)
+# after them for a line that prorates a change.
+InvoiceLineSpec = tuple[str, int, datetime, datetime] | tuple[str, int, datetime, datetime, bool, int]
+
+
+def invoice_line(spec: InvoiceLineSpec) -> pb.InvoiceLine:
+    key, quantity, start, end = spec[:4]
+    proration, amount = (spec[4], spec[5]) if len(spec) == 6 else (False, 0)
+    return pb.InvoiceLine(price_id=price_id(key), quantity=quantity, period_start=ts(start), period_end=ts(end),
+                          proration=bool(proration), amount=int(amount))
+
+
 def invoice_event(event_id: str, invoice_id: str, subscription_id: str, at: datetime, *,
-                  lines: Sequence[tuple[str, int, datetime, datetime]] = (), customer_id: str = "cus_1",
-                  paid: bool = True, event_type: str = "invoice.paid") -> pb.ProviderEvent:
+                  lines: Sequence[InvoiceLineSpec] = (), customer_id: str = "cus_1", paid: bool = True,
+                  event_type: str = "invoice.paid", billing_reason: str = "subscription_cycle") -> pb.ProviderEvent:
     return pb.ProviderEvent(
         provider_event_id=event_id, type=event_type, created=ts(at), received_at=ts(at),
         raw_payload=b"{}",
         invoice=pb.InvoiceSnapshot(
             invoice_id=invoice_id, subscription_id=subscription_id, provider_customer_id=customer_id,
-            status="paid" if paid else "open", paid=paid, billing_reason="subscription_cycle",
-            created=ts(at), paid_at=ts(at) if paid else None,
-            lines=[pb.InvoiceLine(price_id=price_id(key), quantity=n, period_start=ts(a), period_end=ts(b))
-                   for key, n, a, b in lines]),
+            status="paid" if paid else "open", paid=paid, billing_reason=billing_reason,
+            created=ts(at), paid_at=ts(at) if paid else None, lines=[invoice_line(spec) for spec in lines]),
     )
 
 
