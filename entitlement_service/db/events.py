@@ -4,12 +4,19 @@ with their outcome, raw payload and normalized snapshot."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from entitlement_service.db.columns import Column, Shape
 from entitlement_service.db.derived import SUBSCRIPTION
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.model import Outcome
-from entitlement_service.domain.records import EventRecord, EventResult, RecordedEvent, SubscriptionRecord
+from entitlement_service.domain.records import (
+    EventRecord,
+    EventResult,
+    RecordedEvent,
+    RejectedEvent,
+    SubscriptionRecord,
+)
 
 RECORDED = Shape(RecordedEvent, (
     Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
@@ -23,6 +30,11 @@ TRACED = Shape(EventRecord, (
     Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
     Column("received_at", "timestamptz"), Column("outcome", "text", decode=Outcome), Column("reason", "text"),
     Column("account_id", "text"), Column("object_id", "text"), Column("deliveries", "int"),
+))
+
+REJECTED = Shape(RejectedEvent, (
+    Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
+    Column("reason", "text"), Column("account_id", "text"), Column("snapshot", "bytea"),
 ))
 
 INSERT_EVENTS = f"""
@@ -44,6 +56,48 @@ async def insert_events(conn: Conn, events: Sequence[RecordedEvent]) -> dict[str
     or the event names none)."""
     found = await conn.fetch(INSERT_EVENTS, *RECORDED.arrays(events))
     return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
+
+
+# Rejected events taken to be applied again: marked applied, as a new event is recorded (the
+# outcome is corrected in the same transaction when it is not), with the account now found for
+# it, and locked, so two replays of one event queue and the second finds it no longer rejected (a
+# duplicate). Answers as INSERT_EVENTS does.
+TAKE_REJECTED = f"""
+WITH taken AS (
+    UPDATE provider_events e SET outcome = 'applied', reason = '', account_id = coalesce(v.account_id, e.account_id)
+    FROM unnest($1::text[], $2::text[]) AS v(provider_event_id, account_id)
+    WHERE e.provider_event_id = v.provider_event_id AND e.outcome = 'rejected'
+    RETURNING e.provider_event_id, e.subscription_id
+), held AS (
+    SELECT * FROM subscriptions WHERE subscription_id = ANY($3::text[])
+)
+SELECT t.provider_event_id AS recorded, {SUBSCRIPTION.select("h")}
+FROM taken t LEFT JOIN held h ON h.subscription_id = t.subscription_id"""
+
+
+async def take_rejected(conn: Conn, taken: Sequence[tuple[str, str | None]], subscription_ids: Sequence[str | None]
+                        ) -> dict[str, SubscriptionRecord | None]:
+    """Of `taken` (event id, the account found for it now), the events still rejected, each with the
+    row of the subscription it names (of `subscription_ids`)."""
+    found = await conn.fetch(TAKE_REJECTED, [e for e, _ in taken], [a for _, a in taken],
+                             [s for s in subscription_ids if s])
+    return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
+
+
+async def rejected_events(conn: Conn, *, event_ids: Sequence[str], reason: str | None, account_id: str | None,
+                          created_from: datetime | None, created_until: datetime | None, limit: int
+                          ) -> list[RejectedEvent]:
+    """Rejected events with a stored snapshot matching every filter given, oldest first."""
+    found = await conn.fetch(
+        f"""SELECT {REJECTED.select()} FROM provider_events
+           WHERE outcome = 'rejected' AND snapshot IS NOT NULL
+             AND (cardinality($1::text[]) = 0 OR provider_event_id = ANY($1::text[]))
+             AND ($2::text IS NULL OR starts_with(reason, $2))
+             AND ($3::text IS NULL OR account_id = $3)
+             AND ($4::timestamptz IS NULL OR created >= $4) AND ($5::timestamptz IS NULL OR created < $5)
+           ORDER BY created, provider_event_id LIMIT $6""",
+        list(event_ids), reason, account_id, created_from, created_until, limit)
+    return [REJECTED.read(r) for r in found]
 
 
 async def insert_event(conn: Conn, event: RecordedEvent) -> bool:

@@ -192,6 +192,18 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """A recorded event that was rejected, with the normalized snapshot it can be applied again from."""
+
+    provider_event_id: str
+    type: str
+    created: datetime
+    reason: str
+    account_id: str | None
+    snapshot: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One changed row and what changed it; `at` is set by the database when it is written."""
 

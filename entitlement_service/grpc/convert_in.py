@@ -35,6 +35,7 @@ from entitlement_service.domain.provider import (
     SubscriptionSnapshot,
 )
 from entitlement_service.service.purchases import NewPurchase
+from entitlement_service.service.replay import ReplaySelection
 from entitlement_service.service.support import ProviderAccount
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
@@ -251,3 +252,19 @@ def reconciliation(r: pb.ApplyReconciliationRequest) -> tuple[datetime, list[Pro
         if isinstance(domain.object, CheckoutSessionSnapshot):
             sessions.append((domain.object, domain))
     return read_at, accounts, sessions
+
+
+def replay_selection(r: pb.ReplayEventsRequest) -> ReplaySelection:
+    ids = tuple(required(i, f"provider_event_ids[{n}]") for n, i in enumerate(r.provider_event_ids))
+    selection = ReplaySelection(
+        provider_event_ids=ids, reason=r.reason or None, account_id=r.account_id or None,
+        created_from=time_or_none(r, "created_from"), created_until=time_or_none(r, "created_until"),
+        limit=min(r.limit or 100, 1000))
+    if not (ids or selection.reason or selection.account_id or selection.created_from or selection.created_until):
+        raise InvalidRequest("give at least one of provider_event_ids, reason, account_id, created_from, "
+                             "created_until")
+    if selection.created_from and selection.created_until and selection.created_until < selection.created_from:
+        raise InvalidRequest("created_until is before created_from")
+    if r.limit < 0:
+        raise InvalidRequest("limit must not be negative")
+    return selection

@@ -22,6 +22,7 @@ from entitlement_service.domain.records import (
 from entitlement_service.service.catalog import CatalogListing, EntryResult
 from entitlement_service.service.purchases import PurchaseView
 from entitlement_service.service.reads import EntitlementsView, Explanation, SubscriptionView
+from entitlement_service.service.replay import Replayed
 from entitlement_service.service.support import Trace
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
@@ -151,6 +152,15 @@ def explanation(e: Explanation, config: CatalogConfig) -> pb.Explanation:
 def event_result(r: EventResult) -> pb.EventResult:
     return pb.EventResult(provider_event_id=r.provider_event_id, outcome=OUTCOMES[r.outcome], reason=r.reason,
                           account_id=r.account_id or "")
+
+
+def replayed(r: Replayed) -> pb.ReplayedEvent:
+    e = r.event
+    outcome, reason, account = (r.result.outcome, r.result.reason, r.result.account_id) if r.result else (
+        Outcome.REJECTED, e.reason, e.account_id)
+    return pb.ReplayedEvent(provider_event_id=e.provider_event_id, type=e.type, created=ts(e.created),
+                            previous_reason=e.reason, outcome=OUTCOMES[outcome], reason=reason,
+                            account_id=account or "")
 
 
 def entry_result(r: EntryResult) -> pb.CatalogEntryResult:

@@ -12,7 +12,7 @@ import grpc
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.grpc import convert_in as cin
 from entitlement_service.grpc import convert_out as out
-from entitlement_service.service import catalog, event_accounts, events, purchases, reads, support
+from entitlement_service.service import catalog, event_accounts, events, purchases, reads, replay, support
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
@@ -145,3 +145,7 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
             subscriptions_checked=result.checked, mismatches_found=result.found,
             mismatches_repaired=result.repaired, purchases_resolved=result.resolved,
             open_mismatches=[out.mismatch(m) for m in result.open])
+
+    async def ReplayEvents(self, request: pb.ReplayEventsRequest, context: Context) -> pb.ReplayEventsResponse:
+        found, more = await replay.replay_events(self.deps, cin.replay_selection(request), request.dry_run)
+        return pb.ReplayEventsResponse(events=[out.replayed(r) for r in found], more=more)

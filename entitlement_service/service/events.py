@@ -20,7 +20,13 @@ from entitlement_service.db.pool import Conn
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.records import EventResult, RecordedEvent, StoredAccount, SubscriptionRecord
+from entitlement_service.domain.records import (
+    AuditEntry,
+    EventResult,
+    RecordedEvent,
+    StoredAccount,
+    SubscriptionRecord,
+)
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, hold_event_accounts
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
@@ -35,34 +41,38 @@ async def apply_event(deps: Deps, event: ProviderEvent) -> EventResult:
     return (await apply_events(deps, [event]))[0]
 
 
-async def apply_events(deps: Deps, batch: Sequence[ProviderEvent]) -> list[EventResult]:
+async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bool = False) -> list[EventResult]:
     """Applies the events in order in one transaction. When that transaction fails, each event is
-    applied again in its own, so one event that cannot be applied holds back only itself."""
+    applied again in its own, so one event that cannot be applied holds back only itself.
+
+    With `replay`, the events are recorded ones that were rejected: each is taken (locked) instead
+    of recorded, applied the same way, audited as replayed and given its new outcome; one no longer
+    rejected (applied meanwhile) is a duplicate."""
     started = time.perf_counter()
     try:
         async with deps.pool.acquire() as conn, conn.transaction():
-            results = await _apply_in_order(conn, deps, batch)
+            results = await _apply_in_order(conn, deps, batch, replay)
     except Exception:
         if len(batch) == 1:
             raise
         log.warning("batch_failed", events=len(batch), retry="each event in its own transaction", exc_info=True)
-        return await _apply_one_by_one(deps, batch)
+        return await _apply_one_by_one(deps, batch, replay)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     for event, result in zip(batch, results, strict=True):
         EVENTS.labels(event.type, result.outcome.value).inc()
         log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
                  outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
-                 object_id=event.object_id, duration_ms=duration_ms, batch=len(batch))
+                 object_id=event.object_id, duration_ms=duration_ms, batch=len(batch), replay=replay or None)
     return results
 
 
-async def _apply_one_by_one(deps: Deps, batch: Sequence[ProviderEvent]) -> list[EventResult]:
+async def _apply_one_by_one(deps: Deps, batch: Sequence[ProviderEvent], replay: bool) -> list[EventResult]:
     """Every event that can be applied is; then the first failure, if any, is raised."""
     results: list[EventResult] = []
     failure: Exception | None = None
     for event in batch:
         try:
-            results += await apply_events(deps, [event])
+            results += await apply_events(deps, [event], replay=replay)
         except Exception as exc:
             failure = failure or exc
     if failure is not None:
@@ -70,7 +80,8 @@ async def _apply_one_by_one(deps: Deps, batch: Sequence[ProviderEvent]) -> list[
     return results
 
 
-async def _apply_in_order(conn: Conn, deps: Deps, batch: Sequence[ProviderEvent]) -> list[EventResult]:
+async def _apply_in_order(conn: Conn, deps: Deps, batch: Sequence[ProviderEvent], replay: bool
+                          ) -> list[EventResult]:
     results: list[EventResult] = []
     together: list[ProviderEvent] = []
     taken: set[str] = set()
@@ -78,15 +89,15 @@ async def _apply_in_order(conn: Conn, deps: Deps, batch: Sequence[ProviderEvent]
         keys = policy.batch_keys(event)
         alone = policy.applied_alone(event)
         if together and (alone or keys & taken):
-            results += await _apply_together(conn, deps, together)
+            results += await _apply_together(conn, deps, together, replay)
             together, taken = [], set()
         if alone:
-            results.append(await _apply_alone(conn, deps, event))
+            results.append(await _apply_alone(conn, deps, event, replay))
         else:
             together.append(event)
             taken |= keys
     if together:
-        results += await _apply_together(conn, deps, together)
+        results += await _apply_together(conn, deps, together, replay)
     return results
 
 
@@ -99,7 +110,25 @@ async def _accounts(conn: Conn, batch: Sequence[ProviderEvent]) -> dict[str, str
             if policy.needs_account(e) else e.account_id for e in batch}
 
 
-async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent]) -> list[EventResult]:
+async def _record(conn: Conn, batch: Sequence[ProviderEvent], account_of: Mapping[str, str | None], replay: bool
+                  ) -> dict[str, SubscriptionRecord | None]:
+    """The events recorded now (or, replaying, taken again), each with its subscription's row."""
+    if replay:
+        taken = [(e.provider_event_id, account_of[e.provider_event_id]) for e in batch]
+        return await events.take_rejected(conn, taken, [e.subscription_id for e in batch])
+    return await events.insert_events(conn, [RecordedEvent.of(e, account_of[e.provider_event_id]) for e in batch])
+
+
+def _replayed(writes: Writes, results: Sequence[EventResult]) -> None:
+    """Replayed events are audited and get their outcome now, even a plain `applied`."""
+    for r in results:
+        if r.outcome is not Outcome.DUPLICATE:
+            writes.audit.append(AuditEntry(r.account_id, "provider_event", r.provider_event_id, "provider_event",
+                                           r.provider_event_id, "replayed",
+                                           {"outcome": r.outcome.value, "reason": r.reason}))
+
+
+async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent], replay: bool) -> list[EventResult]:
     """Subscription, invoice and unused events that share no account, customer or subscription."""
     account_of = await _accounts(conn, batch)
     seen: set[str] = set()
@@ -107,10 +136,12 @@ async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent]) ->
         account = account_of[e.provider_event_id] if policy.needs_account(e) else None
         if account is not None:
             if account in seen:  # found through its customer: one account twice, so one after the other
-                return await _apply_together(conn, deps, batch[:i]) + await _apply_together(conn, deps, batch[i:])
+                return (await _apply_together(conn, deps, batch[:i], replay)
+                        + await _apply_together(conn, deps, batch[i:], replay))
             seen.add(account)
-    fresh = await events.insert_events(conn, [RecordedEvent.of(e, account_of[e.provider_event_id]) for e in batch])
-    await events.count_deliveries(conn, [e.provider_event_id for e in batch if e.provider_event_id not in fresh])
+    fresh = await _record(conn, batch, account_of, replay)
+    if not replay:
+        await events.count_deliveries(conn, [e.provider_event_id for e in batch if e.provider_event_id not in fresh])
     results = {e.provider_event_id: EventResult(e.provider_event_id, Outcome.DUPLICATE)
                for e in batch if e.provider_event_id not in fresh}
     todo: list[tuple[ProviderEvent, str]] = []
@@ -126,8 +157,10 @@ async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent]) ->
     writes = Writes()
     if todo:
         results.update(await _derive(conn, deps, todo, writes, fresh))
-    writes.outcomes.extend(r for r in results.values()
-                           if r.outcome is not Outcome.DUPLICATE and (r.outcome, r.reason) != (Outcome.APPLIED, ""))
+    writes.outcomes.extend(r for r in results.values() if r.outcome is not Outcome.DUPLICATE
+                           and (replay or (r.outcome, r.reason) != (Outcome.APPLIED, "")))
+    if replay:
+        _replayed(writes, list(results.values()))
     await writes.flush(conn)
     return [results[e.provider_event_id] for e in batch]
 
@@ -171,9 +204,10 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
     return results
 
 
-async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent) -> EventResult:
-    if not await events.insert_event(conn, RecordedEvent.of(event, event.account_id)):
-        await events.count_deliveries(conn, [event.provider_event_id])
+async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent, replay: bool) -> EventResult:
+    if not await _record(conn, [event], {event.provider_event_id: event.account_id}, replay):
+        if not replay:
+            await events.count_deliveries(conn, [event.provider_event_id])
         return EventResult(event.provider_event_id, Outcome.DUPLICATE)
     obj = event.object
     try:
@@ -186,5 +220,8 @@ async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent) -> EventRes
             result = await apply_price(conn, event, obj)
     except Rejected as exc:
         result = EventResult(event.provider_event_id, Outcome.REJECTED, str(exc), None)
-    await events.set_event_outcomes(conn, [result])
+    writes = Writes(outcomes=[result])
+    if replay:
+        _replayed(writes, [result])
+    await writes.flush(conn)
     return result

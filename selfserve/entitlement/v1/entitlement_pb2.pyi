@@ -3750,3 +3750,135 @@ class ApplyReconciliationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyReconciliationResponse: _TypeAlias = ApplyReconciliationResponse  # noqa: Y015
+
+@_typing.final
+class ReplayEventsRequest(_message.Message):
+    """Which rejected events to apply again. Every filter given must match; at least one is required."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_UNTIL_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Rejected events whose reason starts with this text, for example "unknown_price" or
+    "unknown_account".
+    """
+    account_id: _builtins.str
+    """Rejected events recorded for this account."""
+    dry_run: _builtins.bool
+    """True: list the events a replay would take, changing nothing."""
+    limit: _builtins.int
+    """At most this many events: 100 when unset, 1000 at the most."""
+    @_builtins.property
+    def provider_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rejected events by their provider event id (`evt_...`)."""
+
+    @_builtins.property
+    def created_from(self) -> _timestamp_pb2.Timestamp:
+        """Rejected events whose provider time is at or after this instant."""
+
+    @_builtins.property
+    def created_until(self) -> _timestamp_pb2.Timestamp:
+        """Rejected events whose provider time is before this instant."""
+
+    def __init__(
+        self,
+        *,
+        provider_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        created_from: _timestamp_pb2.Timestamp | None = ...,
+        created_until: _timestamp_pb2.Timestamp | None = ...,
+        dry_run: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_from", b"created_from", "created_until", b"created_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_from", b"created_from", "created_until", b"created_until", "dry_run", b"dry_run", "limit", b"limit", "provider_event_ids", b"provider_event_ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayEventsRequest: _TypeAlias = ReplayEventsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayEventsResponse(_message.Message):
+    """The events a replay took, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """True when more rejected events match than `limit` allowed: call again."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplayedEvent]:
+        """Each event taken, with its outcome now (for a dry run, as recorded)."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ReplayedEvent] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayEventsResponse: _TypeAlias = ReplayEventsResponse  # noqa: Y015
+
+@_typing.final
+class ReplayedEvent(_message.Message):
+    """One rejected event applied again, or listed by a dry run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    provider_event_id: _builtins.str
+    """The provider's event id."""
+    type: _builtins.str
+    """The provider's event type."""
+    previous_reason: _builtins.str
+    """The reason it had been rejected with."""
+    outcome: Global___EventOutcome.ValueType
+    """Its outcome now: applied (or stale, ignored) once replayed; rejected when it still cannot be
+    applied (see `reason`) and for a dry run.
+    """
+    reason: _builtins.str
+    """Why, when the outcome needs a reason (the rejection reason now, for one still rejected)."""
+    account_id: _builtins.str
+    """The account it was applied to; empty when none."""
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """The event's provider time."""
+
+    def __init__(
+        self,
+        *,
+        provider_event_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        previous_reason: _builtins.str = ...,
+        outcome: Global___EventOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created", b"created", "outcome", b"outcome", "previous_reason", b"previous_reason", "provider_event_id", b"provider_event_id", "reason", b"reason", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayedEvent: _TypeAlias = ReplayedEvent  # noqa: Y015

@@ -134,6 +134,11 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
                 _registered_method=True)
+        self.ReplayEvents = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/ReplayEvents',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EntitlementServiceServicer:
@@ -369,6 +374,23 @@ class EntitlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayEvents(self, request, context):
+        """Applies stored rejected provider events again, through the same path as new ones, once what
+        rejected them is fixed (a price added to the catalog, an invalid entry corrected, a customer
+        linked). Selects the rejected events that match every filter given (at least one), oldest
+        first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
+        audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
+        repeated later finds it no longer rejected and changes nothing; one still not applicable stays
+        rejected with its reason now. Events are replayed from their stored normalized snapshot.
+        Roles: operator.
+        Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
+        already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntitlementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -456,6 +478,11 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.ApplyReconciliation,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.SerializeToString,
+            ),
+            'ReplayEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayEvents,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -932,6 +959,33 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/ApplyReconciliation',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/ReplayEvents',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -203,6 +203,19 @@ class EntitlementServiceStub:
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
     made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
+    ReplayEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]
+    """Applies stored rejected provider events again, through the same path as new ones, once what
+    rejected them is fixed (a price added to the catalog, an invalid entry corrected, a customer
+    linked). Selects the rejected events that match every filter given (at least one), oldest
+    first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
+    audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
+    repeated later finds it no longer rejected and changes nothing; one still not applicable stays
+    rejected with its reason now. Events are replayed from their stored normalized snapshot.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
+    already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
@@ -370,6 +383,19 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
     made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    ReplayEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]  # type: ignore[assignment]
+    """Applies stored rejected provider events again, through the same path as new ones, once what
+    rejected them is fixed (a price added to the catalog, an invalid entry corrected, a customer
+    linked). Selects the rejected events that match every filter given (at least one), oldest
+    first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
+    audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
+    repeated later finds it no longer rejected and changes nothing; one still not applicable stays
+    rejected with its reason now. Events are replayed from their stored normalized snapshot.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
+    already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -637,6 +663,25 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
         made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayEvents(
+        self,
+        request: _entitlement_pb2.ReplayEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.ReplayEventsResponse, _abc.Awaitable[_entitlement_pb2.ReplayEventsResponse]]:
+        """Applies stored rejected provider events again, through the same path as new ones, once what
+        rejected them is fixed (a price added to the catalog, an invalid entry corrected, a customer
+        linked). Selects the rejected events that match every filter given (at least one), oldest
+        first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
+        audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
+        repeated later finds it no longer rejected and changes nothing; one still not applicable stays
+        rejected with its reason now. Events are replayed from their stored normalized snapshot.
+        Roles: operator.
+        Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
+        already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
