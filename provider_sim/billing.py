@@ -119,7 +119,7 @@ def finalize_invoice(ctx: Ctx, invoice: Invoice) -> None:
 
 def pay_invoice(ctx: Ctx, invoice: Invoice) -> None:
     invoice.status, invoice.paid_at = "paid", ctx.now
-    invoice.attempt_count += 1 if invoice.total else 0
+    invoice.attempt_count += 1 if invoice.amount_due else 0
     emit(ctx, "invoice.paid", "invoice", invoice.id)
     emit(ctx, "invoice.payment_succeeded", "invoice", invoice.id)
 
@@ -158,7 +158,10 @@ def renew(ctx: Ctx, sub: Subscription) -> None:
     sub.status = _running_status(sub, ctx.now)
     # Stripe quirk kept on purpose: a renewal invoice's own period is the period that just ended;
     # the lines carry the new service period.
-    invoice = _invoice(ctx, sub, "subscription_cycle", [_item_line(ctx, item) for item in sub.items], ended)
+    # Proration lines kept from changes made with `create_prorations` are billed with this invoice.
+    lines = [*sub.pending_prorations, *(_item_line(ctx, item) for item in sub.items)]
+    sub.pending_prorations = []
+    invoice = _invoice(ctx, sub, "subscription_cycle", lines, ended)
     emit(ctx, "customer.subscription.updated", "subscription", sub.id, before=before)
     emit(ctx, "invoice.created", "invoice", invoice.id)
     finalize_invoice(ctx, invoice)
@@ -193,3 +196,82 @@ def new_item(ctx: Ctx, sub: Subscription, price: Price, quantity: int) -> Subscr
     return SubscriptionItem(id=new_id("si_", 14), price=price.id, quantity=quantity, created=ctx.now,
                             current_period_start=first.current_period_start,
                             current_period_end=first.current_period_end)
+
+
+PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
+
+
+def _prorated(ctx: Ctx, item: SubscriptionItem, price: Price, quantity: int, sign: int) -> InvoiceLine:
+    """What `quantity` of `price` costs for the rest of the item's period from `ctx.now`: charged
+    (sign 1) for a new price or quantity, credited (sign -1) for the one it replaces."""
+    length = max(item.current_period_end - item.current_period_start, 1)
+    left = max(item.current_period_end - ctx.now, 0)
+    amount = sign * round(price.unit_amount * quantity * left / length)
+    verb = "Remaining time on" if sign > 0 else "Unused time on"
+    return InvoiceLine(id=new_id("il_"), price=price.id, quantity=quantity, amount=amount, period_start=ctx.now,
+                       period_end=item.current_period_end, subscription_item=item.id, proration=True,
+                       description=f"{verb} {describe(ctx, price, quantity)}")
+
+
+def prorations(ctx: Ctx, before: list[SubscriptionItem], after: list[SubscriptionItem]) -> list[InvoiceLine]:
+    """For each item whose price or quantity changed (or that was added or removed) mid-period: a
+    credit for what it had, a charge for what it has."""
+    old = {item.id: item for item in before}
+    new = {item.id: item for item in after}
+    lines: list[InvoiceLine] = []
+    for item_id in [*old, *(i for i in new if i not in old)]:
+        was, now = old.get(item_id), new.get(item_id)
+        if was is not None and now is not None and (was.price, was.quantity) == (now.price, now.quantity):
+            continue
+        if was is not None:
+            lines.append(_prorated(ctx, was, ctx.state.prices[was.price], was.quantity, -1))
+        if now is not None:
+            lines.append(_prorated(ctx, now, ctx.state.prices[now.price], now.quantity, 1))
+    return lines
+
+
+def _interval_of(ctx: Ctx, items: list[SubscriptionItem]) -> tuple[str | None, int]:
+    price = ctx.state.prices[items[0].price]
+    return price.interval, price.interval_count
+
+
+def restart_cycle(ctx: Ctx, sub: Subscription, before: list[SubscriptionItem]) -> bool:
+    """A change to another billing interval restarts the billing cycle now, as at the provider;
+    returns whether it did."""
+    if _interval_of(ctx, before) == _interval_of(ctx, sub.items):
+        return False
+    sub.billing_cycle_anchor = ctx.now
+    for item in sub.items:
+        price = ctx.state.prices[item.price]
+        item.current_period_start = ctx.now
+        item.current_period_end = next_boundary(ctx.now, ctx.now, str(price.interval), price.interval_count)
+    return True
+
+
+def bill_change(ctx: Ctx, sub: Subscription, before: list[SubscriptionItem], behavior: str, restarted: bool) -> None:
+    """Bills a change of items as the provider does. A restarted cycle is invoiced at once: the new
+    period in full, the old one's unused time credited unless `none`. Otherwise, mid-period:
+    `create_prorations` keeps the proration lines for the next invoice, `always_invoice` invoices
+    them (and any kept before) now, `none` bills nothing. A trial is never prorated."""
+    if sub.status == "trialing":
+        return
+    credits = prorations(ctx, before, sub.items) if behavior != "none" else []
+    if restarted:
+        lines = [*sub.pending_prorations, *(line for line in credits if line.amount < 0),
+                 *(_item_line(ctx, item) for item in sub.items)]
+        sub.pending_prorations = []
+        _bill_now(ctx, sub, lines)
+    elif behavior == "create_prorations":
+        sub.pending_prorations.extend(credits)
+    elif behavior == "always_invoice" and (credits or sub.pending_prorations):
+        lines = [*sub.pending_prorations, *credits]
+        sub.pending_prorations = []
+        _bill_now(ctx, sub, lines)
+
+
+def _bill_now(ctx: Ctx, sub: Subscription, lines: list[InvoiceLine]) -> None:
+    """An invoice for a change, paid at once; one that credits more than it charges is paid at zero."""
+    invoice = _invoice(ctx, sub, "subscription_update", lines, (ctx.now, ctx.now))
+    emit(ctx, "invoice.created", "invoice", invoice.id)
+    finalize_invoice(ctx, invoice)
+    pay_invoice(ctx, invoice)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from provider_sim.billing import end_subscription, new_item
+from provider_sim.billing import bill_change, end_subscription, new_item, restart_cycle
 from provider_sim.errors import bad_state, missing, no_such
 from provider_sim.events import Ctx, emit, snapshot
 from provider_sim.model import Price, Subscription, SubscriptionItem
@@ -33,6 +33,7 @@ class SubscriptionUpdate:
     items: list[ItemChange] = field(default_factory=list)
     cancel_at_period_end: bool | None = None
     metadata: MetadataPatch | None = None
+    proration_behavior: str = "create_prorations"  # create_prorations | always_invoice | none
 
 
 def recurring_price(ctx: Ctx, price_id: str, param: str) -> Price:
@@ -105,12 +106,17 @@ def update_subscription(ctx: Ctx, sub: Subscription, update: SubscriptionUpdate)
         raise bad_state(f"A {sub.status} subscription can only update its cancellation_details and metadata.")
     items = planned_items(ctx, sub, update.items) if update.items else sub.items
     before = snapshot(ctx.state, "subscription", sub.id)
+    held = sub.items
     sub.items = items
+    # A new billing interval starts its period now: the event already shows it.
+    restarted = restart_cycle(ctx, sub, held) if update.items else False
     if update.cancel_at_period_end is not None:
         _set_cancel_at_period_end(ctx, sub, update.cancel_at_period_end)
     if update.metadata:
         sub.metadata = update.metadata.apply(sub.metadata)
     emit(ctx, "customer.subscription.updated", "subscription", sub.id, before=before)
+    if update.items:
+        bill_change(ctx, sub, held, update.proration_behavior, restarted)
 
 
 def cancel_now(ctx: Ctx, sub: Subscription) -> None:
@@ -128,8 +134,10 @@ def _only_item(sub: Subscription, item_id: str | None) -> str:
 
 
 def portal_action(ctx: Ctx, sub: Subscription, action: str, *, price: str | None = None,
-                  quantity: int | None = None, item: str | None = None) -> None:
-    """What a customer does in the hosted portal; emits exactly what the equivalent API call emits."""
+                  quantity: int | None = None, item: str | None = None,
+                  proration_behavior: str = "create_prorations") -> None:
+    """What a customer does in the hosted portal; emits exactly what the equivalent API call emits.
+    `proration_behavior` stands for the portal's configuration of how changes are billed."""
     if action == "cancel_now":
         cancel_now(ctx, sub)
         return
@@ -137,9 +145,11 @@ def portal_action(ctx: Ctx, sub: Subscription, action: str, *, price: str | None
     if action == "change_price":
         if not price:
             raise missing("price")
-        update = SubscriptionUpdate(items=[ItemChange("item", id=_only_item(sub, item), price=price)])
+        update = SubscriptionUpdate(items=[ItemChange("item", id=_only_item(sub, item), price=price)],
+                                    proration_behavior=proration_behavior)
     elif action == "change_quantity":
         if quantity is None:
             raise missing("quantity")
-        update = SubscriptionUpdate(items=[ItemChange("item", id=_only_item(sub, item), quantity=quantity)])
+        update = SubscriptionUpdate(items=[ItemChange("item", id=_only_item(sub, item), quantity=quantity)],
+                                    proration_behavior=proration_behavior)
     update_subscription(ctx, sub, update)

@@ -8,6 +8,7 @@ from aiohttp import web
 from provider_sim import sessions
 from provider_sim.api.common import ctx_of, params_of, respond
 from provider_sim.api.webhook_endpoints import checked_events, checked_url, new_endpoint
+from provider_sim.billing import PRORATION_BEHAVIORS
 from provider_sim.changes import PORTAL_ACTIONS, portal_action
 from provider_sim.delivery import ORDERS
 from provider_sim.dispatch import event_body
@@ -75,8 +76,9 @@ async def portal(request: web.Request) -> web.Response:
     action = str(params.choice("action", PORTAL_ACTIONS, required=True))
     price, quantity = price_param(ctx, params), params.integer("quantity", minimum=1)
     item = params.text("item")
+    behavior = params.choice("proration_behavior", PRORATION_BEHAVIORS) or "create_prorations"
     params.finish()
-    portal_action(ctx, sub, action, price=price, quantity=quantity, item=item)
+    portal_action(ctx, sub, action, price=price, quantity=quantity, item=item, proration_behavior=str(behavior))
     return respond(render_subscription(ctx.state, sub))
 
 

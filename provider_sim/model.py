@@ -139,6 +139,8 @@ class Subscription:
     trial_end: int | None = None
     trial_will_end_sent: bool = False
     default_payment_method: str | None = None
+    # Proration lines of changes made with `create_prorations`, billed with the next invoice.
+    pending_prorations: list[InvoiceLine] = field(default_factory=list)
 
     @property
     def period_end(self) -> int:
@@ -159,6 +161,8 @@ class InvoiceLine:
     period_end: int
     description: str
     subscription_item: str | None = None
+    # The part of a period charged (or, with a negative amount, credited) for a change mid-period.
+    proration: bool = False
 
 
 @dataclass
@@ -184,6 +188,12 @@ class Invoice:
     @property
     def total(self) -> int:
         return sum(line.amount for line in self.lines)
+
+    @property
+    def amount_due(self) -> int:
+        """A negative total (more credited than charged) is due as zero; the rest is the customer's
+        credit, as at the provider."""
+        return max(self.total, 0)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from provider_sim.api.common import ctx_of, listed, newest_first, params_of, respond_expanded, state_of
+from provider_sim.billing import PRORATION_BEHAVIORS
 from provider_sim.changes import ItemChange, SubscriptionUpdate, cancel_now, update_subscription
 from provider_sim.errors import no_such
 from provider_sim.params import Params
@@ -14,7 +15,7 @@ from provider_sim.store import find
 routes = web.RouteTableDef()
 STATUSES = ("active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused",
             "trialing", "unpaid")
-UPDATE_IGNORED = ("proration_behavior", "proration_date", "payment_behavior", "billing_cycle_anchor",
+UPDATE_IGNORED = ("proration_date", "payment_behavior", "billing_cycle_anchor",
                   "default_payment_method", "description", "off_session")
 
 
@@ -58,9 +59,10 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     params, ctx = await params_of(request), ctx_of(request)
     sub = find(ctx.state.subscriptions, request.match_info["id"], "subscription")
-    params.choice("proration_behavior", ("create_prorations", "none", "always_invoice"))
+    behavior = params.choice("proration_behavior", PRORATION_BEHAVIORS) or "create_prorations"
     change = SubscriptionUpdate(items=_item_changes(params), metadata=params.metadata(),
-                                cancel_at_period_end=params.boolean("cancel_at_period_end"))
+                                cancel_at_period_end=params.boolean("cancel_at_period_end"),
+                                proration_behavior=str(behavior))
     paths = params.expand()
     params.ignore(*UPDATE_IGNORED)
     params.finish()

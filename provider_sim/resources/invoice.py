@@ -37,7 +37,7 @@ def render_invoice_line(state: State, invoice: Invoice, line: InvoiceLine, shape
         "taxes": [],
     }
     if shape is Shape.CURRENT:
-        details = {"invoice_item": None, "proration": False, "proration_details": {"credited_items": None},
+        details = {"invoice_item": None, "proration": line.proration, "proration_details": {"credited_items": None},
                    "subscription": invoice.subscription, "subscription_item": line.subscription_item}
         rendered["parent"] = {"invoice_item_details": None, "subscription_item_details": details,
                               "type": "subscription_item_details"}
@@ -45,7 +45,7 @@ def render_invoice_line(state: State, invoice: Invoice, line: InvoiceLine, shape
                                "type": "price_details", "unit_amount_decimal": str(price.unit_amount)}
     else:
         rendered.update({"price": render_price(price), "plan": render_plan(price) if price.interval else None,
-                         "proration": False, "subscription_item": line.subscription_item,
+                         "proration": line.proration, "subscription_item": line.subscription_item,
                          "type": "subscription" if line.subscription_item else "invoiceitem"})
     return rendered
 
@@ -77,7 +77,8 @@ def render_invoice(state: State, invoice: Invoice, shape: Shape = Shape.CURRENT)
     lines = [render_invoice_line(state, invoice, line, shape) for line in invoice.lines]
     rendered: Json = {
         "id": invoice.id, "object": "invoice", **_fixed_fields(),
-        "amount_due": total, "amount_paid": total if paid else 0, "amount_remaining": 0 if paid else total,
+        "amount_due": invoice.amount_due, "amount_paid": invoice.amount_due if paid else 0,
+        "amount_remaining": 0 if paid else invoice.amount_due,
         "attempt_count": invoice.attempt_count, "attempted": invoice.attempt_count > 0,
         "auto_advance": invoice.status not in ("paid", "void"), "billing_reason": invoice.billing_reason,
         "created": invoice.created, "currency": invoice.currency, "customer": invoice.customer,

@@ -163,7 +163,10 @@ def test_portal_changes_emit_updates_with_previous_attributes(sim: SimServer, ca
     item_id = ok(sim, "GET", f"/v1/subscriptions/{sub_id}")["items"]["data"][0]["id"]
 
     changed = portal(sim, sub_id, action="change_price", price="pro_yearly")
-    assert types(changed) == ["customer.subscription.updated"]
+    # A new billing interval restarts the cycle and is invoiced at once, as at the provider.
+    assert types(changed) == ["customer.subscription.updated", "invoice.created", "invoice.finalized",
+                              "invoice.paid", "invoice.payment_succeeded"]
+    assert changed[-1]["data"]["object"]["billing_reason"] == "subscription_update"
     item = changed[0]["data"]["object"]["items"]["data"][0]
     assert (item["id"], item["price"]["id"]) == (item_id, catalog.yearly)
     assert changed[0]["data"]["previous_attributes"]["items"]["data"][0]["price"]["id"] == catalog.monthly
