@@ -16,6 +16,7 @@ from entitlement_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from entitlement_service.grpc.convert_in import stored_event
 from entitlement_service.grpc.errors import ERRORS
 from entitlement_service.grpc.servicer import EntitlementServicer
+from entitlement_service.service.catalog import rederive_queued
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
@@ -84,9 +85,13 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
 
 
 async def keep_gauges_fresh(deps: Deps, interval_s: float) -> None:
+    """Refreshes the operational gauges, and derives again any account a catalog change queued and
+    left behind (the call that made the change derives them before answering, unless it died)."""
     while True:
         try:
             await refresh_gauges(deps)
+            if found := await rederive_queued(deps):
+                log.info("catalog_change_applied", accounts=found)
         except DATABASE_ERRORS as exc:
             log.warning("gauges_not_refreshed", error=str(exc))
         await asyncio.sleep(interval_s)

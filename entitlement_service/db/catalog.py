@@ -4,6 +4,7 @@ resolved against their products."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from catalog_rules.model import (
     Source,
 )
 from entitlement_service.db.pool import Conn
+from entitlement_service.domain.price_book import PriceBook, PriceVersion
 
 UPSERT_GROUP = """
 INSERT INTO subscription_groups (code, stackable) VALUES ($1, $2)
@@ -218,8 +220,7 @@ FROM catalog_prices pr LEFT JOIN catalog_products p ON p.product_id = pr.product
 
 
 def _resolved_price(r: asyncpg.Record) -> ResolvedPrice:
-    grants = tuple(GrantSpec(g["grant_program_code"], g["amount"], g["scale_by_quantity"], Source(g["source"]))
-                   for g in r["grant_bindings"])
+    grants = _grants_of(r["grant_bindings"])
     return ResolvedPrice(_price(r), r["product_name"] or "", r["subscription_group"], r["billing_plan_code"],
                          r["gate_bundle"], grants, r["valid"], r["invalid_reason"], bool(r["product_active"]))
 
@@ -242,3 +243,86 @@ async def find_prices(conn: Conn, refs: Sequence[str]) -> dict[str, ResolvedPric
             if ref is not None and ref in refs:
                 by_ref[ref] = resolved
     return by_ref
+
+
+VERSION_COLUMNS = "subscription_group, billing_plan_code, gate_bundle, grant_bindings, valid, invalid_reason"
+
+
+def _grants_of(stored: list[dict[str, Any]]) -> tuple[GrantSpec, ...]:
+    return tuple(GrantSpec(g["grant_program_code"], g["amount"], g["scale_by_quantity"], Source(g["source"]))
+                 for g in stored)
+
+
+def _resolution(r: ResolvedPrice) -> tuple[object, ...]:
+    return (r.subscription_group, r.billing_plan_code, r.gate_bundle, r.grants, r.valid, r.invalid_reason)
+
+
+async def add_price_version(conn: Conn, resolved: ResolvedPrice, effective_from: datetime) -> bool:
+    """Records the price's resolution from `effective_from` (since always for a price never
+    versioned) unless the one in force then is the same; returns whether it was recorded."""
+    held = await conn.fetchrow(
+        f"""SELECT effective_from, {VERSION_COLUMNS} FROM catalog_price_versions WHERE price_id = $1
+            AND (effective_from IS NULL OR effective_from <= $2) ORDER BY effective_from DESC NULLS LAST LIMIT 1""",
+        resolved.price_id, effective_from)
+    if held is not None and (held["subscription_group"], held["billing_plan_code"], held["gate_bundle"],
+                             _grants_of(held["grant_bindings"]), held["valid"], held["invalid_reason"]
+                             ) == _resolution(resolved):
+        return False
+    first = await conn.fetchval("SELECT NOT EXISTS (SELECT 1 FROM catalog_price_versions WHERE price_id = $1)",
+                                resolved.price_id)
+    await conn.execute(
+        f"""INSERT INTO catalog_price_versions (price_id, effective_from, {VERSION_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (price_id, coalesce(effective_from, '-infinity'::timestamptz)) DO UPDATE SET
+            ({VERSION_COLUMNS}) = (excluded.subscription_group, excluded.billing_plan_code, excluded.gate_bundle,
+                                   excluded.grant_bindings, excluded.valid, excluded.invalid_reason)""",
+        resolved.price_id, None if first else effective_from, resolved.subscription_group, resolved.billing_plan_code,
+        resolved.gate_bundle, _grants_json(resolved.grants), resolved.valid, resolved.invalid_reason)
+    return True
+
+
+async def load_price_book(conn: Conn, current: dict[str, ResolvedPrice]) -> PriceBook:
+    """Every price's versions, each resolution on the price as it is now."""
+    versions: dict[str, list[PriceVersion]] = {}
+    for r in await conn.fetch(f"SELECT price_id, effective_from, {VERSION_COLUMNS} FROM catalog_price_versions "
+                              "ORDER BY price_id, effective_from NULLS FIRST"):
+        price = current.get(r["price_id"])
+        if price is not None:
+            versions.setdefault(r["price_id"], []).append(PriceVersion(r["effective_from"], replace(
+                price, subscription_group=r["subscription_group"], billing_plan_code=r["billing_plan_code"],
+                gate_bundle=r["gate_bundle"], grants=_grants_of(r["grant_bindings"]), valid=r["valid"],
+                invalid_reason=r["invalid_reason"])))
+    return PriceBook({pid: tuple(versions.get(pid) or [PriceVersion(None, price)])
+                      for pid, price in current.items()})
+
+
+QUEUE_TOUCHED = """
+INSERT INTO catalog_rederive (account_id, cause_id)
+SELECT DISTINCT account_id, $5 FROM (
+    SELECT s.account_id FROM subscription_items i JOIN subscriptions s USING (subscription_id)
+    WHERE i.price_id = ANY($1::text[])
+    UNION ALL SELECT account_id FROM plan_assignments
+    WHERE billing_plan_code = ANY($2::text[]) OR subscription_group = ANY($4::text[])
+    UNION ALL SELECT account_id FROM grant_bindings
+    WHERE grant_program_code = ANY($3::text[]) OR subscription_group = ANY($4::text[])
+) touched
+ON CONFLICT (account_id) DO UPDATE SET cause_id = excluded.cause_id, queued_at = now()
+RETURNING account_id"""
+
+
+async def queue_touched_accounts(conn: Conn, *, prices: Iterable[str], plans: Iterable[str],
+                                 programs: Iterable[str], groups: Iterable[str], cause_id: str) -> int:
+    """Queues for derivation every account holding one of the prices, or a plan assignment or grant
+    binding of one of the plans, programs or groups; returns how many."""
+    found = await conn.fetch(QUEUE_TOUCHED, list(prices), list(plans), list(programs), list(groups), cause_id)
+    return len(found)
+
+
+async def take_queued_accounts(conn: Conn, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` queued (account, cause) pairs, removed from the queue and locked against
+    another replica taking them (skipped if it holds them) until this transaction ends."""
+    found = await conn.fetch(
+        """DELETE FROM catalog_rederive WHERE account_id IN (
+               SELECT account_id FROM catalog_rederive ORDER BY account_id LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING account_id, cause_id""", limit)
+    return sorted((r["account_id"], r["cause_id"]) for r in found)

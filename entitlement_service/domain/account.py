@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 
 from catalog_rules.model import CatalogConfig, ResolvedPrice
 from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
+from entitlement_service.domain.price_book import PriceBook
 from entitlement_service.domain.provider import SubscriptionSnapshot
 from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, ItemRow, derive
 from entitlement_service.domain.windows import Window
@@ -56,7 +57,8 @@ class AccountState:
 
 
 def rebuild(
-    histories: Mapping[str, list[SubscriptionSnapshot]], prices: Mapping[str, ResolvedPrice], config: CatalogConfig
+    histories: Mapping[str, list[SubscriptionSnapshot]], prices: PriceBook | Mapping[str, ResolvedPrice],
+    config: CatalogConfig
 ) -> AccountState:
     """Derives each subscription, then in every non-stackable group keeps exactly one holder at any
     instant: the losers' assignments and bindings over the lost windows are kept but marked with

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from catalog_rules.model import Cadence, ChangePolicy, GrantProgram, GrantSpec, ResolvedPrice, Source
 from entitlement_service.domain.model import Mode
 from entitlement_service.domain.precedence import Loss
+from entitlement_service.domain.price_book import PriceBook
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, InvoiceLine, InvoiceSnapshot
 from entitlement_service.domain.windows import Window
 
@@ -106,19 +107,22 @@ class _Ledger:
 
 
 def invoice_issues(
-    invoices: Iterable[InvoiceSnapshot], prices: Mapping[str, ResolvedPrice], programs: Mapping[str, GrantProgram],
+    invoices: Iterable[InvoiceSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice],
+    programs: Mapping[str, GrantProgram],
     known: Iterable[str], lost: Mapping[tuple[str, str], Sequence[Loss]], issued: Iterable[IssuedGrantRecord],
 ) -> list[Issue]:
     """The issues the paid invoices of the `known` subscriptions call for that `issued` does not
-    hold yet (the module docstring states the rule). Invoices are taken in the order they were
-    paid; a period's total never exceeds the highest amount paid for in it, in any order."""
+    hold yet (the module docstring states the rule), each line read with its price's resolution in
+    force when the invoice was paid. Invoices are taken in the order they were paid; a period's
+    total never exceeds the highest amount paid for in it, in any order."""
+    book = prices if isinstance(prices, PriceBook) else PriceBook.constant(prices)
     subscriptions = set(known)
     ledger = _Ledger.of(issued)
     found: list[Issue] = []
     paid = [i for i in invoices if i.paid and i.subscription_id in subscriptions]
     for invoice in sorted(paid, key=lambda i: (i.paid_at or i.at, i.invoice_id)):
         for line in invoice.lines:
-            resolved = prices.get(line.price_id)
+            resolved = book.at(line.price_id, invoice.paid_at or invoice.at)
             if resolved is None or not resolved.valid:
                 continue
             period = Window(line.period_start, line.period_end if line.period_end > line.period_start else None)

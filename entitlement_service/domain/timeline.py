@@ -13,6 +13,7 @@ from datetime import datetime
 from catalog_rules.model import GrantSpec, Plan, ResolvedPrice, Source
 from entitlement_service.domain.model import Status
 from entitlement_service.domain.precedence import Claim
+from entitlement_service.domain.price_book import PriceBook
 from entitlement_service.domain.provider import ItemSnapshot, SubscriptionSnapshot
 from entitlement_service.domain.windows import Window, coalesce
 
@@ -161,11 +162,14 @@ class _GrantKey:
 
 
 def derive(
-    snapshots: list[SubscriptionSnapshot], prices: Mapping[str, ResolvedPrice], plans: Mapping[str, Plan]
+    snapshots: list[SubscriptionSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice], plans: Mapping[str, Plan]
 ) -> Derived:
     """The subscription's items, plan assignments, grant bindings and group claims over its whole
-    history. Items whose price the catalog cannot resolve contribute nothing; a snapshot whose
-    items span several groups contributes nothing and is reported as a group mismatch."""
+    history, each stretch of it read with the resolution of its prices in force then (a catalog
+    change cuts a window where it takes effect). Items whose price the catalog cannot resolve
+    contribute nothing; a snapshot whose items span several groups contributes nothing and is
+    reported as a group mismatch."""
+    book = prices if isinstance(prices, PriceBook) else PriceBook.constant(prices)
     parts = segments(snapshots)
     latest = max(snapshots, key=order_key)
     sub = latest.subscription_id
@@ -174,27 +178,33 @@ def derive(
     grant_pieces: list[tuple[_GrantKey, Window]] = []
     claim_pieces: list[tuple[tuple[str, int], Window]] = []
     for part in parts:
-        window = effective_window(part)
-        group = group_of_snapshot(part.snapshot, prices)
-        if window is None or group is None:
+        effective = effective_window(part)
+        if effective is None:
             continue
-        priority = 0
-        for item in part.snapshot.items:
-            resolved = prices.get(item.price.price_id)
-            if resolved is None or not resolved.valid:
+        price_ids = [item.price.price_id for item in part.snapshot.items]
+        for window in book.pieces(price_ids, effective):
+            in_force = book.in_force(price_ids, window.start)
+            group = group_of_snapshot(part.snapshot, in_force)
+            if group is None:
                 continue
-            plan = plans.get(resolved.billing_plan_code or "")
-            if plan is not None:
-                priority = max(priority, plan.priority)
-                plan_pieces.append((_PlanKey(group, item.price.price_id, plan, resolved.gate_bundle), window))
-            for grant in resolved.grants:
-                key = _GrantKey(group, item.price.price_id, resolved.price.product_id, grant, item.quantity)
-                grant_pieces.append((key, window))
-        claim_pieces.append(((group, priority), window))
+            priority = 0
+            for item in part.snapshot.items:
+                resolved = in_force.get(item.price.price_id)
+                if resolved is None or not resolved.valid:
+                    continue
+                plan = plans.get(resolved.billing_plan_code or "")
+                if plan is not None:
+                    priority = max(priority, plan.priority)
+                    plan_pieces.append((_PlanKey(group, item.price.price_id, plan, resolved.gate_bundle), window))
+                for grant in resolved.grants:
+                    key = _GrantKey(group, item.price.price_id, resolved.price.product_id, grant, item.quantity)
+                    grant_pieces.append((key, window))
+            claim_pieces.append(((group, priority), window))
+    current = book.now(item.price.price_id for item in latest.items)
     return Derived(
         latest=latest,
-        subscription_group=group_of_snapshot(latest, prices),
-        group_mismatch=group_mismatch(latest, prices),
+        subscription_group=group_of_snapshot(latest, current),
+        group_mismatch=group_mismatch(latest, current),
         items=item_rows(parts),
         assignments=tuple(
             AssignmentRow(sub, k.group, k.price_id, k.plan.code, k.plan.priority, k.gate_bundle, started_at, w)

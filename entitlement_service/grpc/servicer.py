@@ -101,12 +101,14 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def UpsertCatalog(self, request: pb.UpsertCatalogRequest, context: Context) -> pb.UpsertCatalogResponse:
         now = self.deps.clock()
-        results = await catalog.upsert_catalog(
+        update = await catalog.upsert_catalog(
             self.deps, cin.catalog_config(request.config),
             [cin.product(p, now, f"products[{i}]") for i, p in enumerate(request.products)],
             [cin.price(p, now, f"prices[{i}]") for i, p in enumerate(request.prices)],
+            cin.time_or_none(request, "effective_at"), request.dry_run,
         )
-        return pb.UpsertCatalogResponse(entries=[out.entry_result(r) for r in results])
+        return pb.UpsertCatalogResponse(entries=[out.entry_result(r) for r in update.entries],
+                                        accounts_affected=update.accounts_affected, dry_run=update.dry_run)
 
     async def ExplainAccount(self, request: pb.ExplainAccountRequest, context: Context) -> pb.ExplainAccountResponse:
         view, found = await reads.explain_account(self.deps, cin.required(request.account_id, "account_id"),

@@ -3,22 +3,20 @@ of events resolves every price and rule without reading the catalog tables again
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from catalog_rules.model import CatalogConfig, ResolvedPrice
 from entitlement_service.db import catalog as db
 from entitlement_service.db.pool import Conn
+from entitlement_service.domain.price_book import PriceBook
 
 
 @dataclass(frozen=True)
 class CachedCatalog:
     version: int
     config: CatalogConfig
-    prices: dict[str, ResolvedPrice]
-
-    def prices_for(self, price_ids: Iterable[str]) -> dict[str, ResolvedPrice]:
-        return {pid: self.prices[pid] for pid in price_ids if pid in self.prices}
+    prices: dict[str, ResolvedPrice]  # as each price resolves now
+    book: PriceBook  # as each resolved over time
 
 
 class CatalogCache:
@@ -31,6 +29,7 @@ class CatalogCache:
         version = await db.catalog_version(conn) if version is None else version
         held = self._held
         if held is None or held.version != version:
-            held = CachedCatalog(version, await db.load_config(conn), await db.load_prices(conn))
+            prices = await db.load_prices(conn)
+            held = CachedCatalog(version, await db.load_config(conn), prices, await db.load_price_book(conn, prices))
             self._held = held
         return held

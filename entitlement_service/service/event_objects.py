@@ -1,6 +1,8 @@
 """Provider events applied one at a time, in their place in a batch: checkout sessions (their
 purchase's state, their account, a one-time purchase's funding) and catalog objects (products
-and prices, newer provider state only). Also how an event teaches the catalog a price it carries."""
+and prices, newer provider state only; a changed resolution takes effect at the event's provider
+time and queues the accounts it touches). Also how an event teaches the catalog a price it
+carries."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent
 from entitlement_service.domain.purchases import next_state, session_step
 from entitlement_service.domain.records import EventResult, Issuance
-from entitlement_service.service.catalog import store_price, store_product
+from entitlement_service.service.catalog import Touched, queue_touched, store_price, store_product
 from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, resolve_account
@@ -34,9 +36,10 @@ async def learn_prices(conn: Conn, deps: Deps, cached: CachedCatalog,
         if resolved is None and product is not None:
             await catalog.lock_catalog(conn)
             config = (await deps.catalog.view(conn)).config
-            await store_product(conn, product, config)
+            # A price seen for the first time resolves so since always: no account is touched.
+            await store_product(conn, product, config, price.provider_updated_at)
             resolved = resolve_price(price, product, config)
-            await store_price(conn, resolved)
+            await store_price(conn, resolved, price.provider_updated_at)
             cached = await deps.catalog.view(conn)
         problem = policy.catalog_problem(price.price_id, resolved)
         if problem is not None:
@@ -55,7 +58,7 @@ async def apply_checkout_session(conn: Conn, deps: Deps, event: ProviderEvent,
     if step.funds:
         cached = await learn_prices(conn, deps, await deps.catalog.view(conn),
                                      [(i.price, i.product) for i in session.line_items])
-        prices = cached.prices_for([i.price.price_id for i in session.line_items])
+        prices = cached.book.in_force([i.price.price_id for i in session.line_items], session.at)
         await derived.insert_issues(conn, [Issuance(account, issue, event.provider_event_id)
                                     for issue in checkout_issues(session, prices, cached.config.grant_programs)])
     if step.links_subscription and purchase is not None and session.subscription_id:
@@ -72,7 +75,9 @@ async def apply_product(conn: Conn, event: ProviderEvent, product: Product) -> E
     await catalog.lock_catalog(conn)
     if not await catalog.product_is_newer(conn, product.product_id, product.provider_updated_at):
         return EventResult(event.provider_event_id, Outcome.STALE, "an equal or newer product state is held")
-    await store_product(conn, product, await catalog.load_config(conn))
+    touched = Touched()
+    await store_product(conn, product, await catalog.load_config(conn), event.created, touched)
+    await queue_touched(conn, touched, event.created)
     return EventResult(event.provider_event_id, Outcome.APPLIED)
 
 
@@ -83,6 +88,8 @@ async def apply_price(conn: Conn, event: ProviderEvent, price: Price) -> EventRe
         return EventResult(event.provider_event_id, Outcome.STALE, "a newer price state is held")
     products = await catalog.load_products(conn, [price.product_id])
     resolved = resolve_price(price, products.get(price.product_id), await catalog.load_config(conn))
-    await store_price(conn, resolved)
+    touched = Touched()
+    await store_price(conn, resolved, event.created, touched)
+    await queue_touched(conn, touched, event.created)
     reason = "" if resolved.valid else f"stored as invalid: {resolved.invalid_reason}"
     return EventResult(event.provider_event_id, Outcome.APPLIED, reason)

@@ -27,6 +27,7 @@ from entitlement_service.domain.records import (
     StoredAccount,
     SubscriptionRecord,
 )
+from entitlement_service.service.catalog import rederive_queued
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, hold_event_accounts
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
@@ -57,6 +58,8 @@ async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bo
             raise
         log.warning("batch_failed", events=len(batch), retry="each event in its own transaction", exc_info=True)
         return await _apply_one_by_one(deps, batch, replay)
+    if any(isinstance(event.object, Product | Price) for event in batch):
+        await rederive_queued(deps)  # what a changed price or product touched, for every account at once
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     for event, result in zip(batch, results, strict=True):
         EVENTS.labels(event.type, result.outcome.value).inc()

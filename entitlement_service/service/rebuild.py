@@ -94,9 +94,7 @@ class Rebuild:
             elif isinstance(obj, InvoiceSnapshot):
                 invoices.append(obj)
         config = self.catalog.config
-        prices = self.catalog.prices_for({i.price.price_id for snaps in subscriptions.values() for s in snaps
-                                          for i in s.items})
-        state = account_rules.rebuild(subscriptions, prices, config)
+        state = account_rules.rebuild(subscriptions, self.catalog.book, config)
         stackable = {code: g.stackable for code, g in config.groups.items()}
         changed = self._subscriptions(state)
         changed = self._items(state) or changed
@@ -178,9 +176,8 @@ class Rebuild:
 
     def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
                  programs: Mapping[str, GrantProgram]) -> bool:
-        prices = self.catalog.prices_for({line.price_id for invoice in invoices for line in invoice.lines})
         known = [d.latest.subscription_id for d in state.subscriptions]
-        issues = invoice_issues(invoices, prices, programs, known, state.lost, self.stored.issued)
+        issues = invoice_issues(invoices, self.catalog.book, programs, known, state.lost, self.stored.issued)
         for issue in issues:
             self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
             self.note("issued_grant", issue.issue_key, "insert",
@@ -215,10 +212,18 @@ class Rebuild:
 async def rebuild_account(conn: Conn, deps: Deps, account_id: str, cause: str, cause_id: str,
                           provider_at: datetime | None = None) -> bool:
     """One account's rebuild, written at once (the account's row lock held by the caller)."""
-    stored, _ = await load_accounts(conn, [account_id])
+    return bool(await rebuild_accounts(conn, deps, {account_id: cause_id}, cause, provider_at))
+
+
+async def rebuild_accounts(conn: Conn, deps: Deps, causes: Mapping[str, str], cause: str,
+                           provider_at: datetime | None = None) -> list[str]:
+    """Each account's rebuild (`causes` maps it to the id its audit entries name), read and written
+    together, the accounts' row locks held by the caller; returns the accounts that changed."""
+    stored, _ = await load_accounts(conn, list(causes))
+    catalog = await deps.catalog.view(conn)
     writes = Writes()
-    changed = Rebuild(deps, await deps.catalog.view(conn), stored[account_id], writes, account_id, cause, cause_id,
-                      provider_at).run()
+    changed = [account_id for account_id, cause_id in causes.items()
+               if Rebuild(deps, catalog, stored[account_id], writes, account_id, cause, cause_id, provider_at).run()]
     await writes.flush(conn)
     return changed
 

@@ -1834,6 +1834,10 @@ class UpsertCatalogRequest(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     PRODUCTS_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """True: work out and answer what would change, then keep nothing."""
     @_builtins.property
     def config(self) -> Global___CatalogConfig:
         """Optional: groups, plans, programs and bundles to upsert (by code). Entries not named are
@@ -1848,16 +1852,24 @@ class UpsertCatalogRequest(_message.Message):
     def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceSnapshot]:
         """Optional: prices to upsert (by price_id), older provider times ignored."""
 
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp:
+        """When a changed price resolution takes effect (provider time); now when unset. A price seen
+        for the first time applies since always.
+        """
+
     def __init__(
         self,
         *,
         config: Global___CatalogConfig | None = ...,
         products: _abc.Iterable[Global___ProductSnapshot] | None = ...,
         prices: _abc.Iterable[Global___PriceSnapshot] | None = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "effective_at", b"effective_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "prices", b"prices", "products", b"products"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "dry_run", b"dry_run", "effective_at", b"effective_at", "prices", b"prices", "products", b"products"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1910,6 +1922,14 @@ class UpsertCatalogResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_AFFECTED_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    accounts_affected: _builtins.int
+    """The accounts whose entitlements the change touches (they hold a changed price, or a plan,
+    program or group whose configuration changed), each derived again from `effective_at`.
+    """
+    dry_run: _builtins.bool
+    """True when nothing was kept (the request's `dry_run`)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntryResult]:
         """One per entry: configuration entries (groups, plans, programs, bundles), then products, then
@@ -1920,10 +1940,12 @@ class UpsertCatalogResponse(_message.Message):
         self,
         *,
         entries: _abc.Iterable[Global___CatalogEntryResult] | None = ...,
+        accounts_affected: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_affected", b"accounts_affected", "dry_run", b"dry_run", "entries", b"entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

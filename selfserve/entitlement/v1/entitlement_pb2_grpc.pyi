@@ -159,7 +159,12 @@ class EntitlementServiceStub:
     """Catalog entries from the catalog file or from provider product and price snapshots, upserted
     in one transaction: configuration by code, products and prices by provider id (an older
     provider time than the one stored changes nothing). A price whose metadata is malformed is
-    not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+    not an error: it is stored as invalid and its result says why. A change to what a price
+    grants or which group, plan or bundle it names takes effect from `effective_at` (default:
+    now), for every account at once, in the same transaction: history before it keeps what it
+    had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
+    derived again; with `dry_run` nothing is kept and the answer says what would change.
+    Roles: checkout, operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
@@ -340,7 +345,12 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     """Catalog entries from the catalog file or from provider product and price snapshots, upserted
     in one transaction: configuration by code, products and prices by provider id (an older
     provider time than the one stored changes nothing). A price whose metadata is malformed is
-    not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+    not an error: it is stored as invalid and its result says why. A change to what a price
+    grants or which group, plan or bundle it names takes effect from `effective_at` (default:
+    now), for every account at once, in the same transaction: history before it keeps what it
+    had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
+    derived again; with `dry_run` nothing is kept and the answer says what would change.
+    Roles: checkout, operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
@@ -590,7 +600,12 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         """Catalog entries from the catalog file or from provider product and price snapshots, upserted
         in one transaction: configuration by code, products and prices by provider id (an older
         provider time than the one stored changes nothing). A price whose metadata is malformed is
-        not an error: it is stored as invalid and its result says why. Roles: checkout, operator.
+        not an error: it is stored as invalid and its result says why. A change to what a price
+        grants or which group, plan or bundle it names takes effect from `effective_at` (default:
+        now), for every account at once, in the same transaction: history before it keeps what it
+        had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
+        derived again; with `dry_run` nothing is kept and the answer says what would change.
+        Roles: checkout, operator.
         Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
         cadence, a product without product_id or a price without price_id: the message names it),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
