@@ -41,8 +41,12 @@ class Report:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     def line(self) -> str:
+        if self.dry_run:
+            return (f"provider (dry run, nothing changed): would create {len(self.created)}, update "
+                    f"{len(self.updated)}, leave {len(self.unchanged)} unchanged")
         return (f"provider: {len(self.created)} created, {len(self.updated)} updated, "
                 f"{len(self.unchanged)} unchanged")
 
@@ -55,14 +59,15 @@ def _metadata_change(current: dict[str, str], wanted: dict[str, str]) -> dict[st
 
 
 async def _product(provider: Provider, spec: ProductSpec, report: Report) -> Obj:
+    """The product as the provider holds it once applied (in a dry run: as it would)."""
     try:
         found = await provider.retrieve_product(spec.product_id)
     except ProviderError as exc:
         if exc.status != 404:
             raise
         report.created.append(f"product {spec.product_id}")
-        return await provider.create_product({"id": spec.product_id, "name": spec.name, "active": spec.active,
-                                              "metadata": spec.metadata})
+        wanted: Obj = {"id": spec.product_id, "name": spec.name, "active": spec.active, "metadata": spec.metadata}
+        return wanted if report.dry_run else await provider.create_product(wanted)
     changes: dict[str, Any] = {}
     if found.get("name") != spec.name:
         changes["name"] = spec.name
@@ -75,6 +80,8 @@ async def _product(provider: Provider, spec: ProductSpec, report: Report) -> Obj
         report.unchanged.append(f"product {spec.product_id}")
         return found
     report.updated.append(f"product {spec.product_id}")
+    if report.dry_run:
+        return {**found, "name": spec.name, "active": spec.active, "metadata": spec.metadata}
     return await provider.update_product(spec.product_id, changes)
 
 
@@ -95,15 +102,20 @@ def _new_price(spec: PriceSpec, product_id: str, transfer: bool) -> Obj:
     return params
 
 
-async def _price(provider: Provider, spec: PriceSpec, product_id: str, found: Obj | None, report: Report) -> Obj:
+async def _price(provider: Provider, spec: PriceSpec, product_id: str, found: Obj | None,
+                 report: Report) -> Obj | None:
     """Prices are matched by lookup key. Amount, currency and interval cannot change at the
-    provider: a new price takes the lookup key over and the old one is archived."""
+    provider: a new price takes the lookup key over and the old one is archived. Returns the price
+    as the provider holds it once applied; in a dry run, as it would, or None for a price the
+    provider would create (it has no id yet)."""
     label = f"price {spec.lookup_key}"
     if found is None:
         report.created.append(label)
-        return await provider.create_price(_new_price(spec, product_id, transfer=False))
+        return None if report.dry_run else await provider.create_price(_new_price(spec, product_id, transfer=False))
     if not _same_terms(found, spec, product_id):
         report.created.append(f"{label} (new terms; {found['id']} archived)")
+        if report.dry_run:
+            return None
         created = await provider.create_price(_new_price(spec, product_id, transfer=True))
         await provider.update_price(str(found["id"]), {"active": False})
         return created
@@ -117,6 +129,8 @@ async def _price(provider: Provider, spec: PriceSpec, product_id: str, found: Ob
         report.unchanged.append(label)
         return found
     report.updated.append(label)
+    if report.dry_run:
+        return {**found, "metadata": spec.metadata, "active": spec.active}
     return await provider.update_price(str(found["id"]), changes)
 
 
@@ -130,18 +144,24 @@ async def _existing_prices(provider: Provider, file: CatalogFile) -> dict[str, O
 
 
 async def apply(file: CatalogFile, provider: Provider, entitlement: entitlement_pb2_grpc.EntitlementServiceStub,
-                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> tuple[Report, pb.UpsertCatalogResponse]:
-    report = Report()
+                now: Callable[[], datetime] = lambda: datetime.now(UTC), dry_run: bool = False
+                ) -> tuple[Report, pb.UpsertCatalogResponse]:
+    """Applies the file to the provider, then to the entitlement service. A dry run changes
+    nothing at either: it reports what the provider would be asked to change, and asks the
+    entitlement service what the entries it can already know (products, and prices the provider
+    holds) would change and how many accounts that touches."""
+    report = Report(dry_run=dry_run)
     existing = await _existing_prices(provider, file)
     products: list[Obj] = []
     prices: list[Obj] = []
     for spec in file.products:
         products.append(await _product(provider, spec, report))
         for price_spec in spec.prices:
-            prices.append(await _price(provider, price_spec, spec.product_id, existing.get(price_spec.lookup_key),
-                                       report))
+            applied = await _price(provider, price_spec, spec.product_id, existing.get(price_spec.lookup_key), report)
+            if applied is not None:
+                prices.append(applied)
     stamp = int(now().timestamp())
     request = pb.UpsertCatalogRequest(config=config_message(file.config),
                                       products=[norm.product(p, stamp) for p in products],
-                                      prices=[norm.price(p, {}, stamp) for p in prices])
+                                      prices=[norm.price(p, {}, stamp) for p in prices], dry_run=dry_run)
     return report, await entitlement.UpsertCatalog(request, timeout=30)

@@ -27,21 +27,22 @@ def read_catalog(path: Path) -> CatalogFile:
         raise CatalogFileError([f"{path}: {line}" for line in exc.errors]) from None
 
 
-def catalog_apply(path: str) -> int:
+def catalog_apply(path: str, dry_run: bool = False) -> int:
     try:
         file = read_catalog(Path(path))
     except CatalogFileError as exc:
         print(f"catalog refused, nothing was written:\n{exc}")
         return 2
     settings = Settings.from_env()
-    return asyncio.run(_apply(file, settings))
+    return asyncio.run(_apply(file, settings, dry_run))
 
 
-async def _apply(file: CatalogFile, settings: Settings) -> int:
+async def _apply(file: CatalogFile, settings: Settings, dry_run: bool) -> int:
     channel = open_channel(settings.entitlement_target, settings.entitlement_token)
     provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
     try:
-        report, reply = await apply(file, provider, entitlement_pb2_grpc.EntitlementServiceStub(channel))
+        report, reply = await apply(file, provider, entitlement_pb2_grpc.EntitlementServiceStub(channel),
+                                    dry_run=dry_run)
     except ProviderError as exc:
         print(f"the provider refused: {exc}")
         return 1
@@ -54,7 +55,9 @@ async def _apply(file: CatalogFile, settings: Settings) -> int:
     print(report.line())
     changed = [e for e in reply.entries if e.changed]
     invalid = [e for e in reply.entries if not e.valid]
-    print(f"entitlement service: {len(changed)} entries changed, {len(reply.entries) - len(changed)} unchanged")
+    verb = "would change" if reply.dry_run else "changed"
+    print(f"entitlement service: {len(changed)} entries {verb}, {len(reply.entries) - len(changed)} unchanged; "
+          f"accounts derived again: {reply.accounts_affected}{' (dry run: none was)' if reply.dry_run else ''}")
     for entry in invalid:
         print(f"  invalid {entry.kind} {entry.id}: {entry.invalid_reason}")
     return 1 if invalid else 0

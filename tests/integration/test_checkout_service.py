@@ -89,6 +89,27 @@ async def test_applying_the_catalog_again_changes_nothing_at_the_provider_or_in_
     assert writes == []
 
 
+async def test_a_dry_run_says_what_a_catalog_edit_would_change_and_changes_nothing(stack: Stack) -> None:
+    catalog_before = await stack.entitlement.checkout.ListCatalog(pb.ListCatalogRequest())
+    pro_monthly = next(p.price.price_id for p in catalog_before.prices if p.price.lookup_key == "pro_monthly")
+    [held] = await stack.entitlement.apply(subscription_event("evt_1", "sub_1", T0, items=[("pro_monthly", 1)],
+                                                              price_ids={"pro_monthly": pro_monthly}))
+    assert held.outcome == pb.EVENT_OUTCOME_APPLIED
+    catalog_before = await stack.entitlement.checkout.ListCatalog(pb.ListCatalogRequest())
+    calls_before = len(stack.provider.calls)
+    edited = EXAMPLE_CATALOG.read_text().replace('"amount": 1200', '"amount": 1300').replace(
+        "unit_amount = 900", "unit_amount = 990")
+    report, reply = await apply(parse_catalog(edited), stack.provider, stack.entitlement.checkout,  # type: ignore[arg-type]
+                                dry_run=True)
+    assert report.updated == ["price pro_monthly"] and any("starter_monthly (new terms" in c for c in report.created)
+    assert "would create 1, update 1" in report.line()
+    assert reply.dry_run and reply.accounts_affected == 1
+    assert [e.id for e in reply.entries if e.changed] == [pro_monthly]
+    writes = [c for c in stack.provider.calls[calls_before:] if c.startswith(("create", "update"))]
+    assert writes == []
+    assert await stack.entitlement.checkout.ListCatalog(pb.ListCatalogRequest()) == catalog_before
+
+
 async def test_a_changed_amount_moves_the_lookup_key_to_a_new_price_and_archives_the_old(stack: Stack) -> None:
     text = EXAMPLE_CATALOG.read_text().replace("unit_amount = 900", "unit_amount = 990")
     report, _ = await apply(parse_catalog(text), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
