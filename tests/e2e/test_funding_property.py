@@ -125,7 +125,7 @@ async def issued_and_expected(stack: Stack, actions: list[tuple[str, int | str, 
 
 
 SEQUENCES = dict(actions=st.lists(action, min_size=1, max_size=6), seed=st.integers(0, 2**16))
-EXAMPLES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @EXAMPLES
