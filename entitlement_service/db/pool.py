@@ -14,9 +14,15 @@ log = structlog.get_logger("db")
 
 Conn: TypeAlias = asyncpg.Connection
 
-# The database went away or refused the connection mid-call: the caller may retry, and nothing
-# was half-written, since every use case runs in one transaction.
-CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+# The database went away (a restart, a failover, a cut connection) or refused the connection
+# mid-call: the caller may retry, and nothing was half-written, since every use case runs in one
+# transaction.
+CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, ConnectionResetError)
+# The transaction lost to another (a deadlock, a serialization failure) and was rolled back whole.
+CONFLICTED = asyncpg.TransactionRollbackError
+# What a use case that is safe to run again (its effects deduplicated) retries by itself.
+RETRYABLE = (*CONNECTION_LOST, CONFLICTED)
 POOL_EXHAUSTED = asyncpg.TooManyConnectionsError
 # Anything a background task talking to the database may meet and outlive.
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from entitlement_service.db.pool import CONNECTION_LOST, POOL_EXHAUSTED
+from entitlement_service.db.pool import CONFLICTED, CONNECTION_LOST, POOL_EXHAUSTED
 from entitlement_service.domain.errors import Conflict, InvalidRequest, NotFound
 from service_runtime.rpc import COMMON_ERRORS, ErrorTable
 
@@ -15,6 +15,8 @@ ERRORS = ErrorTable(
         (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
         # The database went away mid-call: the caller may retry (db/pool.py says why it is safe).
         (CONNECTION_LOST, grpc.StatusCode.UNAVAILABLE),
+        # The transaction lost to a concurrent one and was rolled back whole: retry.
+        (CONFLICTED, grpc.StatusCode.ABORTED),
         (POOL_EXHAUSTED, grpc.StatusCode.RESOURCE_EXHAUSTED),
         *COMMON_ERRORS,
     )

@@ -9,6 +9,8 @@ event needs and may share is decided by the domain's event policy."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Mapping, Sequence
 
@@ -16,7 +18,7 @@ import structlog
 
 from catalog_rules.model import Price, Product
 from entitlement_service.db import accounts, events
-from entitlement_service.db.pool import Conn
+from entitlement_service.db.pool import RETRYABLE, Conn
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
@@ -51,8 +53,7 @@ async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bo
     rejected (applied meanwhile) is a duplicate."""
     started = time.perf_counter()
     try:
-        async with deps.pool.acquire() as conn, conn.transaction():
-            results = await _apply_in_order(conn, deps, batch, replay)
+        results = await _transaction(deps, batch, replay)
     except Exception:
         if len(batch) == 1:
             raise
@@ -67,6 +68,24 @@ async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bo
                  outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
                  object_id=event.object_id, duration_ms=duration_ms, batch=len(batch), replay=replay or None)
     return results
+
+
+# Attempts of one transaction when the database drops it (a restart, a cut connection, a deadlock):
+# applying events again is safe, since their ids deduplicate them.
+ATTEMPTS = 3
+
+
+async def _transaction(deps: Deps, batch: Sequence[ProviderEvent], replay: bool) -> list[EventResult]:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with deps.pool.acquire() as conn, conn.transaction():
+                return await _apply_in_order(conn, deps, batch, replay)
+        except RETRYABLE as exc:
+            if attempt == ATTEMPTS:
+                raise
+            log.warning("transaction_retried", attempt=attempt, events=len(batch), error=type(exc).__name__)
+            await asyncio.sleep(random.uniform(0.5, 1.5) * 0.05 * 2 ** attempt)  # backoff with jitter
+    raise AssertionError("unreachable")
 
 
 async def _apply_one_by_one(deps: Deps, batch: Sequence[ProviderEvent], replay: bool) -> list[EventResult]:

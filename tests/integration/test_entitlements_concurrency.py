@@ -11,6 +11,7 @@ import asyncpg
 import grpc
 import pytest
 
+from entitlement_service.service.events import ATTEMPTS
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.integration.conftest import Client
 from tests.support.provider import T0, subscription_event
@@ -98,30 +99,36 @@ async def test_many_watchers_each_hear_a_change(two_replicas: tuple[Client, Clie
         s.cancel()
 
 
-async def test_a_connection_dropped_mid_event_answers_unavailable_and_the_retry_applies_it(
+async def test_a_connection_dropped_on_every_attempt_answers_unavailable_and_the_retry_applies_it(
     service: Client, database_url: str
 ) -> None:
     await service.apply(subscription_event("evt_1", "sub_1", T0))
-    admin = await asyncpg.connect(database_url)
+    blocker = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(database_url)  # outside the blocker's transaction, which freezes pg_stat_activity
     try:
-        blocker = admin.transaction()
-        await blocker.start()
-        await admin.execute("SELECT 1 FROM accounts WHERE account_id = 'acct_1' FOR UPDATE")
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT 1 FROM accounts WHERE account_id = 'acct_1' FOR UPDATE")
         upgrade = subscription_event("evt_2", "sub_1", T0 + timedelta(hours=1), items=[("pro_yearly", 1)])
         call = asyncio.ensure_future(service.apply(upgrade))
+        dropped: set[int] = set()
 
         async def blocked_backend() -> int | None:
             return await admin.fetchval("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                        "AND datname = current_database()")
+                                        "AND datname = current_database() AND NOT pid = ANY($1::int[])",
+                                        list(dropped))
 
-        pid = await eventually(blocked_backend, what="the event's transaction to wait on the account lock")
-        await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(grpc.aio.AioRpcError) as dropped:
+        for _ in range(ATTEMPTS):  # the service retries a dropped transaction; drop every attempt
+            pid = await eventually(blocked_backend, what="the event's transaction to wait on the account lock")
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            dropped.add(pid)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
             await call
-        assert dropped.value.code() == grpc.StatusCode.UNAVAILABLE
-        await blocker.rollback()
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        await holding.rollback()
     finally:
+        await blocker.close()
         await admin.close()
     [retried] = await service.apply(upgrade)
-    assert retried.outcome == pb.EVENT_OUTCOME_APPLIED  # nothing was half-written by the dropped attempt
+    assert retried.outcome == pb.EVENT_OUTCOME_APPLIED  # nothing was half-written by the dropped attempts
     assert [p.price_id for p in (await service.entitlements()).grant_bindings] == ["price_pro_yearly"]

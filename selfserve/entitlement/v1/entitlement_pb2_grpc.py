@@ -37,7 +37,9 @@ class EntitlementServiceStub:
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
@@ -153,7 +155,9 @@ class EntitlementServiceServicer:
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
@@ -230,8 +234,8 @@ class EntitlementServiceServicer:
         Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
         FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
         account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
-        DEADLINE_EXCEEDED, INTERNAL.
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
+        retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,7 +247,8 @@ class EntitlementServiceServicer:
         time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
         Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
         the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
-        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,10 +282,10 @@ class EntitlementServiceServicer:
         """Links an account (created if new) to the provider customer created for it, then applies the
         subscription and invoice.paid events that were rejected as `unknown_account` while they
         waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
-        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
-        FAILED_PRECONDITION (the customer is linked to another account, or the account to another
-        customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
-        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing), FAILED_PRECONDITION
+        (the customer is linked to another account, or the account to another customer: the message
+        says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -292,11 +297,12 @@ class EntitlementServiceServicer:
         is applied again in its own transaction, so an event that cannot be applied holds back only
         itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
         The response is sent only once every event is durably recorded. Roles: checkout.
-        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
-        the message names it, for example `events[2].created is required`; nothing is applied),
+        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created: the
+        message names it, for example `events[2].created is required`; nothing is applied),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
-        already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
-        event failed even in its own transaction; the call's other events were applied).
+        already recorded answer `duplicate`), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an event failed even in its own transaction;
+        the call's other events were applied).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,8 +320,8 @@ class EntitlementServiceServicer:
         Roles: checkout, operator.
         Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
         cadence, a product without product_id or a price without price_id: the message names it),
-        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
-        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
+        concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -372,8 +378,9 @@ class EntitlementServiceServicer:
         purchases are resolved from their checkout sessions. Each repair is its own transaction.
         Roles: checkout.
         Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
-        made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
+        again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+        INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -390,7 +397,8 @@ class EntitlementServiceServicer:
         Roles: operator.
         Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
-        already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -509,7 +517,9 @@ class EntitlementService:
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).

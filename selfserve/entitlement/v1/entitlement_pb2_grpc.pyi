@@ -46,7 +46,9 @@ class EntitlementServiceStub:
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
@@ -107,8 +109,8 @@ class EntitlementServiceStub:
     Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
     FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
     account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
-    DEADLINE_EXCEEDED, INTERNAL.
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
+    retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     MarkPurchaseReturned: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.MarkPurchaseReturnedRequest, _entitlement_pb2.MarkPurchaseReturnedResponse]
     """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
@@ -116,7 +118,8 @@ class EntitlementServiceStub:
     time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
     Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
     the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
-    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetPurchaseRequest, _entitlement_pb2.GetPurchaseResponse]
     """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
@@ -138,10 +141,10 @@ class EntitlementServiceStub:
     """Links an account (created if new) to the provider customer created for it, then applies the
     subscription and invoice.paid events that were rejected as `unknown_account` while they
     waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
-    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
-    FAILED_PRECONDITION (the customer is linked to another account, or the account to another
-    customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
-    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing), FAILED_PRECONDITION
+    (the customer is linked to another account, or the account to another customer: the message
+    says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyProviderEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyProviderEventsRequest, _entitlement_pb2.ApplyProviderEventsResponse]
     """Applies normalized provider events and answers one outcome per event, in request order. The
@@ -149,11 +152,12 @@ class EntitlementServiceStub:
     is applied again in its own transaction, so an event that cannot be applied holds back only
     itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
     The response is sent only once every event is durably recorded. Roles: checkout.
-    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
-    the message names it, for example `events[2].created is required`; nothing is applied),
+    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created: the
+    message names it, for example `events[2].created is required`; nothing is applied),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
-    already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
-    event failed even in its own transaction; the call's other events were applied).
+    already recorded answer `duplicate`), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an event failed even in its own transaction;
+    the call's other events were applied).
     """
     UpsertCatalog: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.UpsertCatalogRequest, _entitlement_pb2.UpsertCatalogResponse]
     """Catalog entries from the catalog file or from provider product and price snapshots, upserted
@@ -167,8 +171,8 @@ class EntitlementServiceStub:
     Roles: checkout, operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
-    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
-    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
+    concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     TracePurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.TracePurchaseRequest, _entitlement_pb2.TracePurchaseResponse]
     """Everything known about one purchase, found by purchase id, checkout session id or
@@ -205,8 +209,9 @@ class EntitlementServiceStub:
     purchases are resolved from their checkout sessions. Each repair is its own transaction.
     Roles: checkout.
     Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
-    made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
+    again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+    INTERNAL.
     """
     ReplayEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]
     """Applies stored rejected provider events again, through the same path as new ones, once what
@@ -219,7 +224,8 @@ class EntitlementServiceStub:
     Roles: operator.
     Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
-    already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
     """
 
 @_typing.type_check_only
@@ -235,7 +241,9 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
@@ -293,8 +301,8 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
     FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
     account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
-    DEADLINE_EXCEEDED, INTERNAL.
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
+    retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     MarkPurchaseReturned: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.MarkPurchaseReturnedRequest, _entitlement_pb2.MarkPurchaseReturnedResponse]  # type: ignore[assignment]
     """Records that the browser came back from the provider. Never finalizes: it moves a `pending`
@@ -302,7 +310,8 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
     Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
     the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
-    UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetPurchaseRequest, _entitlement_pb2.GetPurchaseResponse]  # type: ignore[assignment]
     """One purchase session with its state, timestamps and transitions. Roles: checkout, product,
@@ -324,10 +333,10 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     """Links an account (created if new) to the provider customer created for it, then applies the
     subscription and invoice.paid events that were rejected as `unknown_account` while they
     waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
-    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
-    FAILED_PRECONDITION (the customer is linked to another account, or the account to another
-    customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
-    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing), FAILED_PRECONDITION
+    (the customer is linked to another account, or the account to another customer: the message
+    says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+    ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyProviderEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyProviderEventsRequest, _entitlement_pb2.ApplyProviderEventsResponse]  # type: ignore[assignment]
     """Applies normalized provider events and answers one outcome per event, in request order. The
@@ -335,11 +344,12 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     is applied again in its own transaction, so an event that cannot be applied holds back only
     itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
     The response is sent only once every event is durably recorded. Roles: checkout.
-    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
-    the message names it, for example `events[2].created is required`; nothing is applied),
+    Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created: the
+    message names it, for example `events[2].created is required`; nothing is applied),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
-    already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
-    event failed even in its own transaction; the call's other events were applied).
+    already recorded answer `duplicate`), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an event failed even in its own transaction;
+    the call's other events were applied).
     """
     UpsertCatalog: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.UpsertCatalogRequest, _entitlement_pb2.UpsertCatalogResponse]  # type: ignore[assignment]
     """Catalog entries from the catalog file or from provider product and price snapshots, upserted
@@ -353,8 +363,8 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     Roles: checkout, operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
-    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
-    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
+    concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     TracePurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.TracePurchaseRequest, _entitlement_pb2.TracePurchaseResponse]  # type: ignore[assignment]
     """Everything known about one purchase, found by purchase id, checkout session id or
@@ -391,8 +401,9 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     purchases are resolved from their checkout sessions. Each repair is its own transaction.
     Roles: checkout.
     Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
-    made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
+    again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+    INTERNAL.
     """
     ReplayEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]  # type: ignore[assignment]
     """Applies stored rejected provider events again, through the same path as new ones, once what
@@ -405,7 +416,8 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     Roles: operator.
     Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
-    already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
     """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -420,7 +432,9 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     ready yet or dropped the connection; retry with backoff: each transaction commits whole or not
     at all), RESOURCE_EXHAUSTED (the database refused another connection; retry later),
     DEADLINE_EXCEEDED (one database statement ran longer than 30 seconds) and INTERNAL (an
-    unexpected failure, logged with the request id). Each RPC's `Errors:` line lists them all.
+    unexpected failure, logged with the request id). An RPC that writes can also answer ABORTED
+    (its transaction lost to a concurrent one, a deadlock or a serialization failure, and was
+    rolled back whole; retry). Each RPC's `Errors:` line lists them all.
 
     An account this service has never seen is not an error for the reads: GetEntitlements,
     CheckGate, WatchEntitlements and ExplainAccount answer OK with empty entitlements (revision 0).
@@ -512,8 +526,8 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
         FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
         account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED,
-        DEADLINE_EXCEEDED, INTERNAL.
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
+        retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -527,7 +541,8 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         time plus PURCHASE_RETURN_TIMEOUT_S (default 120 seconds). Roles: checkout.
         Errors: INVALID_ARGUMENT (purchase_id is missing, or checkout_session_id does not belong to
         the purchase), NOT_FOUND (no purchase with that id), UNAUTHENTICATED, PERMISSION_DENIED,
-        UNAVAILABLE (database unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -567,10 +582,10 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         """Links an account (created if new) to the provider customer created for it, then applies the
         subscription and invoice.paid events that were rejected as `unknown_account` while they
         waited for that customer. Linking the same pair again changes nothing. Roles: checkout.
-        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing),
-        FAILED_PRECONDITION (the customer is linked to another account, or the account to another
-        customer: the message says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
-        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        Errors: INVALID_ARGUMENT (account_id or provider_customer_id is missing), FAILED_PRECONDITION
+        (the customer is linked to another account, or the account to another customer: the message
+        says which), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
+        ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -584,11 +599,12 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         is applied again in its own transaction, so an event that cannot be applied holds back only
         itself. An event whose object cannot be used is not an error: it is recorded as `rejected`.
         The response is sent only once every event is durably recorded. Roles: checkout.
-        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created:
-        the message names it, for example `events[2].created is required`; nothing is applied),
+        Errors: INVALID_ARGUMENT (no events, or an event lacks provider_event_id, type or created: the
+        message names it, for example `events[2].created is required`; nothing is applied),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry the call: events
-        already recorded answer `duplicate`), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an
-        event failed even in its own transaction; the call's other events were applied).
+        already recorded answer `duplicate`), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL (an event failed even in its own transaction;
+        the call's other events were applied).
         """
 
     @_abc_1.abstractmethod
@@ -608,8 +624,8 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Roles: checkout, operator.
         Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
         cadence, a product without product_id or a price without price_id: the message names it),
-        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
-        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
+        concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -676,8 +692,9 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         purchases are resolved from their checkout sessions. Each repair is its own transaction.
         Roles: checkout.
         Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not
-        made again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
+        again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+        INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -696,7 +713,8 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Roles: operator.
         Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
-        already are not selected again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
