@@ -20,6 +20,7 @@ from entitlement_service.service.catalog import rederive_queued
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
+from entitlement_service.service.metrics import GATE_CACHE_ACCOUNTS, NOTIFICATIONS_PROVEN, NOTIFICATIONS_UNPROVEN
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
@@ -43,20 +44,39 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = PoolHandle()
-        self.deps = Deps(self.pool, stored_event, utc_now, settings.purchase_return_timeout)
-        self.gates = GateCache(self.deps)
+        self.gates = GateCache(self.pool, utc_now, settings.gate_cache_max_age)
+        GATE_CACHE_ACCOUNTS.set_function(lambda: self.gates.tracked)
+        self.deps = Deps(self.pool, stored_event, utc_now, settings.purchase_return_timeout,
+                         committed=self.on_commit)
         self.watchers = Watchers()
-        self.listening = asyncio.Event()
+        self.notifications_proven = False
+        self.listening = asyncio.Event()  # set once notifications are first proven
 
-    def on_change(self, account_id: str, revision: int) -> None:
+    def on_commit(self, account_id: str, revision: int) -> None:
+        """This replica's own write committed: its cache forgets the account at once."""
         if account_id == EVERYTHING:
             self.gates.clear()
         else:
             self.gates.invalidate(account_id, revision)
+
+    def on_change(self, account_id: str, revision: int) -> None:
+        """A change announced by any replica: the cache forgets it and the account's watchers wake."""
+        self.on_commit(account_id, revision)
         self.watchers.notify(account_id, revision)
 
+    def on_proven(self, proven: bool) -> None:
+        if proven != self.notifications_proven:
+            log.info("change_notifications", proven=proven)
+            if not proven:
+                NOTIFICATIONS_UNPROVEN.inc()
+        self.notifications_proven = proven
+        NOTIFICATIONS_PROVEN.set(int(proven))
+        self.gates.trust(proven)
+        if proven:
+            self.listening.set()
+
     async def readiness(self) -> dict[str, bool]:
-        return {"database": self.pool.ready, "change_notifications": self.listening.is_set()}
+        return {"database": self.pool.ready, "change_notifications": self.notifications_proven}
 
 
 def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
@@ -77,7 +97,9 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     async with pool.acquire() as conn:
         await migrate(conn)
     runtime.pool.set(pool)
-    listener = asyncio.create_task(listen(settings.database_url, [runtime.on_change], runtime.listening))
+    listener = asyncio.create_task(listen(settings.database_url, runtime.pool, runtime.on_change, runtime.on_proven,
+                                          heartbeat_s=settings.heartbeat_s,
+                                          deadline_s=settings.heartbeat_deadline_s))
     await runtime.listening.wait()
     await server.set_serving(True)
     log.info("ready")

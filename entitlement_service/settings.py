@@ -26,6 +26,9 @@ class Settings:
     log_level: str
     purchase_return_timeout: timedelta
     gauges_interval_s: float
+    gate_cache_max_age: timedelta
+    heartbeat_s: float
+    heartbeat_deadline_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,4 +45,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             purchase_return_timeout=timedelta(seconds=env.number("PURCHASE_RETURN_TIMEOUT_S", 120, minimum=1)),
             gauges_interval_s=env.number("OPERATIONS_GAUGES_INTERVAL_S", 15, minimum=0.1),
+            gate_cache_max_age=timedelta(seconds=env.number("GATE_CACHE_MAX_AGE_S", 30, minimum=0)),
+            heartbeat_s=env.number("CHANGE_HEARTBEAT_INTERVAL_S", 2, minimum=0.05),
+            heartbeat_deadline_s=env.number("CHANGE_HEARTBEAT_DEADLINE_S", 2, minimum=0.05),
         )

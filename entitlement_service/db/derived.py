@@ -146,21 +146,23 @@ WITH subscriptions_written AS (
     UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY({_params.next()})
     RETURNING account_id, revision
 )
-SELECT pg_notify({_params.next()}, revision || ':' || account_id) FROM bumped"""
+SELECT account_id, revision, pg_notify({_params.next()}, revision || ':' || account_id) FROM bumped"""
 
 
 async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord], items: Sequence[ItemRow],
                      assignments: Sequence[AccountAssignment], bindings: Sequence[AccountBinding],
-                     audit: Sequence[AuditEntry], changed_accounts: Sequence[str]) -> None:
-    """WRITE_ROWS: the last of each subscription, and of each subscription's item for a price, wins."""
+                     audit: Sequence[AuditEntry], changed_accounts: Sequence[str]) -> list[tuple[str, int]]:
+    """WRITE_ROWS: the last of each subscription, and of each subscription's item for a price, wins.
+    Returns each changed account with its new revision."""
     if not (subscriptions or items or assignments or bindings or audit or changed_accounts):
-        return
+        return []
     latest_subscriptions = {s.subscription_id: s for s in subscriptions}
     latest_items = {(i.subscription_id, i.price_id): i for i in items}
-    await conn.execute(
+    bumped = await conn.fetch(
         WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ITEM.arrays(latest_items.values()),
         *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), list(changed_accounts),
         CHANGES_CHANNEL)
+    return [(row["account_id"], row["revision"]) for row in bumped]
 
 
 async def delete_assignments(conn: Conn, ids: Sequence[int]) -> None:

@@ -14,8 +14,10 @@ from entitlement_service.db import catalog as db
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.purchasability import Owned, PriceChoice, Validation, choice_for, validate_selection
+from entitlement_service.service import transactions
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.rebuild import rebuild_accounts
+from entitlement_service.service.transactions import write_transaction
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ async def upsert_catalog(deps: Deps, config: CatalogConfig, products: Sequence[P
     returns. A dry run answers the same and keeps nothing."""
     at = effective_at or deps.clock()
     try:
-        async with deps.pool.acquire() as conn, conn.transaction():
+        async with write_transaction(deps) as conn:
             update = await _upsert(conn, config, products, prices, at, dry_run)
             if dry_run:
                 raise _DryRun(update)
@@ -133,6 +135,7 @@ async def _upsert(conn: Conn, config: CatalogConfig, products: Sequence[Product]
     affected = await queue_touched(conn, touched, at)
     if any(r.changed for r in results):
         await listener.notify_everything(conn)
+        transactions.changed([(listener.EVERYTHING, 0)])
     return CatalogUpdate(results, affected, dry_run)
 
 
@@ -145,7 +148,7 @@ async def rederive_queued(deps: Deps) -> int:
     locked, as for an event); returns how many. Safe to run on several replicas at once."""
     done = 0
     while True:
-        async with deps.pool.acquire() as conn, conn.transaction():
+        async with write_transaction(deps) as conn:
             taken = await db.take_queued_accounts(conn, REDERIVE_CHUNK)
             if not taken:
                 return done

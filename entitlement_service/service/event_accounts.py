@@ -16,6 +16,7 @@ from entitlement_service.domain.errors import Conflict
 from entitlement_service.domain.provider import ProviderEvent
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.rebuild import rebuild_account
+from entitlement_service.service.transactions import write_transaction
 
 log = structlog.get_logger("events")
 
@@ -69,7 +70,7 @@ async def resolve_account(conn: Conn, event: ProviderEvent, hint: str | None = N
 
 async def link_and_apply(deps: Deps, account_id: str, customer_id: str) -> int:
     """Links an account to its provider customer; returns how many waiting events now apply."""
-    async with deps.pool.acquire() as conn, conn.transaction():
+    async with write_transaction(deps) as conn:
         held = (await hold(conn, [(account_id, customer_id)]))[account_id]
         if held.customer_holder is not None:
             raise Conflict(f"customer {customer_id} is linked to account {held.customer_holder}")

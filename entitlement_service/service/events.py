@@ -35,6 +35,7 @@ from entitlement_service.service.event_accounts import Rejected, hold_event_acco
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
 from entitlement_service.service.metrics import EVENTS
 from entitlement_service.service.rebuild import Rebuild, load_accounts
+from entitlement_service.service.transactions import write_transaction
 from entitlement_service.service.writes import Writes
 
 log = structlog.get_logger("events")
@@ -78,7 +79,7 @@ ATTEMPTS = 3
 async def _transaction(deps: Deps, batch: Sequence[ProviderEvent], replay: bool) -> list[EventResult]:
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with deps.pool.acquire() as conn, conn.transaction():
+            async with write_transaction(deps) as conn:
                 return await _apply_in_order(conn, deps, batch, replay)
         except RETRYABLE as exc:
             if attempt == ATTEMPTS:

@@ -19,3 +19,13 @@ FINALIZE_SECONDS = Histogram(
 OPEN_MISMATCHES = Gauge("mismatches_open", "Open differences between the provider's view and internal state.")
 PURCHASES_PENDING = Gauge("purchases_pending", "Purchases pending or returned, not yet final.")
 PURCHASES_PAST_TIMEOUT = Gauge("purchases_past_timeout", "Pending or returned purchases past their timeout.")
+GATE_CACHE_ACCOUNTS = Gauge("gate_cache_accounts", "Accounts the CheckGate cache keeps an answer or a load for.")
+NOTIFICATIONS_PROVEN = Gauge(
+    "change_notifications_proven",
+    "1 while this replica's change notifications are proven by its heartbeat, else 0 (CheckGate then reads "
+    "the database).",
+)
+NOTIFICATIONS_UNPROVEN = Counter(
+    "change_notifications_unproven_total",
+    "Times this replica's change notifications stopped being proven (a missed heartbeat or a lost connection).",
+)

@@ -14,6 +14,7 @@ from entitlement_service.domain.records import PurchaseRecord, TransitionRecord
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import hold
 from entitlement_service.service.rebuild import rebuild_account
+from entitlement_service.service.transactions import write_transaction
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ async def view_of(conn: Conn, purchase_id: str) -> PurchaseView:
 async def register_purchase(deps: Deps, new: NewPurchase) -> PurchaseView:
     """Records a purchase as pending; registering the same purchase id again returns it unchanged."""
     now = deps.clock()
-    async with deps.pool.acquire() as conn, conn.transaction():
+    async with write_transaction(deps) as conn:
         held = (await hold(conn, [(new.account_id, new.provider_customer_id or None)]))[new.account_id]
         if held.customer_holder is not None:
             raise Conflict(f"customer {new.provider_customer_id} is linked to account {held.customer_holder}, "
@@ -75,7 +76,7 @@ async def mark_returned(deps: Deps, purchase_id: str, checkout_session_id: str |
     """Records that the browser came back. It proves nothing about payment, so it never finalizes;
     it starts the clock after which a waiting browser is told the purchase is still processing."""
     now = deps.clock()
-    async with deps.pool.acquire() as conn, conn.transaction():
+    async with write_transaction(deps) as conn:
         found = await purchases.get_purchase(conn, purchase_id=purchase_id, lock=True)
         if found is None:
             raise NotFound(f"no purchase {purchase_id}")

@@ -19,6 +19,7 @@ from entitlement_service.domain.records import (
     TransitionRecord,
 )
 from entitlement_service.domain.timeline import ItemRow
+from entitlement_service.service import transactions
 
 
 @dataclass
@@ -48,8 +49,8 @@ class Writes:
         await derived.delete_items(conn, self.removed_items)
         await derived.delete_assignments(conn, self.removed_assignments)
         await derived.delete_bindings(conn, self.removed_bindings)
-        await derived.write_rows(conn, self.subscriptions, self.items, self.assignments, self.bindings, self.audit,
-                                 self.changed_accounts)
+        transactions.changed(await derived.write_rows(
+            conn, self.subscriptions, self.items, self.assignments, self.bindings, self.audit, self.changed_accounts))
         await derived.insert_issues(conn, self.issues)
         await purchases.set_purchase_subscriptions(conn, self.purchase_subscriptions)
         await purchases.record_transitions(conn, self.transitions)

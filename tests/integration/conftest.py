@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -56,10 +56,10 @@ class _Authed:
         return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
-async def start_service(database_url: str, port: int = 0) -> Client:
+async def start_service(database_url: str, port: int = 0, env: Mapping[str, str] | None = None) -> Client:
     settings = Settings.from_env({"DATABASE_URL": database_url, "SERVICE_TOKENS": SERVICE_TOKENS,
                                   "ENTITLEMENT_GRPC_ADDR": f"127.0.0.1:{port}",
-                                  "ENTITLEMENT_METRICS_ADDR": "127.0.0.1:0"})
+                                  "ENTITLEMENT_METRICS_ADDR": "127.0.0.1:0", **(env or {})})
     running = await start(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     health = health_pb2_grpc.HealthStub(channel)
