@@ -11,7 +11,7 @@ import asyncio
 
 import asyncpg
 
-from .services import price_id
+from tests.support.provider import price_id
 
 PRO, STARTER, SEATS = price_id("pro_monthly"), price_id("starter_monthly"), price_id("team_seats_monthly")
 
