@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from . import checkgate, entitlements, propagation, signature, webhook
+from . import checkgate, entitlements, propagation, signature, watchers, webhook
 from .context import Context
 from .db import Server
 from .report import NOT_MEASURED, Row, failed_row, table, write
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "checkgate": (checkgate.run, checkgate.NAME, checkgate.TARGET),
     "entitlements": (entitlements.run, entitlements.NAME, entitlements.TARGET),
     "propagation": (propagation.run, propagation.NAME, propagation.TARGET),
+    "watchers": (watchers.run, watchers.NAME, watchers.TARGET),
 }
 
 
