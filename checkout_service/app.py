@@ -39,6 +39,7 @@ def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps) -> GrpcServ
         settings.grpc_addr,
         [SERVICE],
         lambda server: checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(wrapped, server),  # type: ignore[arg-type]
+        max_in_flight=settings.grpc_max_in_flight,
     )
 
 
@@ -68,7 +69,9 @@ class Running:
 
 async def start(settings: Settings, provider: Provider | None = None) -> Running:
     channel = open_channel(settings.entitlement_target, settings.entitlement_token)
-    gateway = None if provider else StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    gateway = None if provider else StripeGateway(
+        settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
+        max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)
     provider = provider or gateway
     assert provider is not None
     deps = Deps(entitlement_pb2_grpc.EntitlementServiceStub(channel), provider, settings.public_url or "",
@@ -83,7 +86,7 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     server = build_server(settings, deps, hooks)
     await server.server.start()
     await server.set_serving(True)
-    app = create_app(readiness, deps, hooks, settings.service_tokens)
+    app = create_app(readiness, deps, hooks, settings.service_tokens, settings.http_max_in_flight)
     runner, http_port = await start_site(app, settings.http_addr.host, settings.http_addr.port)
     # Browsers come back to this address unless CHECKOUT_PUBLIC_URL names another.
     deps.public_url = settings.public_url or f"http://{settings.http_addr.host}:{http_port}"

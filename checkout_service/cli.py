@@ -39,7 +39,8 @@ def catalog_apply(path: str, dry_run: bool = False) -> int:
 
 async def _apply(file: CatalogFile, settings: Settings, dry_run: bool) -> int:
     channel = open_channel(settings.entitlement_target, settings.entitlement_token)
-    provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+    provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
+                             max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)
     try:
         report, reply = await apply(file, provider, entitlement_pb2_grpc.EntitlementServiceStub(channel),
                                     dry_run=dry_run)

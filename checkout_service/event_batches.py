@@ -4,8 +4,15 @@ the other side) instead of one call per webhook.
 
 An event that arrives while fewer than `max_in_flight` calls are outstanding goes at once, on
 its own; the others wait for the next free call and share it, up to `max_batch` events. Each
-caller gets its own event's result. When a shared call fails, its events are sent again one
-call each, so every webhook is answered for its own event alone."""
+caller gets its own event's result.
+
+When a shared call fails, what happens next depends on why. Refused as invalid (one event lacks
+what every event needs; the message names it, `events[2].created is required`), its events are
+sent again one call each, so every webhook is answered for its own event alone. Any other failure,
+above all the entitlement service being down, slow or overloaded (`Unavailable`), fails every
+caller of the call at once with that same error: sending its events one by one would multiply the
+calls to a service that cannot answer the ones it has. Their webhooks answer 503 and the provider
+delivers them again later."""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 
-from checkout_service.errors import Unavailable
+from checkout_service.errors import InvalidRequest, Unavailable
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 Send = Callable[[Sequence[pb.ProviderEvent]], Awaitable[Sequence[pb.EventResult]]]
@@ -60,10 +67,11 @@ class EventBatcher:
         try:
             results = await self._send([event for event, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
-            else:
+            if len(batch) > 1 and _one_event_to_blame(exc):
                 await asyncio.gather(*(self._alone(event, waiter) for event, waiter in batch))
+            else:
+                for _, waiter in batch:
+                    _settle(waiter, exc)
             return
         for (_, waiter), result in zip(batch, results, strict=True):
             _settle(waiter, result)
@@ -73,6 +81,12 @@ class EventBatcher:
             _settle(waiter, (await self._send([event]))[0])
         except Exception as exc:
             _settle(waiter, exc)
+
+
+def _one_event_to_blame(exc: Exception) -> bool:
+    """Whether sending a failed call's events one by one can help: only when the entitlement service
+    refused the call for one event's sake (INVALID_ARGUMENT, which names it; nothing was applied)."""
+    return isinstance(exc, InvalidRequest)
 
 
 def _settle(waiter: asyncio.Future[pb.EventResult], outcome: pb.EventResult | BaseException) -> None:

@@ -19,7 +19,13 @@ from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 
 T = TypeVar("T")
+# The deadline of one entitlement service call, the channel's own retries included
+# (checkout_service/entitlement_client.py).
 ENTITLEMENT_TIMEOUT_S = 5.0
+# The entitlement service is down, slow, shedding load or lost a race to a concurrent write: the
+# caller may make the same call again later (every call is idempotent), so it is told to retry.
+RETRY_LATER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
 FINAL = frozenset({pb.PURCHASE_STATE_FINALIZED, pb.PURCHASE_STATE_EXPIRED, pb.PURCHASE_STATE_FAILED,
                    pb.PURCHASE_STATE_CONFLICT})
 
@@ -72,7 +78,7 @@ async def entitlement_call(method: Callable[..., Awaitable[T]], request: object)
     try:
         return await method(request, timeout=ENTITLEMENT_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if exc.code() in RETRY_LATER:
             raise Unavailable("the entitlement service is unavailable; retry shortly") from exc
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise NotFound(exc.details() or "not found") from exc

@@ -23,6 +23,13 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...]
     stripe_webhook_tolerance_s: float
     stripe_sync_mode: str
+    # One provider request's timeout, how often the SDK tries it again (connection errors,
+    # timeouts, 409 and 5xx answers, with backoff and jitter, under the request's idempotency key),
+    # and the deadline of the whole call, retries included: a slow provider costs a caller at most
+    # `stripe_deadline_s`, then UNAVAILABLE (HTTP 503).
+    stripe_timeout_s: float
+    stripe_max_retries: int
+    stripe_deadline_s: float
     shutdown_grace_s: float
     log_level: str
     # Where browsers reach this service (the provider sends them back to its return page); None
@@ -32,6 +39,11 @@ class Settings:
     poll_interval_ms: int
     # How often the reconciler runs on its own; 0 turns the periodic run off.
     reconcile_interval_s: float
+    # Requests handled at once on the HTTP port (probes aside) and calls in progress on the gRPC
+    # port; beyond them a request is shed at once (503 with Retry-After, RESOURCE_EXHAUSTED) rather
+    # than queued behind work the process cannot finish in time.
+    http_max_in_flight: int
+    grpc_max_in_flight: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,11 +66,16 @@ class Settings:
             stripe_webhook_secrets=secrets,
             stripe_webhook_tolerance_s=env.number("STRIPE_WEBHOOK_TOLERANCE_S", 300, minimum=1),
             stripe_sync_mode=env.choice("STRIPE_SYNC_MODE", "payload", ("payload", "refetch")),
+            stripe_timeout_s=env.number("STRIPE_TIMEOUT_S", 10, minimum=0.01),
+            stripe_max_retries=int(env.number("STRIPE_MAX_RETRIES", 2)),
+            stripe_deadline_s=env.number("STRIPE_DEADLINE_S", 20, minimum=0.01),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             public_url=_public_url(env),
             poll_interval_ms=int(env.number("PURCHASE_POLL_MS", 500, minimum=50)),
             reconcile_interval_s=env.number("RECONCILE_INTERVAL_S", 300),
+            http_max_in_flight=int(env.number("CHECKOUT_HTTP_MAX_IN_FLIGHT", 256, minimum=1)),
+            grpc_max_in_flight=int(env.number("CHECKOUT_GRPC_MAX_IN_FLIGHT", 256, minimum=1)),
         )
 
 

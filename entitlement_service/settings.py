@@ -29,6 +29,9 @@ class Settings:
     gate_cache_max_age: timedelta
     heartbeat_s: float
     heartbeat_deadline_s: float
+    # gRPC calls in progress, WatchEntitlements streams included; beyond it a call is refused at
+    # once with RESOURCE_EXHAUSTED.
+    grpc_max_in_flight: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,4 +51,5 @@ class Settings:
             gate_cache_max_age=timedelta(seconds=env.number("GATE_CACHE_MAX_AGE_S", 30, minimum=0)),
             heartbeat_s=env.number("CHANGE_HEARTBEAT_INTERVAL_S", 2, minimum=0.05),
             heartbeat_deadline_s=env.number("CHANGE_HEARTBEAT_DEADLINE_S", 2, minimum=0.05),
+            grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 1024, minimum=1)),
         )

@@ -14,6 +14,7 @@ from provider_sim.delivery import ORDERS
 from provider_sim.dispatch import event_body
 from provider_sim.errors import invalid, no_such
 from provider_sim.events import Ctx
+from provider_sim.latency import Latency
 from provider_sim.params import Params
 from provider_sim.resources.checkout_session import render_checkout_session
 from provider_sim.resources.subscription import render_subscription
@@ -167,6 +168,24 @@ async def wait_idle(request: web.Request) -> web.Response:
     params.finish()
     idle = await deliverer.wait_idle((5000 if timeout_ms is None else timeout_ms) / 1000)
     return respond({"idle": idle, **deliverer.counts()})
+
+
+@routes.post("/_sim/latency")
+async def slow_down(request: web.Request) -> web.Response:
+    """Every API request from now on waits `delay_ms` (0: none), or only the next `times`."""
+    params, sim = await params_of(request), sim_of(request)
+    delay_ms = int(params.integer("delay_ms", required=True, minimum=0, maximum=MAX_WAIT_MS) or 0)
+    times = params.integer("times", minimum=1)
+    params.finish()
+    sim.latency = Latency(delay_ms=delay_ms, times=times)
+    return respond(sim.latency.as_json())
+
+
+@routes.get("/_sim/latency")
+async def latency_status(request: web.Request) -> web.Response:
+    params = await params_of(request)
+    params.finish()
+    return respond(sim_of(request).latency.as_json())
 
 
 @routes.post("/_sim/reset")

@@ -1,9 +1,11 @@
 """The request pipeline, outermost first: one log line per request, Stripe-shaped errors (never a
-traceback, and 500 only for a simulator bug), API-key authentication, `Idempotency-Key` replay,
-and time keeping (what is due happens before the request; its events go to delivery after)."""
+traceback, and 500 only for a simulator bug), the latency tests ask for, API-key authentication,
+`Idempotency-Key` replay, and time keeping (what is due happens before the request; its events go
+to delivery after)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -87,6 +89,17 @@ def api_key_of(request: web.Request) -> str | None:
 
 
 @web.middleware
+async def latency(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before anything else happens to it, so a request its caller gave up on and sent again meets
+    its own idempotent answer if the first one completes after all, as at Stripe."""
+    if request.path.startswith("/v1/"):
+        delay_s = sim_of(request).latency.next_delay_s()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+    return await handler(request)
+
+
+@web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/v1/"):
         return await handler(request)
@@ -143,4 +156,4 @@ async def timekeeping(request: web.Request, handler: Handler) -> web.StreamRespo
         dispatch_events(sim)
 
 
-MIDDLEWARES = [request_log, stripe_errors, authenticate, idempotent, timekeeping]
+MIDDLEWARES = [request_log, stripe_errors, latency, authenticate, idempotent, timekeeping]

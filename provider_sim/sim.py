@@ -10,6 +10,7 @@ from aiohttp import web
 
 from provider_sim.clock import Clock
 from provider_sim.delivery import Deliverer
+from provider_sim.latency import Latency
 from provider_sim.model import WebhookEndpoint
 from provider_sim.store import State, new_id, save_snapshot
 
@@ -42,6 +43,7 @@ class Sim:
     clock: Clock
     deliverer: Deliverer
     options: Options = field(default_factory=Options)
+    latency: Latency = field(default_factory=Latency)
 
     def install_presets(self) -> None:
         for preset in self.options.presets:
@@ -62,6 +64,7 @@ class Sim:
         for name in vars(fresh):
             setattr(self.state, name, getattr(fresh, name))
         self.clock.reset()
+        self.latency = Latency()
         self.install_presets()
         self.save()
 

@@ -59,8 +59,13 @@ def build_grpc_server(
     address: Address,
     service_names: Sequence[str],
     register: Callable[[GenericHandlersOnly], None],
+    *,
+    max_in_flight: int | None = None,
 ) -> GrpcServer:
-    server = grpc.aio.server()
+    """`max_in_flight` caps the calls in progress, open streams included (None: no cap); one more is
+    refused at once with RESOURCE_EXHAUSTED before any handler runs, so an overloaded server sheds
+    work instead of queueing calls past their deadlines."""
+    server = grpc.aio.server(maximum_concurrent_rpcs=max_in_flight)
     handlers = GenericHandlersOnly(server)
     register(handlers)
     health = HealthServicer()

@@ -14,6 +14,7 @@ from checkout_service import service, webhooks
 from checkout_service.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from checkout_service.http import return_page
 from checkout_service.http.errors import json_errors
+from checkout_service.http.shedding import shedding
 from checkout_service.service import Deps
 from checkout_service.webhooks import WebhookDeps
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
@@ -131,8 +132,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     return web.json_response({"received": True, "id": accepted.event_id, "outcome": accepted.outcome})
 
 
-def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: ServiceTokens) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_log, json_errors])
+def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: ServiceTokens,
+               max_in_flight: int) -> web.Application:
+    # A shed request is still logged, and refused before anything else is done for it.
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[request_log, shedding(max_in_flight), json_errors])
     add_probe_routes(app, readiness)
     app[DEPS], app[WEBHOOKS], app[TOKENS] = deps, hooks, tokens
     app.router.add_post("/v1/checkout/sessions", create_checkout_session)

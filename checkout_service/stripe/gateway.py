@@ -3,6 +3,7 @@ protocol and plain dicts in the provider's shapes; tests may pass a fake with th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -43,22 +44,34 @@ def _plain(obj: Any) -> Obj:
 
 class StripeGateway:
     """`Provider` over `stripe.StripeClient` with its asynchronous aiohttp transport. `api_base`
-    points it at the simulator; unset, it talks to real Stripe."""
+    points it at the simulator; unset, it talks to real Stripe.
 
-    def __init__(self, api_key: str, api_base: str | None, max_network_retries: int = 2) -> None:
-        self._http = stripe.AIOHTTPClient()
+    Each request may take `timeout_s` (the SDK's own default is 80 s). The SDK tries a request
+    again up to `max_retries` times after a connection error, a timeout, a 409 or a 5xx answer,
+    waiting 0.5 s doubling up to 5 s with jitter, and resends a POST under the same idempotency
+    key (ours, or one it makes), so a retried create never creates twice. `deadline_s` bounds the
+    whole call, retries included: past it the call fails like an unreachable provider."""
+
+    def __init__(self, api_key: str, api_base: str | None, *, timeout_s: float, max_retries: int,
+                 deadline_s: float) -> None:
+        self._http = stripe.AIOHTTPClient(timeout=timeout_s)
         self._client = stripe.StripeClient(
             api_key, base_addresses={"api": api_base} if api_base else None,
-            http_client=self._http, max_network_retries=max_network_retries,
+            http_client=self._http, max_network_retries=max_retries,
         )
         self._v1 = self._client.v1
+        self._deadline_s = deadline_s
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Obj:
         try:
-            return _plain(await method(*args, **kwargs))
+            async with asyncio.timeout(self._deadline_s):
+                return _plain(await method(*args, **kwargs))
+        except TimeoutError as exc:
+            # No status: callers take it as the provider being unreachable (UNAVAILABLE, HTTP 503).
+            raise ProviderError(f"no answer within {self._deadline_s:g} s") from exc
         except stripe.StripeError as exc:
             code = getattr(exc, "code", None)
             raise ProviderError(exc.user_message or str(exc), exc.http_status, code) from exc

@@ -9,19 +9,23 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 import structlog
 
+from checkout_service.errors import InvalidRequest, Unavailable
 from checkout_service.event_batches import EventBatcher
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.support.waiting import eventually
 
 
 class HeldCalls:
-    """Records each call's event ids and answers it when the test releases it."""
+    """Records each call's event ids and answers it when the test releases it: refused as the
+    entitlement service refuses a call with an event in `refuse`, or failing with `shared_failure`
+    when it carries more than one event."""
 
-    def __init__(self, refuse: set[str] | None = None) -> None:
+    def __init__(self, refuse: set[str] | None = None, shared_failure: Exception | None = None) -> None:
         self.calls: list[list[str]] = []
         self.request_ids: list[object] = []
         self.release = asyncio.Event()
         self.refuse = refuse or set()
+        self.shared_failure = shared_failure
 
     def started(self, count: int) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
@@ -34,7 +38,10 @@ class HeldCalls:
         self.request_ids.append(structlog.contextvars.get_contextvars().get("request_id"))
         await self.release.wait()
         if self.refuse & set(ids):
-            raise ConnectionError(f"refused {sorted(self.refuse & set(ids))}")
+            bad = next(i for i, event_id in enumerate(ids) if event_id in self.refuse)
+            raise InvalidRequest(f"events[{bad}].created is required")
+        if self.shared_failure is not None and len(ids) > 1:
+            raise self.shared_failure
         return [pb.EventResult(provider_event_id=i, outcome=pb.EVENT_OUTCOME_APPLIED, reason=f"for {i}") for i in ids]
 
 
@@ -68,17 +75,36 @@ async def test_events_arriving_while_the_calls_are_busy_share_the_next_call_and_
     assert held.request_ids[1:] == [None, None]  # a shared call carries no one caller's request id
 
 
-async def test_a_shared_call_that_fails_is_sent_again_one_event_per_call() -> None:
+async def test_a_shared_call_refused_for_one_event_is_sent_again_one_event_per_call() -> None:
     held = HeldCalls(refuse={"evt_2"})
     batcher = EventBatcher(held.send, max_in_flight=1)
     waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(4)]
     await eventually(held.started(1), what="the first call")
     held.release.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
-    assert [o.reason if isinstance(o, pb.EventResult) else type(o).__name__ for o in outcomes] == [
-        "for evt_0", "for evt_1", "ConnectionError", "for evt_3"]
+    assert [o.reason if isinstance(o, pb.EventResult) else str(o) for o in outcomes] == [
+        "for evt_0", "for evt_1", "events[0].created is required", "for evt_3"]
     assert held.calls[1] == ["evt_1", "evt_2", "evt_3"]
     assert sorted(held.calls[2:]) == [["evt_1"], ["evt_2"], ["evt_3"]]
+
+
+@pytest.mark.parametrize("failure", [
+    Unavailable("the entitlement service is unavailable; retry shortly"),  # down, slow or overloaded
+    ConnectionError("connection reset"),  # a failure that names no event
+])
+async def test_a_shared_call_that_fails_otherwise_fails_every_caller_at_once_and_sends_nothing_more(
+    failure: Exception,
+) -> None:
+    held = HeldCalls(shared_failure=failure)
+    batcher = EventBatcher(held.send, max_in_flight=1, max_batch=3)
+    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(6)]
+    await eventually(held.started(1), what="the first call")
+    held.release.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(outcomes[0], pb.EventResult) and outcomes[0].reason == "for evt_0"
+    assert all(o is failure for o in outcomes[1:])  # the same error, so each webhook answers alike
+    # One call per batch, as before the failure: none of its events was sent again on its own.
+    assert held.calls == [["evt_0"], ["evt_1", "evt_2", "evt_3"], ["evt_4", "evt_5"]]
 
 
 @pytest.mark.parametrize("in_flight", [1, 3])
