@@ -9,15 +9,14 @@ import structlog
 from aiohttp import web
 
 from checkout_service.entitlement_client import is_serving, open_channel
-from checkout_service.errors import CheckoutError
 from checkout_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from checkout_service.grpc.errors import ERRORS
 from checkout_service.grpc.servicer import CheckoutServicer
 from checkout_service.http.app import create_app
-from checkout_service.reconcile import reconcile
+from checkout_service.reconcile import reconcile_every
 from checkout_service.service import Deps
 from checkout_service.settings import Settings
-from checkout_service.stripe.gateway import Provider, ProviderError, StripeGateway
+from checkout_service.stripe.gateway import Provider, StripeGateway
 from checkout_service.webhooks import BoundedCache, WebhookDeps
 from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
@@ -95,16 +94,6 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     periodic = (asyncio.create_task(reconcile_every(hooks, settings.reconcile_interval_s))
                 if settings.reconcile_interval_s > 0 else None)
     return Running(server, runner, http_port, channel, gateway, periodic)
-
-
-async def reconcile_every(hooks: WebhookDeps, interval_s: float) -> None:
-    """The periodic reconciler; a failed run is logged and the next one tries again."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await reconcile(hooks, None)
-        except (CheckoutError, ProviderError, grpc.aio.AioRpcError) as exc:
-            log.warning("reconcile_failed", error=str(exc))
 
 
 async def run(settings: Settings) -> None:

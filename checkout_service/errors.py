@@ -62,6 +62,12 @@ class BadWebhook(CheckoutError):
         self.code = code
 
 
+class AlreadyRunning(CheckoutError):
+    """Another replica holds the reconciler's lease: it is reconciling now."""
+
+    code = "already_running"
+
+
 class Unavailable(CheckoutError):
     """A dependency (the entitlement service or the provider) cannot answer now; retry later."""
 

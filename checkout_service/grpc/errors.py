@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from checkout_service.errors import (
+    AlreadyRunning,
     BadWebhook,
     GroupConflict,
     InvalidRequest,
@@ -19,6 +20,7 @@ from service_runtime.rpc import COMMON_ERRORS, ErrorTable
 ERRORS = ErrorTable(
     (
         (GroupConflict, grpc.StatusCode.FAILED_PRECONDITION),
+        (AlreadyRunning, grpc.StatusCode.FAILED_PRECONDITION),
         (InvalidSelection, grpc.StatusCode.INVALID_ARGUMENT),
         (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
         (NotFound, grpc.StatusCode.NOT_FOUND),

@@ -45,9 +45,10 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return pb.ListCatalogResponse(catalog=await service.list_catalog(self.deps, request.account_id or None))
 
     async def Reconcile(self, request: pb.ReconcileRequest, context: Context) -> pb.ReconcileResponse:
-        done = await reconcile(self.hooks, request.account_id or None)
-        r = done.reply
+        r = await reconcile(self.hooks, request.account_id or None)
         return pb.ReconcileResponse(
             subscriptions_checked=r.subscriptions_checked, mismatches_found=r.mismatches_found,
-            mismatches_repaired=r.mismatches_repaired, events_replayed=done.events_replayed,
-            purchases_resolved=r.purchases_resolved, open_mismatches=r.open_mismatches)
+            mismatches_repaired=r.mismatches_repaired, events_replayed=r.events_replayed,
+            purchases_resolved=r.purchases_resolved, open_mismatches=r.open_mismatches,
+            accounts_checked=r.accounts_checked, accounts_unreadable=r.accounts_unreadable,
+            events_unreadable=r.events_unreadable, sweep_complete=r.sweep_complete)

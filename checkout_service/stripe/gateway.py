@@ -35,7 +35,8 @@ class Provider(Protocol):
     async def create_price(self, params: Obj) -> Obj: ...
     async def update_price(self, price_id: str, params: Obj) -> Obj: ...
     async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj: ...
-    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj: ...
+    async def list_events(self, created_gte: int | None, created_lt: int | None, starting_after: str | None
+                          ) -> Obj: ...
 
 
 def _plain(obj: Any) -> Obj:
@@ -132,10 +133,12 @@ class StripeGateway:
             params["starting_after"] = starting_after
         return await self._call(self._v1.subscriptions.list_async, params=params)
 
-    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj:
+    async def list_events(self, created_gte: int | None, created_lt: int | None, starting_after: str | None
+                          ) -> Obj:
         params: Obj = {"limit": 100}
-        if created_gte is not None:
-            params["created"] = {"gte": created_gte}
+        created = {op: at for op, at in (("gte", created_gte), ("lt", created_lt)) if at is not None}
+        if created:
+            params["created"] = created
         if starting_after:
             params["starting_after"] = starting_after
         return await self._call(self._v1.events.list_async, params=params)

@@ -104,9 +104,12 @@ async def accounts_for_customers(conn: Conn, customer_ids: Sequence[str]) -> dic
     return {r["provider_customer_id"]: r["account_id"] for r in found}
 
 
-async def accounts_with_customers(conn: Conn, account_id: str | None) -> list[tuple[str, str]]:
-    """(account, provider customer) for every linked account, or the one asked for."""
+async def accounts_with_customers(conn: Conn, account_id: str | None, after: str = "", limit: int | None = None
+                                  ) -> list[tuple[str, str]]:
+    """(account, provider customer) for the linked accounts after `after` by account id, at most
+    `limit` of them (read along the primary key), or for the one asked for."""
     found = await conn.fetch(
         "SELECT account_id, provider_customer_id FROM accounts WHERE provider_customer_id IS NOT NULL "
-        "AND ($1::text IS NULL OR account_id = $1) ORDER BY account_id", account_id)
+        "AND ($1::text IS NULL OR account_id = $1) AND account_id > $2 ORDER BY account_id LIMIT $3",
+        account_id, after, limit)
     return [(r["account_id"], r["provider_customer_id"]) for r in found]

@@ -4,7 +4,7 @@ state held, the reconciler's checkpoint and the operational counts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from entitlement_service.db.columns import Column, Shape
 from entitlement_service.db.derived import AUDIT
@@ -75,6 +75,32 @@ async def save_checkpoint(conn: Conn, name: str, at: datetime) -> None:
         """INSERT INTO reconciler_checkpoints (name, last_event_created) VALUES ($1, $2)
            ON CONFLICT (name) DO UPDATE SET last_event_created = greatest(reconciler_checkpoints.last_event_created,
                excluded.last_event_created), updated_at = now()""", name, at)
+
+
+async def sweep_position(conn: Conn, name: str) -> str:
+    return await conn.fetchval("SELECT sweep_position FROM reconciler_checkpoints WHERE name = $1", name) or ""
+
+
+async def save_sweep_position(conn: Conn, name: str, position: str) -> None:
+    await conn.execute(
+        """INSERT INTO reconciler_checkpoints (name, sweep_position) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET sweep_position = excluded.sweep_position, updated_at = now()""",
+        name, position)
+
+
+async def take_lease(conn: Conn, name: str, holder: str, ttl: timedelta) -> tuple[str, datetime] | None:
+    """Takes or renews the lease for `holder` unless another holds it unexpired; returns who holds
+    it now and until when (None when nobody does, after `holder` gave it up with a zero `ttl`)."""
+    if ttl <= timedelta(0):
+        await conn.execute("DELETE FROM reconciler_leases WHERE name = $1 AND holder = $2", name, holder)
+    else:
+        await conn.execute(
+            """INSERT INTO reconciler_leases AS l (name, holder, expires_at) VALUES ($1, $2, now() + $3::interval)
+               ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+               WHERE l.holder = excluded.holder OR l.expires_at <= now()""", name, holder, ttl)
+    row = await conn.fetchrow(
+        "SELECT holder, expires_at FROM reconciler_leases WHERE name = $1 AND expires_at > now()", name)
+    return (row["holder"], row["expires_at"]) if row else None
 
 
 async def operations_counts(conn: Conn, now: datetime) -> OperationsCounts:

@@ -15,6 +15,7 @@ from entitlement_service.domain.records import Finding, Resolution
 DERIVED = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again"}
 REPAIRED = "repaired: applied the provider's state"
 RESOLVED_PURCHASE = "resolved from the provider's checkout session"
+READ_AGAIN = "read from the provider again"
 
 
 def derivation_findings(account_id: str, state: AccountState) -> list[Finding]:
@@ -62,3 +63,13 @@ def stuck_purchase(session: CheckoutSessionSnapshot) -> Finding:
 
 def stuck_purchase_fingerprint(checkout_session_id: str) -> str:
     return f"stuck_purchase:{checkout_session_id}"
+
+
+def unreadable_account(account_id: str, reason: str) -> Finding:
+    """An account whose subscriptions the reconciler could not read or understand, so it was not
+    compared: open until a later run reads it."""
+    return Finding("unreadable", account_id, None, unreadable_fingerprint(account_id), {"reason": reason})
+
+
+def unreadable_fingerprint(account_id: str) -> str:
+    return f"unreadable:{account_id}"

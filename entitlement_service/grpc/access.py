@@ -26,6 +26,7 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "ListMismatches": frozenset({_S, _O}),
     "GetReconcileState": frozenset({_C}),
     "ApplyReconciliation": frozenset({_C}),
+    "LeaseReconciler": frozenset({_C}),
     "ReplayEvents": frozenset({_O}),
 }
 

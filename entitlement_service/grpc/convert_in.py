@@ -35,8 +35,8 @@ from entitlement_service.domain.provider import (
     SubscriptionSnapshot,
 )
 from entitlement_service.service.purchases import NewPurchase
+from entitlement_service.service.reconciliation import ProviderAccount, Reconciliation
 from entitlement_service.service.replay import ReplaySelection
-from entitlement_service.service.support import ProviderAccount
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -224,8 +224,7 @@ def _digest(message: Message) -> str:
     return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
-def reconciliation(r: pb.ApplyReconciliationRequest) -> tuple[datetime, list[ProviderAccount],
-                                                               list[tuple[CheckoutSessionSnapshot, ProviderEvent]]]:
+def reconciliation(r: pb.ApplyReconciliationRequest) -> Reconciliation:
     """The provider's present state as reconciliation events: their ids hash the state read, so
     the same drift is repaired once however often the reconciler runs."""
     read_at = required_time(r, "read_at", "read_at")
@@ -233,14 +232,14 @@ def reconciliation(r: pb.ApplyReconciliationRequest) -> tuple[datetime, list[Pro
     for i, account in enumerate(r.accounts):
         account_id = required(account.account_id, f"accounts[{i}].account_id")
         subs = []
-        for sub in account.subscriptions:
+        for sub in [] if account.unreadable else account.subscriptions:
             event = pb.ProviderEvent(
                 provider_event_id=f"recon_{sub.subscription_id}_{_digest(sub)}", type="reconciliation.subscription",
                 created=r.read_at, received_at=r.read_at, account_id=account_id, subscription=sub, refetched=True)
             domain = provider_event(event)
             if isinstance(domain.object, SubscriptionSnapshot):
                 subs.append((domain.object, domain))
-        accounts.append(ProviderAccount(account_id, account.provider_customer_id, subs))
+        accounts.append(ProviderAccount(account_id, account.provider_customer_id, subs, account.unreadable))
     sessions = []
     for session in r.checkout_sessions:
         kind = "expired" if session.status == "expired" else "completed"
@@ -251,7 +250,8 @@ def reconciliation(r: pb.ApplyReconciliationRequest) -> tuple[datetime, list[Pro
         domain = provider_event(event)
         if isinstance(domain.object, CheckoutSessionSnapshot):
             sessions.append((domain.object, domain))
-    return read_at, accounts, sessions
+    return Reconciliation(read_at, accounts, sessions, time_or_none(r, "events_checkpoint"),
+                          r.sweep_position if r.HasField("sweep_position") else None, not r.omit_open_mismatches)
 
 
 def replay_selection(r: pb.ReplayEventsRequest) -> ReplaySelection:

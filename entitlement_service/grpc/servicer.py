@@ -12,7 +12,16 @@ import grpc
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.grpc import convert_in as cin
 from entitlement_service.grpc import convert_out as out
-from entitlement_service.service import catalog, event_accounts, events, purchases, reads, replay, support
+from entitlement_service.service import (
+    catalog,
+    event_accounts,
+    events,
+    purchases,
+    reads,
+    reconciliation,
+    replay,
+    support,
+)
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
@@ -131,22 +140,28 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def GetReconcileState(self, request: pb.GetReconcileStateRequest,
                                 context: Context) -> pb.GetReconcileStateResponse:
-        state = await support.reconcile_state(self.deps, request.account_id or None)
+        state = await reconciliation.reconcile_state(self.deps, request.account_id or None, request.page_size)
         return pb.GetReconcileStateResponse(
             events_checkpoint=out.ts(state.checkpoint),
             accounts=[pb.ReconcileAccount(account_id=a, provider_customer_id=c) for a, c in state.accounts],
             overdue_purchases=[pb.OverduePurchase(purchase_id=o.purchase_id, checkout_session_id=o.checkout_session_id,
-                                                  account_id=o.account_id) for o in state.overdue])
+                                                  account_id=o.account_id) for o in state.overdue],
+            sweep_position=state.sweep_position, sweep_started_after=state.sweep_started_after)
 
     async def ApplyReconciliation(self, request: pb.ApplyReconciliationRequest,
                                   context: Context) -> pb.ApplyReconciliationResponse:
-        read_at, accounts, sessions = cin.reconciliation(request)
-        result = await support.apply_reconciliation(self.deps, read_at, accounts, sessions,
-                                                    cin.time_or_none(request, "events_checkpoint"))
+        result = await reconciliation.apply_reconciliation(self.deps, cin.reconciliation(request))
         return pb.ApplyReconciliationResponse(
             subscriptions_checked=result.checked, mismatches_found=result.found,
             mismatches_repaired=result.repaired, purchases_resolved=result.resolved,
-            open_mismatches=[out.mismatch(m) for m in result.open])
+            open_mismatches=[out.mismatch(m) for m in result.open], accounts_unreadable=result.unreadable)
+
+    async def LeaseReconciler(self, request: pb.LeaseReconcilerRequest,
+                              context: Context) -> pb.LeaseReconcilerResponse:
+        lease = await reconciliation.lease_reconciler(self.deps, cin.required(request.holder, "holder"),
+                                                      request.ttl.ToTimedelta())
+        return pb.LeaseReconcilerResponse(granted=lease.granted, holder=lease.holder or "",
+                                          expires_at=out.ts(lease.expires_at))
 
     async def ReplayEvents(self, request: pb.ReplayEventsRequest, context: Context) -> pb.ReplayEventsResponse:
         found, more = await replay.replay_events(self.deps, cin.replay_selection(request), request.dry_run)

@@ -8,13 +8,30 @@ EVENTS = Counter(
     "out-of-order rates are ratios of these.",
     ["type", "outcome"],
 )
+LATE_EVENTS = Counter(
+    "provider_events_late_total",
+    "Provider events that arrived after a later state of their subscription was already held (out of "
+    "order), by type and outcome: applied ones (an invoice, history filled in) included. The out-of-order "
+    "rate is this over provider_events_total.",
+    ["type", "outcome"],
+)
 
 FINALIZE_SECONDS = Histogram(
     "purchase_finalize_seconds",
-    "Checkout success to finalized: from the provider's completion event (provider time) and from the "
-    "browser's return (our clock) to the purchase being finalized.",
+    "Checkout success to finalized: from the provider's completion (provider time; whoever finalizes, the "
+    "webhook or the reconciler) and from the browser's return (our clock) to the purchase being finalized.",
     ["since"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+)
+MISMATCHES_FOUND = Counter(
+    "mismatches_found_total",
+    "Differences between the provider's view and internal state found by the reconciler, by kind (the same "
+    "difference read again by a later run counts again).",
+    ["kind"],
+)
+MISMATCHES_REPAIRED = Counter(
+    "mismatches_repaired_total", "Differences the reconciler repaired by applying the provider's state, by kind.",
+    ["kind"],
 )
 OPEN_MISMATCHES = Gauge("mismatches_open", "Open differences between the provider's view and internal state.")
 PURCHASES_PENDING = Gauge("purchases_pending", "Purchases pending or returned, not yet final.")

@@ -73,12 +73,16 @@ class Stack:
         reply = await self.stub(Role.CHECKOUT).GetPurchase(pb.GetPurchaseRequest(purchase_id=purchase_id))
         return reply.purchase
 
+    async def provider_now(self) -> int:
+        """The simulator's clock, in whole seconds as the provider stamps its objects."""
+        async with self.http.get(f"{self.sim}/_sim/clock") as response:
+            return int((await response.json())["now"])
+
     async def entitlements(self, account_id: str, at_provider_now: bool = False) -> pb.Entitlements:
         """Now by our clock, or by the simulator's (which tests move ahead of ours)."""
         request = pb.GetEntitlementsRequest(account_id=account_id)
         if at_provider_now:
-            async with self.http.get(f"{self.sim}/_sim/clock") as response:
-                request.as_of.FromSeconds(int((await response.json())["now"]))
+            request.as_of.FromSeconds(await self.provider_now())
         return (await self.stub().GetEntitlements(request)).entitlements
 
     async def wait_state(self, purchase_id: str, state: int) -> pb.Purchase:

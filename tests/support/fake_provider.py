@@ -18,6 +18,8 @@ class FakeProvider(Provider):
         self.by_key: dict[str, Obj] = {}
         self.products: dict[str, Obj] = {}
         self.prices: dict[str, Obj] = {}
+        self.subscriptions: dict[str, list[Obj]] = {}  # by customer
+        self.events: list[Obj] = []
         self.calls: list[str] = []
         self.down = False
 
@@ -104,8 +106,11 @@ class FakeProvider(Provider):
 
     async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj:
         self._check("list_subscriptions")
-        return {"object": "list", "data": [], "has_more": False}
+        return {"object": "list", "data": self.subscriptions.get(customer_id, []), "has_more": False}
 
-    async def list_events(self, created_gte: int | None, starting_after: str | None) -> Obj:
+    async def list_events(self, created_gte: int | None, created_lt: int | None, starting_after: str | None
+                          ) -> Obj:
         self._check("list_events")
-        return {"object": "list", "data": [], "has_more": False}
+        found = [e for e in self.events if (created_gte is None or e["created"] >= created_gte)
+                 and (created_lt is None or e["created"] < created_lt)]
+        return {"object": "list", "data": found, "has_more": False}

@@ -76,8 +76,11 @@ def _message_paths(message: descriptor_pb2.DescriptorProto, scope: str,
     yield "message", name, path
     for i, field in enumerate(message.field):
         yield "field", f"{name}.{field.name}", (*path, MESSAGE_FIELD, i)
+    # The oneof protoc makes for a proto3 `optional` field has no place for a comment: the field's own documents it.
+    synthetic = {f.oneof_index for f in message.field if f.proto3_optional}
     for i, oneof in enumerate(message.oneof_decl):
-        yield "oneof", f"{name}.{oneof.name}", (*path, MESSAGE_ONEOF, i)
+        if i not in synthetic:
+            yield "oneof", f"{name}.{oneof.name}", (*path, MESSAGE_ONEOF, i)
     for i, nested in enumerate(message.nested_type):
         yield from _message_paths(nested, name, (*path, MESSAGE_NESTED, i))
     for i, enum in enumerate(message.enum_type):
@@ -192,6 +195,12 @@ def test_the_check_finds_an_element_left_without_a_comment(tmp_path: Path) -> No
         "  string documented = 1;\n"
         "  string bare = 2;\n"
         "  map<string, string> labels = 3;\n"
+        "  // A documented optional field.\n"
+        "  optional string maybe = 4;\n"
+        "  oneof choice {\n"
+        "    // A documented choice.\n"
+        "    string one = 5;\n"
+        "  }\n"
         "}\n"
         "enum Bare {\n"
         "  // The zero value.\n"
@@ -199,7 +208,7 @@ def test_the_check_finds_an_element_left_without_a_comment(tmp_path: Path) -> No
         "}\n")
     found = elements(compile_protos(tmp_path, ("sample.proto",), tmp_path))
     assert uncommented(found) == ["enum sample.v1.Bare", "field sample.v1.Documented.bare",
-                                  "field sample.v1.Documented.labels"]
+                                  "field sample.v1.Documented.labels", "oneof sample.v1.Documented.choice"]
 
 
 def test_errors_are_read_with_their_explanations_set_aside() -> None:

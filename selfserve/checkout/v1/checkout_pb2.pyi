@@ -272,9 +272,7 @@ class ReconcileRequest(_message.Message):
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Optional: one account (no event replay then); every account with a provider customer when
-    empty.
-    """
+    """Optional: one account; every account with a provider customer when empty."""
     def __init__(
         self,
         *,
@@ -300,6 +298,10 @@ class ReconcileResponse(_message.Message):
     EVENTS_REPLAYED_FIELD_NUMBER: _builtins.int
     PURCHASES_RESOLVED_FIELD_NUMBER: _builtins.int
     OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_CHECKED_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_UNREADABLE_FIELD_NUMBER: _builtins.int
+    EVENTS_UNREADABLE_FIELD_NUMBER: _builtins.int
+    SWEEP_COMPLETE_FIELD_NUMBER: _builtins.int
     subscriptions_checked: _builtins.int
     """Provider subscriptions read and compared."""
     mismatches_found: _builtins.int
@@ -308,10 +310,20 @@ class ReconcileResponse(_message.Message):
     """Of those, repaired by applying the provider's state."""
     events_replayed: _builtins.int
     """Missed provider events replayed since the last checkpoint (events already recorded are not
-    counted); 0 when one account was asked for.
+    counted); for one account, its own.
     """
     purchases_resolved: _builtins.int
     """Purchases past their timeout resolved against the provider's checkout session."""
+    accounts_checked: _builtins.int
+    """Accounts whose subscriptions were read from the provider (the unreadable ones included)."""
+    accounts_unreadable: _builtins.int
+    """Of those, accounts skipped because the provider refused to show them or they could not be
+    understood; each is recorded as an `unreadable` mismatch.
+    """
+    events_unreadable: _builtins.int
+    """Provider events listed that could not be read and were skipped."""
+    sweep_complete: _builtins.bool
+    """True when the run swept through every account (always false for one account)."""
     @_builtins.property
     def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[_entitlement_pb2.Mismatch]:
         """The mismatches still open after the run, all accounts, oldest first, at most 1000."""
@@ -325,10 +337,14 @@ class ReconcileResponse(_message.Message):
         events_replayed: _builtins.int = ...,
         purchases_resolved: _builtins.int = ...,
         open_mismatches: _abc.Iterable[_entitlement_pb2.Mismatch] | None = ...,
+        accounts_checked: _builtins.int = ...,
+        accounts_unreadable: _builtins.int = ...,
+        events_unreadable: _builtins.int = ...,
+        sweep_complete: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_replayed", b"events_replayed", "mismatches_found", b"mismatches_found", "mismatches_repaired", b"mismatches_repaired", "open_mismatches", b"open_mismatches", "purchases_resolved", b"purchases_resolved", "subscriptions_checked", b"subscriptions_checked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "accounts_unreadable", b"accounts_unreadable", "events_replayed", b"events_replayed", "events_unreadable", b"events_unreadable", "mismatches_found", b"mismatches_found", "mismatches_repaired", b"mismatches_repaired", "open_mismatches", b"open_mismatches", "purchases_resolved", b"purchases_resolved", "subscriptions_checked", b"subscriptions_checked", "sweep_complete", b"sweep_complete"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

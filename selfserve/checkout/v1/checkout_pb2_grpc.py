@@ -138,14 +138,18 @@ class CheckoutServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reconcile(self, request, context):
-        """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-        drift, and resolves the purchases past their timeout from their checkout sessions; for all
-        accounts it also replays the provider events missed since the last checkpoint. Safe to
-        repeat: a repair is never made twice.
+        """Re-reads provider state for one account or all: replays the provider events missed since the
+        last checkpoint (for one account, its own), resolves the purchases past their timeout from
+        their checkout sessions, and compares every account's subscriptions with the state held,
+        recording mismatches and repairing deterministic drift. For all accounts it holds the
+        reconciler's lease (one replica at a time) and sweeps the accounts a page at a time, saving
+        its position with each page, so a run cut short resumes where it stopped. An account or event
+        the provider cannot show or that cannot be understood is skipped and counted (the account is
+        recorded as an `unreadable` mismatch). Safe to repeat: a repair is never made twice.
         Roles: operator.
-        Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
-        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
-        cannot answer; run it again), INTERNAL.
+        Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
+        answer; run it again: it resumes), INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

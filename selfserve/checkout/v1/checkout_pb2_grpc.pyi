@@ -85,14 +85,18 @@ class CheckoutServiceStub:
     answer; retry), INTERNAL.
     """
     Reconcile: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.ReconcileRequest, _checkout_pb2.ReconcileResponse]
-    """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-    drift, and resolves the purchases past their timeout from their checkout sessions; for all
-    accounts it also replays the provider events missed since the last checkpoint. Safe to
-    repeat: a repair is never made twice.
+    """Re-reads provider state for one account or all: replays the provider events missed since the
+    last checkpoint (for one account, its own), resolves the purchases past their timeout from
+    their checkout sessions, and compares every account's subscriptions with the state held,
+    recording mismatches and repairing deterministic drift. For all accounts it holds the
+    reconciler's lease (one replica at a time) and sweeps the accounts a page at a time, saving
+    its position with each page, so a run cut short resumes where it stopped. An account or event
+    the provider cannot show or that cannot be understood is skipped and counted (the account is
+    recorded as an `unreadable` mismatch). Safe to repeat: a repair is never made twice.
     Roles: operator.
-    Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
-    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
-    cannot answer; run it again), INTERNAL.
+    Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
+    answer; run it again: it resumes), INTERNAL.
     """
 
 @_typing.type_check_only
@@ -146,14 +150,18 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     answer; retry), INTERNAL.
     """
     Reconcile: _aio.UnaryUnaryMultiCallable[_checkout_pb2.ReconcileRequest, _checkout_pb2.ReconcileResponse]  # type: ignore[assignment]
-    """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-    drift, and resolves the purchases past their timeout from their checkout sessions; for all
-    accounts it also replays the provider events missed since the last checkpoint. Safe to
-    repeat: a repair is never made twice.
+    """Re-reads provider state for one account or all: replays the provider events missed since the
+    last checkpoint (for one account, its own), resolves the purchases past their timeout from
+    their checkout sessions, and compares every account's subscriptions with the state held,
+    recording mismatches and repairing deterministic drift. For all accounts it holds the
+    reconciler's lease (one replica at a time) and sweeps the accounts a page at a time, saving
+    its position with each page, so a run cut short resumes where it stopped. An account or event
+    the provider cannot show or that cannot be understood is skipped and counted (the account is
+    recorded as an `unreadable` mismatch). Safe to repeat: a repair is never made twice.
     Roles: operator.
-    Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
-    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
-    cannot answer; run it again), INTERNAL.
+    Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
+    answer; run it again: it resumes), INTERNAL.
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -234,14 +242,18 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.ReconcileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.ReconcileResponse, _abc.Awaitable[_checkout_pb2.ReconcileResponse]]:
-        """Re-reads provider state for one account or all, records mismatches and repairs deterministic
-        drift, and resolves the purchases past their timeout from their checkout sessions; for all
-        accounts it also replays the provider events missed since the last checkpoint. Safe to
-        repeat: a repair is never made twice.
+        """Re-reads provider state for one account or all: replays the provider events missed since the
+        last checkpoint (for one account, its own), resolves the purchases past their timeout from
+        their checkout sessions, and compares every account's subscriptions with the state held,
+        recording mismatches and repairing deterministic drift. For all accounts it holds the
+        reconciler's lease (one replica at a time) and sweeps the accounts a page at a time, saving
+        its position with each page, so a run cut short resumes where it stopped. An account or event
+        the provider cannot show or that cannot be understood is skipped and counted (the account is
+        recorded as an `unreadable` mismatch). Safe to repeat: a repair is never made twice.
         Roles: operator.
-        Errors: INVALID_ARGUMENT (the provider refused a read, or an event it listed cannot be read),
-        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider
-        cannot answer; run it again), INTERNAL.
+        Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
+        answer; run it again: it resumes), INTERNAL.
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,6 +13,7 @@ reads and the catalog file format are described in docs/contract.md.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -3416,12 +3417,14 @@ class Mismatch(_message.Message):
     quantities), "cancellation_differs" (cancel_at or cancel_at_period_end). From a rebuild:
     "group_conflict" (a subscription lost its non-stackable group to another) and
     "group_mismatch" (a subscription's items span several groups). From an overdue purchase:
-    "stuck_purchase" (its checkout session is still open at the provider past its timeout).
+    "stuck_purchase" (its checkout session is still open at the provider past its timeout). From
+    the reconciler: "unreadable" (the account's subscriptions could not be read from the provider
+    or understood, so it was not compared; the diff says why).
     """
     account_id: _builtins.str
     """The account; empty when unknown (a stuck purchase whose session names no account)."""
     subscription_id: _builtins.str
-    """The subscription concerned; empty for stuck_purchase."""
+    """The subscription concerned; empty for stuck_purchase and unreadable."""
     fingerprint: _builtins.str
     """Identifies the difference: while it is open, finding the same difference again updates this
     mismatch rather than opening another.
@@ -3436,8 +3439,8 @@ class Mismatch(_message.Message):
 
     @_builtins.property
     def closed_at(self) -> _timestamp_pb2.Timestamp:
-        """When it closed (our clock): repaired, resolved, or (group_conflict, group_mismatch) no longer
-        found by a rebuild. Unset while open.
+        """When it closed (our clock): repaired, resolved, read again (unreadable), or (group_conflict,
+        group_mismatch) no longer found by a rebuild. Unset while open.
         """
 
     def __init__(
@@ -3534,16 +3537,22 @@ class GetReconcileStateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Optional: one account; every account with a provider customer when empty."""
+    """Optional: one account; the next page of the sweep through every account with a provider
+    customer when empty.
+    """
+    page_size: _builtins.int
+    """Optional: accounts per page of the sweep (default 200, at most 1000)."""
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3614,6 +3623,15 @@ class GetReconcileStateResponse(_message.Message):
     EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
     ACCOUNTS_FIELD_NUMBER: _builtins.int
     OVERDUE_PURCHASES_FIELD_NUMBER: _builtins.int
+    SWEEP_POSITION_FIELD_NUMBER: _builtins.int
+    SWEEP_STARTED_AFTER_FIELD_NUMBER: _builtins.int
+    sweep_position: _builtins.str
+    """The sweep position to save once this page is applied (ApplyReconciliation.sweep_position):
+    the page's last account, or empty when the page ends the sweep, so that the next page starts
+    again from the first account. Empty when one account was asked for.
+    """
+    sweep_started_after: _builtins.str
+    """The sweep position this page starts after (empty: the sweep starts here)."""
     @_builtins.property
     def events_checkpoint(self) -> _timestamp_pb2.Timestamp:
         """Provider time of the newest provider event already replayed (the latest checkpoint
@@ -3622,8 +3640,8 @@ class GetReconcileStateResponse(_message.Message):
 
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileAccount]:
-        """Every account linked to a provider customer (or only the one asked for, when it is linked),
-        by account id.
+        """The next page of accounts linked to a provider customer, by account id, after the saved
+        sweep position (or only the account asked for, when it is linked).
         """
 
     @_builtins.property
@@ -3636,10 +3654,12 @@ class GetReconcileStateResponse(_message.Message):
         events_checkpoint: _timestamp_pb2.Timestamp | None = ...,
         accounts: _abc.Iterable[Global___ReconcileAccount] | None = ...,
         overdue_purchases: _abc.Iterable[Global___OverduePurchase] | None = ...,
+        sweep_position: _builtins.str = ...,
+        sweep_started_after: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases", "sweep_position", b"sweep_position", "sweep_started_after", b"sweep_started_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3654,10 +3674,16 @@ class ProviderAccountState(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    UNREADABLE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Required: the account the subscriptions belong to."""
     provider_customer_id: _builtins.str
     """Its provider customer, as GetReconcileState gave it; not read by any rule."""
+    unreadable: _builtins.str
+    """Set when the provider's subscriptions for the customer could not be read or understood: why.
+    The account is then not compared, and an `unreadable` mismatch stays open for it until a
+    later run reads it.
+    """
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionSnapshot]:
         """Every subscription the provider holds for the customer (all statuses); each is compared
@@ -3670,10 +3696,11 @@ class ProviderAccountState(_message.Message):
         account_id: _builtins.str = ...,
         provider_customer_id: _builtins.str = ...,
         subscriptions: _abc.Iterable[Global___SubscriptionSnapshot] | None = ...,
+        unreadable: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "provider_customer_id", b"provider_customer_id", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "provider_customer_id", b"provider_customer_id", "subscriptions", b"subscriptions", "unreadable", b"unreadable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3690,10 +3717,18 @@ class ApplyReconciliationRequest(_message.Message):
     CHECKOUT_SESSIONS_FIELD_NUMBER: _builtins.int
     EVENTS_CHECKPOINT_FIELD_NUMBER: _builtins.int
     RECONCILIATION_ID_FIELD_NUMBER: _builtins.int
+    SWEEP_POSITION_FIELD_NUMBER: _builtins.int
+    OMIT_OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
     reconciliation_id: _builtins.str
     """An id for this run, for the caller's logs; not stored. Each repair is recorded under its
     reconciliation event id (`recon_<object id>_<hash of the state read>`).
     """
+    sweep_position: _builtins.str
+    """Optional: the sweep position to save once these accounts are applied (GetReconcileState's
+    sweep_position). Unset leaves the saved position as it is.
+    """
+    omit_open_mismatches: _builtins.bool
+    """Leave open_mismatches out of the answer (a sweep's pages but the last need not read them)."""
     @_builtins.property
     def read_at(self) -> _timestamp_pb2.Timestamp:
         """Required: when the provider was read (the reconciler's clock); the state read holds from
@@ -3724,12 +3759,16 @@ class ApplyReconciliationRequest(_message.Message):
         checkout_sessions: _abc.Iterable[Global___CheckoutSessionSnapshot] | None = ...,
         events_checkpoint: _timestamp_pb2.Timestamp | None = ...,
         reconciliation_id: _builtins.str = ...,
+        sweep_position: _builtins.str | None = ...,
+        omit_open_mismatches: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint", "read_at", b"read_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sweep_position", b"_sweep_position", "events_checkpoint", b"events_checkpoint", "read_at", b"read_at", "sweep_position", b"sweep_position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "checkout_sessions", b"checkout_sessions", "events_checkpoint", b"events_checkpoint", "read_at", b"read_at", "reconciliation_id", b"reconciliation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sweep_position", b"_sweep_position", "accounts", b"accounts", "checkout_sessions", b"checkout_sessions", "events_checkpoint", b"events_checkpoint", "omit_open_mismatches", b"omit_open_mismatches", "read_at", b"read_at", "reconciliation_id", b"reconciliation_id", "sweep_position", b"sweep_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sweep_position: _TypeAlias = _typing.Literal["sweep_position"]  # noqa: Y015
+    _WhichOneofArgType__sweep_position: _TypeAlias = _typing.Literal["_sweep_position", b"_sweep_position"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sweep_position) -> _WhichOneofReturnType__sweep_position | None: ...
 
 Global___ApplyReconciliationRequest: _TypeAlias = ApplyReconciliationRequest  # noqa: Y015
 
@@ -3744,6 +3783,7 @@ class ApplyReconciliationResponse(_message.Message):
     MISMATCHES_REPAIRED_FIELD_NUMBER: _builtins.int
     PURCHASES_RESOLVED_FIELD_NUMBER: _builtins.int
     OPEN_MISMATCHES_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_UNREADABLE_FIELD_NUMBER: _builtins.int
     subscriptions_checked: _builtins.int
     """Provider subscriptions compared."""
     mismatches_found: _builtins.int
@@ -3752,9 +3792,13 @@ class ApplyReconciliationResponse(_message.Message):
     """Of those, repaired by applying the provider's state."""
     purchases_resolved: _builtins.int
     """Overdue purchases whose state changed from their checkout session."""
+    accounts_unreadable: _builtins.int
+    """Accounts not compared because the reconciler could not read them (`unreadable`)."""
     @_builtins.property
     def open_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mismatch]:
-        """Every open mismatch after the run, all accounts, oldest first, at most 1000."""
+        """Every open mismatch after the run, all accounts, oldest first, at most 1000 (none with
+        omit_open_mismatches).
+        """
 
     def __init__(
         self,
@@ -3764,14 +3808,75 @@ class ApplyReconciliationResponse(_message.Message):
         mismatches_repaired: _builtins.int = ...,
         purchases_resolved: _builtins.int = ...,
         open_mismatches: _abc.Iterable[Global___Mismatch] | None = ...,
+        accounts_unreadable: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatches_found", b"mismatches_found", "mismatches_repaired", b"mismatches_repaired", "open_mismatches", b"open_mismatches", "purchases_resolved", b"purchases_resolved", "subscriptions_checked", b"subscriptions_checked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_unreadable", b"accounts_unreadable", "mismatches_found", b"mismatches_found", "mismatches_repaired", b"mismatches_repaired", "open_mismatches", b"open_mismatches", "purchases_resolved", b"purchases_resolved", "subscriptions_checked", b"subscriptions_checked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyReconciliationResponse: _TypeAlias = ApplyReconciliationResponse  # noqa: Y015
+
+@_typing.final
+class LeaseReconcilerRequest(_message.Message):
+    """Who asks for the reconciler's lease, and for how long."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    holder: _builtins.str
+    """Required: the replica asking, unique to it (for example its host name and process id)."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the lease lasts unless renewed; zero gives it up."""
+
+    def __init__(
+        self,
+        *,
+        holder: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseReconcilerRequest: _TypeAlias = LeaseReconcilerRequest  # noqa: Y015
+
+@_typing.final
+class LeaseReconcilerResponse(_message.Message):
+    """Whether the caller holds the lease now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTED_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    granted: _builtins.bool
+    """True when the caller holds the lease until expires_at."""
+    holder: _builtins.str
+    """Who holds it now (empty when nobody does)."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the current holder's lease lapses unless renewed; unset when nobody holds it."""
+
+    def __init__(
+        self,
+        *,
+        granted: _builtins.bool = ...,
+        holder: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted", b"granted", "holder", b"holder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseReconcilerResponse: _TypeAlias = LeaseReconcilerResponse  # noqa: Y015
 
 @_typing.final
 class ReplayEventsRequest(_message.Message):

@@ -136,6 +136,11 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
                 _registered_method=True)
+        self.LeaseReconciler = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/LeaseReconciler',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerResponse.FromString,
+                _registered_method=True)
         self.ReplayEvents = channel.unary_unary(
                 '/selfserve.entitlement.v1.EntitlementService/ReplayEvents',
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.SerializeToString,
@@ -362,8 +367,9 @@ class EntitlementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetReconcileState(self, request, context):
-        """What the reconciler should read from the provider: its event checkpoint, the accounts to
-        check and the purchases past their timeout. Changes nothing. Roles: checkout.
+        """What the reconciler should read from the provider: its event checkpoint, the next page of
+        accounts to check (after the sweep position ApplyReconciliation saved last) and the purchases
+        past their timeout. Changes nothing. Roles: checkout.
         Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
         RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -374,13 +380,27 @@ class EntitlementServiceServicer:
     def ApplyReconciliation(self, request, context):
         """The provider's present state as the reconciler read it: each difference from the state held
         is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
-        event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
-        purchases are resolved from their checkout sessions. Each repair is its own transaction.
+        event (deduplicated like any event, so a repeated run repairs nothing twice); an account the
+        reconciler could not read is recorded as an `unreadable` mismatch instead; overdue purchases
+        are resolved from their checkout sessions. Each repair is its own transaction. The sweep
+        position and the event checkpoint, when given, are saved once the rest is applied.
         Roles: checkout.
         Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
         again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
         INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseReconciler(self, request, context):
+        """Takes the reconciler's lease for `holder`, or renews it while `holder` has it, so that one
+        checkout replica reconciles at a time; a lease not renewed within `ttl` lapses, so a replica
+        that died holding it blocks nobody for long. A zero `ttl` gives the lease up. Roles: checkout.
+        Errors: INVALID_ARGUMENT (holder is missing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+        (database unreachable; retry), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -491,6 +511,11 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.ApplyReconciliation,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.SerializeToString,
+            ),
+            'LeaseReconciler': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseReconciler,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerResponse.SerializeToString,
             ),
             'ReplayEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplayEvents,
@@ -974,6 +999,33 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/ApplyReconciliation',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ApplyReconciliationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseReconciler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/LeaseReconciler',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.LeaseReconcilerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -197,21 +197,32 @@ class EntitlementServiceStub:
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetReconcileState: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]
-    """What the reconciler should read from the provider: its event checkpoint, the accounts to
-    check and the purchases past their timeout. Changes nothing. Roles: checkout.
+    """What the reconciler should read from the provider: its event checkpoint, the next page of
+    accounts to check (after the sweep position ApplyReconciliation saved last) and the purchases
+    past their timeout. Changes nothing. Roles: checkout.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyReconciliation: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]
     """The provider's present state as the reconciler read it: each difference from the state held
     is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
-    event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
-    purchases are resolved from their checkout sessions. Each repair is its own transaction.
+    event (deduplicated like any event, so a repeated run repairs nothing twice); an account the
+    reconciler could not read is recorded as an `unreadable` mismatch instead; overdue purchases
+    are resolved from their checkout sessions. Each repair is its own transaction. The sweep
+    position and the event checkpoint, when given, are saved once the rest is applied.
     Roles: checkout.
     Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
     again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
     INTERNAL.
+    """
+    LeaseReconciler: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.LeaseReconcilerRequest, _entitlement_pb2.LeaseReconcilerResponse]
+    """Takes the reconciler's lease for `holder`, or renews it while `holder` has it, so that one
+    checkout replica reconciles at a time; a lease not renewed within `ttl` lapses, so a replica
+    that died holding it blocks nobody for long. A zero `ttl` gives the lease up. Roles: checkout.
+    Errors: INVALID_ARGUMENT (holder is missing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+    (database unreachable; retry), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
     """
     ReplayEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]
     """Applies stored rejected provider events again, through the same path as new ones, once what
@@ -389,21 +400,32 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetReconcileState: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.GetReconcileStateRequest, _entitlement_pb2.GetReconcileStateResponse]  # type: ignore[assignment]
-    """What the reconciler should read from the provider: its event checkpoint, the accounts to
-    check and the purchases past their timeout. Changes nothing. Roles: checkout.
+    """What the reconciler should read from the provider: its event checkpoint, the next page of
+    accounts to check (after the sweep position ApplyReconciliation saved last) and the purchases
+    past their timeout. Changes nothing. Roles: checkout.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ApplyReconciliation: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ApplyReconciliationRequest, _entitlement_pb2.ApplyReconciliationResponse]  # type: ignore[assignment]
     """The provider's present state as the reconciler read it: each difference from the state held
     is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
-    event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
-    purchases are resolved from their checkout sessions. Each repair is its own transaction.
+    event (deduplicated like any event, so a repeated run repairs nothing twice); an account the
+    reconciler could not read is recorded as an `unreadable` mismatch instead; overdue purchases
+    are resolved from their checkout sessions. Each repair is its own transaction. The sweep
+    position and the event checkpoint, when given, are saved once the rest is applied.
     Roles: checkout.
     Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
     again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
     INTERNAL.
+    """
+    LeaseReconciler: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.LeaseReconcilerRequest, _entitlement_pb2.LeaseReconcilerResponse]  # type: ignore[assignment]
+    """Takes the reconciler's lease for `holder`, or renews it while `holder` has it, so that one
+    checkout replica reconciles at a time; a lease not renewed within `ttl` lapses, so a replica
+    that died holding it blocks nobody for long. A zero `ttl` gives the lease up. Roles: checkout.
+    Errors: INVALID_ARGUMENT (holder is missing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+    (database unreachable; retry), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
     """
     ReplayEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayEventsRequest, _entitlement_pb2.ReplayEventsResponse]  # type: ignore[assignment]
     """Applies stored rejected provider events again, through the same path as new ones, once what
@@ -674,8 +696,9 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entitlement_pb2.GetReconcileStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entitlement_pb2.GetReconcileStateResponse, _abc.Awaitable[_entitlement_pb2.GetReconcileStateResponse]]:
-        """What the reconciler should read from the provider: its event checkpoint, the accounts to
-        check and the purchases past their timeout. Changes nothing. Roles: checkout.
+        """What the reconciler should read from the provider: its event checkpoint, the next page of
+        accounts to check (after the sweep position ApplyReconciliation saved last) and the purchases
+        past their timeout. Changes nothing. Roles: checkout.
         Errors: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry),
         RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -688,13 +711,29 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_entitlement_pb2.ApplyReconciliationResponse, _abc.Awaitable[_entitlement_pb2.ApplyReconciliationResponse]]:
         """The provider's present state as the reconciler read it: each difference from the state held
         is recorded as a mismatch and repaired by applying the provider's state as a reconciliation
-        event (deduplicated like any event, so a repeated run repairs nothing twice); overdue
-        purchases are resolved from their checkout sessions. Each repair is its own transaction.
+        event (deduplicated like any event, so a repeated run repairs nothing twice); an account the
+        reconciler could not read is recorded as an `unreadable` mismatch instead; overdue purchases
+        are resolved from their checkout sessions. Each repair is its own transaction. The sweep
+        position and the event checkpoint, when given, are saved once the rest is applied.
         Roles: checkout.
         Errors: INVALID_ARGUMENT (read_at or an account's account_id is missing), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: repairs already made are not made
         again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
         INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def LeaseReconciler(
+        self,
+        request: _entitlement_pb2.LeaseReconcilerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.LeaseReconcilerResponse, _abc.Awaitable[_entitlement_pb2.LeaseReconcilerResponse]]:
+        """Takes the reconciler's lease for `holder`, or renews it while `holder` has it, so that one
+        checkout replica reconciles at a time; a lease not renewed within `ttl` lapses, so a replica
+        that died holding it blocks nobody for long. A zero `ttl` gives the lease up. Roles: checkout.
+        Errors: INVALID_ARGUMENT (holder is missing), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+        (database unreachable; retry), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
