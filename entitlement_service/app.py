@@ -43,12 +43,13 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = PoolHandle()
+        self.pool = PoolHandle(settings.db_acquire_timeout_s)
         self.gates = GateCache(self.pool, utc_now, settings.gate_cache_max_age)
         GATE_CACHE_ACCOUNTS.set_function(lambda: self.gates.tracked)
         self.deps = Deps(self.pool, stored_event, utc_now, settings.purchase_return_timeout,
                          committed=self.on_commit)
-        self.watchers = Watchers()
+        # Watchers read through a quarter of the pool at most: the rest stays free for the other calls.
+        self.watchers = Watchers(max(1, settings.db_pool_max // 4), settings.watch_wake_spread_s)
         self.notifications_proven = False
         self.listening = asyncio.Event()  # set once notifications are first proven
 

@@ -29,6 +29,10 @@ class Settings:
     gate_cache_max_age: timedelta
     heartbeat_s: float
     heartbeat_deadline_s: float
+    # How long a call waits for a pooled connection before it answers UNAVAILABLE.
+    db_acquire_timeout_s: float
+    # A change to everything wakes each WatchEntitlements stream within this many seconds.
+    watch_wake_spread_s: float
     # gRPC calls in progress, WatchEntitlements streams included; beyond it a call is refused at
     # once with RESOURCE_EXHAUSTED.
     grpc_max_in_flight: int
@@ -51,5 +55,7 @@ class Settings:
             gate_cache_max_age=timedelta(seconds=env.number("GATE_CACHE_MAX_AGE_S", 30, minimum=0)),
             heartbeat_s=env.number("CHANGE_HEARTBEAT_INTERVAL_S", 2, minimum=0.05),
             heartbeat_deadline_s=env.number("CHANGE_HEARTBEAT_DEADLINE_S", 2, minimum=0.05),
-            grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 1024, minimum=1)),
+            db_acquire_timeout_s=env.number("DB_ACQUIRE_TIMEOUT_S", 5, minimum=0.01),
+            watch_wake_spread_s=env.number("WATCH_WAKE_SPREAD_S", 1, minimum=0),
+            grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 4096, minimum=1)),
         )

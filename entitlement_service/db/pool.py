@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeAlias
 
 import asyncpg
 import structlog
@@ -37,12 +38,19 @@ class DatabaseNotReady(ConnectionError):
     """The database has not answered yet; callers get UNAVAILABLE and may retry."""
 
 
+class PoolBusy(ConnectionError):
+    """No pooled connection came free in time: the service is overloaded; callers get UNAVAILABLE
+    and may retry."""
+
+
 class PoolHandle:
     """The pool as the rest of the process sees it: usable from start-up, answering only once the
-    database has answered and been migrated."""
+    database has answered and been migrated. A caller waits at most `acquire_timeout_s` for a
+    connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, acquire_timeout_s: float = 5.0) -> None:
         self._pool: asyncpg.Pool | None = None
+        self._acquire_timeout_s = acquire_timeout_s
 
     def set(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -51,10 +59,18 @@ class PoolHandle:
     def ready(self) -> bool:
         return self._pool is not None
 
-    def acquire(self) -> Any:
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
         if self._pool is None:
             raise DatabaseNotReady("the database is not reachable yet")
-        return self._pool.acquire()
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout_s)
+        except TimeoutError as exc:
+            raise PoolBusy(f"no database connection free within {self._acquire_timeout_s:g} s") from exc
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -1,37 +1,79 @@
-"""The streams watching each account, woken by the change notifications (db/listener.py)."""
+"""The streams watching each account, woken by the change notifications (db/listener.py).
+
+A stream is woken, not queued to: however many changes arrive before it reads again, it reads
+once, so what it holds is one flag whatever the rate of changes. A change to everything (a catalog
+change, notifications lost and found again) wakes every stream, each after its own random delay
+within `spread_s`, and every stream's reads share `reads_at_once` connections: a thousand
+watchers reading again at once would otherwise take every pooled connection from CheckGate."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from entitlement_service.db.listener import EVERYTHING
 
 
-class Watchers:
-    """Per account, the queues of the streams watching it."""
+class Wake:
+    """One stream's wake-up: set by any number of changes, taken once."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, set[asyncio.Queue[int]]] = {}
-
-    @asynccontextmanager
-    async def subscribe(self, account_id: str) -> AsyncIterator[asyncio.Queue[int]]:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        self._queues.setdefault(account_id, set()).add(queue)
-        try:
-            yield queue
-        finally:
-            self._queues[account_id].discard(queue)
-            if not self._queues[account_id]:
-                del self._queues[account_id]
-
-    def notify(self, account_id: str, revision: int) -> None:
-        targets = self._queues.values() if account_id == EVERYTHING else [self._queues.get(account_id, set())]
-        for queues in list(targets):
-            for queue in queues:
-                queue.put_nowait(revision)
+        self._set = asyncio.Event()
+        self._everything = False
 
     @property
-    def count(self) -> int:
-        return sum(len(qs) for qs in self._queues.values())
+    def pending(self) -> bool:
+        return self._set.is_set()
+
+    def set(self, everything: bool) -> None:
+        self._everything |= everything
+        self._set.set()
+
+    async def wait(self, timeout_s: float | None, spread_s: float) -> None:
+        """Until woken (after a random delay within `spread_s` when everything changed) or
+        `timeout_s` has passed; then ready to be woken again."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._set.wait(), timeout=timeout_s)
+        if self._everything:
+            await asyncio.sleep(random.uniform(0, spread_s))
+        self._set.clear()  # before the read: a change committed from here on wakes it again
+        self._everything = False
+
+
+class Watchers:
+    """Per account, the wake-ups of the streams watching it, and the share of connections their
+    reads may hold at once."""
+
+    def __init__(self, reads_at_once: int = 2, spread_s: float = 1.0) -> None:
+        self._streams: dict[str, set[Wake]] = {}
+        self._reads = asyncio.Semaphore(reads_at_once)
+        self.spread_s = spread_s
+
+    @asynccontextmanager
+    async def subscribe(self, account_id: str) -> AsyncIterator[Wake]:
+        wake = Wake()
+        self._streams.setdefault(account_id, set()).add(wake)
+        try:
+            yield wake
+        finally:
+            self._streams[account_id].discard(wake)
+            if not self._streams[account_id]:
+                del self._streams[account_id]
+
+    def __len__(self) -> int:
+        """Streams watching."""
+        return sum(len(wakes) for wakes in self._streams.values())
+
+    def reading(self) -> asyncio.Semaphore:
+        """Held by a stream while it reads."""
+        return self._reads
+
+    def notify(self, account_id: str, revision: int) -> None:
+        everything = account_id == EVERYTHING
+        targets = self._streams.values() if everything else [self._streams.get(account_id, set())]
+        for wakes in targets:
+            for wake in wakes:
+                wake.set(everything)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,16 +134,15 @@ async def explain_account(deps: Deps, account_id: str, as_of: datetime | None) -
 async def watch(deps: Deps, watchers: Watchers, account_id: str) -> AsyncIterator[tuple[EntitlementsView, bool]]:
     """The account's entitlements now, then again after each change: a committed change anywhere
     (heard through the change notifications) or a window boundary passing."""
-    async with watchers.subscribe(account_id) as changes:
-        view = await entitlements(deps, account_id, None)
+    async with watchers.subscribe(account_id) as wake:
+        async with watchers.reading():
+            view = await entitlements(deps, account_id, None)
         yield view, True
         while True:
             wait_s = (view.next_change - deps.clock()).total_seconds() if view.next_change else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changes.get(), timeout=max(wait_s, 0.0) if wait_s is not None else None)
-            while not changes.empty():
-                changes.get_nowait()
-            latest = await entitlements(deps, account_id, None)
+            await wake.wait(max(wait_s, 0.0) if wait_s is not None else None, watchers.spread_s)
+            async with watchers.reading():
+                latest = await entitlements(deps, account_id, None)
             if (latest.revision, latest.signature()) != (view.revision, view.signature()):
                 yield latest, False
             view = latest

@@ -1,13 +1,18 @@
-"""A database connection cut in the middle of a transaction loses nothing: the service applies the
-events again on a fresh connection (their ids deduplicate them) and answers as if nothing had
-happened."""
+"""Database faults are transient for the caller: a connection cut in the middle of a transaction
+loses nothing (the service applies the events again on a fresh connection, their ids
+deduplicating them, and answers as if nothing had happened), and a call that finds no free
+connection in time answers UNAVAILABLE instead of waiting without end."""
 
 from __future__ import annotations
 
 import asyncio
 
 import asyncpg
+import grpc
+import pytest
 
+from entitlement_service.db.pool import PoolBusy, PoolHandle, create_pool
+from entitlement_service.grpc.errors import ERRORS
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.integration.conftest import Client
 from tests.support.provider import MONTH, T0, subscription_event
@@ -42,3 +47,18 @@ async def test_an_event_whose_connection_is_cut_mid_transaction_is_applied_once_
     assert result.outcome == pb.EVENT_OUTCOME_APPLIED
     plans = (await service.entitlements(as_of=None)).plans
     assert [p.billing_plan_code for p in plans] == ["pro"]
+
+
+async def test_a_call_that_finds_no_free_connection_in_time_answers_unavailable(database_url: str) -> None:
+    pool = PoolHandle(acquire_timeout_s=0.1)
+    pool.set(await create_pool(database_url, min_size=1, max_size=1, timeout_s=5))
+    try:
+        async with pool.acquire():
+            with pytest.raises(PoolBusy) as busy:
+                async with pool.acquire():
+                    pass
+        assert ERRORS.status_for(busy.value) == grpc.StatusCode.UNAVAILABLE
+        async with pool.acquire() as conn:  # free again
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()

@@ -132,3 +132,29 @@ async def test_a_connection_dropped_on_every_attempt_answers_unavailable_and_the
     [retried] = await service.apply(upgrade)
     assert retried.outcome == pb.EVENT_OUTCOME_APPLIED  # nothing was half-written by the dropped attempts
     assert [p.price_id for p in (await service.entitlements()).grant_bindings] == ["price_pro_yearly"]
+
+
+async def test_watchers_read_through_their_own_share_of_connections(service: Client) -> None:
+    watchers = service.running.runtime.watchers
+    share = watchers.reading()
+    held = 0
+    while not share.locked():  # the test holds the whole share
+        await share.acquire()
+        held += 1
+    try:
+        stream = service.product.WatchEntitlements(pb.WatchEntitlementsRequest(account_id="acct_1"))
+        first = asyncio.ensure_future(stream.read())
+
+        async def watching() -> bool:
+            return len(watchers) == 1
+
+        await eventually(watching, what="the stream to start")
+        assert not first.done()  # its first read waits for the share...
+        assert (await service.product.CheckGate(pb.CheckGateRequest(account_id="acct_1", gate="api_access"))
+                ).revision == 0  # ...while other calls still get connections
+    finally:
+        for _ in range(held):
+            share.release()
+    initial = await asyncio.wait_for(first, 5)
+    assert initial.initial
+    stream.cancel()

@@ -19,7 +19,7 @@ def test_checkout_budgets_default_to_the_documented_values() -> None:
 
 
 def test_the_entitlement_grpc_cap_defaults_to_the_documented_value() -> None:
-    assert EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS}).grpc_max_in_flight == 1024
+    assert EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS}).grpc_max_in_flight == 4096
 
 
 def test_checkout_budgets_are_read_from_the_environment() -> None:
