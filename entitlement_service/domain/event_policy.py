@@ -4,6 +4,8 @@ with, and whether it comes too late to change the state held."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from catalog_rules.model import Price, Product, ResolvedPrice
 from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import (
@@ -90,6 +92,22 @@ def batch_keys(event: ProviderEvent) -> frozenset[str]:
     named = (("event", event.provider_event_id), ("account", event.account_id),
              ("customer", event.provider_customer_id), ("subscription", subscription))
     return frozenset(f"{kind}:{value}" for kind, value in named if value)
+
+
+def completion_time(event: ProviderEvent) -> datetime | None:
+    """When the provider completed what the event reports, which the checkout-to-finalized latency
+    is measured from whoever finalizes: the event's own time, except for a reconciliation, timed
+    when the reconciler read the provider: then the subscription's start, and for a checkout
+    session, unknown (not measured rather than measured wrong)."""
+    if not event.type.startswith(RECONCILIATION):
+        return event.created
+    return event.object.start_date if isinstance(event.object, SubscriptionSnapshot) else None
+
+
+def arrived_late(event: ProviderEvent, held: SubscriptionRecord | None) -> bool:
+    """The state held for the event's subscription is already from a later provider time: the
+    event arrived out of order, whether it still applies (an invoice, a history to fill in) or not."""
+    return held is not None and event.created < held.provider_updated_at and not event.type.startswith(RECONCILIATION)
 
 
 def cause_of(event: ProviderEvent) -> str:

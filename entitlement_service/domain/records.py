@@ -147,6 +147,8 @@ class EventResult:
     outcome: Outcome
     reason: str = ""
     account_id: str | None = None
+    # Arrived after a later state of its subscription was held (out of order), whatever the outcome.
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,10 @@ async def apply_checkout_session(conn: Conn, deps: Deps, event: ProviderEvent,
     if purchase is not None and step.wanted is not None:
         target = next_state(purchase.state, step.wanted)
         if target is not None:
-            await record_transition(conn, deps, purchase, target, event.provider_event_id, step.reason, event.created)
-    await rebuild_account(conn, deps, account, policy.cause_of(event), event.provider_event_id, event.created)
+            await record_transition(conn, deps, purchase, target, event.provider_event_id, step.reason,
+                                    policy.completion_time(event))
+    await rebuild_account(conn, deps, account, policy.cause_of(event), event.provider_event_id,
+                          policy.completion_time(event))
     return EventResult(event.provider_event_id, Outcome.APPLIED, step.reason, account)
 
 

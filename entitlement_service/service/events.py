@@ -33,7 +33,7 @@ from entitlement_service.service.catalog import rederive_queued
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, hold_event_accounts
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
-from entitlement_service.service.metrics import EVENTS
+from entitlement_service.service.metrics import EVENTS, LATE_EVENTS
 from entitlement_service.service.rebuild import Rebuild, load_accounts
 from entitlement_service.service.transactions import write_transaction
 from entitlement_service.service.writes import Writes
@@ -65,9 +65,12 @@ async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bo
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     for event, result in zip(batch, results, strict=True):
         EVENTS.labels(event.type, result.outcome.value).inc()
+        if result.late:
+            LATE_EVENTS.labels(event.type, result.outcome.value).inc()
         log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
                  outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
-                 object_id=event.object_id, duration_ms=duration_ms, batch=len(batch), replay=replay or None)
+                 object_id=event.object_id, duration_ms=duration_ms, batch=len(batch), replay=replay or None,
+                 late=result.late or None)
     return results
 
 
@@ -220,10 +223,11 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
             held = held_at_insert[e.provider_event_id] if account in new_accounts else heads.get(
                 e.object.subscription_id)
             stale = policy.stale_reason(e.object, held)
-        Rebuild(deps, cached, stored[account], writes, account, policy.cause_of(e), e.provider_event_id, e.created,
-                decoded).run()
+        Rebuild(deps, cached, stored[account], writes, account, policy.cause_of(e), e.provider_event_id,
+                policy.completion_time(e), decoded).run()
+        late = policy.arrived_late(e, held_at_insert.get(e.provider_event_id))
         results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.STALE if stale else Outcome.APPLIED,
-                                                   stale or "", account)
+                                                   stale or "", account, late)
     return results
 
 
