@@ -26,13 +26,14 @@ from service_runtime.http_probes import start_site
 from service_runtime.logs import configure_logging
 from service_runtime.rpc import RpcPipeline
 from service_runtime.signals import wait_for_stop_signal
+from service_runtime.tracing import NO_TRACING, Tracing, setup_tracing
 
 log = structlog.get_logger("checkout_service")
 
 
-def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps) -> GrpcServer:
+def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps, tracing: Tracing = NO_TRACING) -> GrpcServer:
     servicer = CheckoutServicer(deps, hooks)
-    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS, tracing)
     wrapped = pipeline.wrap(servicer, checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
     return build_grpc_server(
         settings.grpc_addr,
@@ -66,8 +67,10 @@ class Running:
                 await self.gateway.close()
 
 
-async def start(settings: Settings, provider: Provider | None = None) -> Running:
-    channel = open_channel(settings.entitlement_target, settings.entitlement_token)
+async def start(settings: Settings, provider: Provider | None = None, tracing: Tracing = NO_TRACING) -> Running:
+    """Serves until stopped. `tracing` is the caller's to shut down; without it, incoming trace
+    context is passed on and nothing is recorded."""
+    channel = open_channel(settings.entitlement_target, settings.entitlement_token, tracing)
     gateway = None if provider else StripeGateway(
         settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
         max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)
@@ -82,10 +85,10 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     async def readiness() -> dict[str, bool]:
         return {"entitlement_service": await is_serving(channel)}
 
-    server = build_server(settings, deps, hooks)
+    server = build_server(settings, deps, hooks, tracing)
     await server.server.start()
     await server.set_serving(True)
-    app = create_app(readiness, deps, hooks, settings.service_tokens, settings.http_max_in_flight)
+    app = create_app(readiness, deps, hooks, settings.service_tokens, settings.http_max_in_flight, tracing)
     runner, http_port = await start_site(app, settings.http_addr.host, settings.http_addr.port)
     # Browsers come back to this address unless CHECKOUT_PUBLIC_URL names another.
     deps.public_url = settings.public_url or f"http://{settings.http_addr.host}:{http_port}"
@@ -96,8 +99,8 @@ async def start(settings: Settings, provider: Provider | None = None) -> Running
     return Running(server, runner, http_port, channel, gateway, periodic)
 
 
-async def run(settings: Settings) -> None:
-    running = await start(settings)
+async def run(settings: Settings, tracing: Tracing = NO_TRACING) -> None:
+    running = await start(settings, tracing=tracing)
     signal_name = await wait_for_stop_signal()
     log.info("shutting_down", signal=signal_name, grace_s=settings.shutdown_grace_s)
     await running.stop(settings.shutdown_grace_s)
@@ -107,4 +110,8 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("checkout_service", level=settings.log_level)
-    loop.run(run(settings))
+    tracing = setup_tracing(settings.tracing)
+    try:
+        loop.run(run(settings, tracing))
+    finally:
+        tracing.shutdown()  # the spans still waiting in the batch go out, off the loop

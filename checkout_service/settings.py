@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from service_runtime.auth import Role, ServiceTokens
 from service_runtime.config import Address, ConfigError, Env
+from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Settings:
     # than queued behind work the process cannot finish in time.
     http_max_in_flight: int
     grpc_max_in_flight: int
+    # Which exporters spans go to (none by default: incoming trace context is only passed on).
+    tracing: TracingSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +79,7 @@ class Settings:
             reconcile_interval_s=env.number("RECONCILE_INTERVAL_S", 300),
             http_max_in_flight=int(env.number("CHECKOUT_HTTP_MAX_IN_FLIGHT", 256, minimum=1)),
             grpc_max_in_flight=int(env.number("CHECKOUT_GRPC_MAX_IN_FLIGHT", 256, minimum=1)),
+            tracing=read_tracing_settings(env, "checkout-service"),
         )
 
 

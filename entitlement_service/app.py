@@ -30,6 +30,7 @@ from service_runtime.http_probes import add_probe_routes, start_site
 from service_runtime.logs import configure_logging
 from service_runtime.rpc import RpcPipeline
 from service_runtime.signals import wait_for_stop_signal
+from service_runtime.tracing import NO_TRACING, Tracing, setup_tracing
 
 log = structlog.get_logger("entitlement_service")
 
@@ -41,8 +42,9 @@ def utc_now() -> datetime:
 class Runtime:
     """What the running process holds and wires together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing = NO_TRACING) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.pool = PoolHandle(settings.db_acquire_timeout_s)
         self.gates = GateCache(self.pool, utc_now, settings.gate_cache_max_age)
         GATE_CACHE_ACCOUNTS.set_function(lambda: self.gates.tracked)
@@ -82,7 +84,7 @@ class Runtime:
 
 def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
     servicer = EntitlementServicer(runtime.deps, runtime.gates, runtime.watchers)
-    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS)
+    pipeline = RpcPipeline(settings.service_tokens, ROLES_BY_METHOD, ERRORS, runtime.tracing)
     wrapped = pipeline.wrap(servicer, entitlement_pb2.DESCRIPTOR.services_by_name["EntitlementService"])
     return build_grpc_server(
         settings.grpc_addr,
@@ -95,7 +97,8 @@ def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
 async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     settings = runtime.settings
     pool = await wait_for_pool(settings.database_url, min_size=settings.db_pool_min,
-                               max_size=settings.db_pool_max, timeout_s=settings.db_connect_timeout_s)
+                               max_size=settings.db_pool_max, timeout_s=settings.db_connect_timeout_s,
+                               tracer=runtime.tracing.tracer if runtime.tracing.recording else None)
     async with pool.acquire() as conn:
         await migrate(conn)
     runtime.pool.set(pool)
@@ -142,9 +145,10 @@ class Running:
             await self.runtime.pool.close()
 
 
-async def start(settings: Settings) -> Running:
-    """Listens at once (health NOT_SERVING) and turns SERVING once the database answers."""
-    runtime = Runtime(settings)
+async def start(settings: Settings, tracing: Tracing = NO_TRACING) -> Running:
+    """Listens at once (health NOT_SERVING) and turns SERVING once the database answers. `tracing`
+    is the caller's to shut down; without it, nothing is recorded."""
+    runtime = Runtime(settings, tracing)
     server = build_server(settings, runtime)
     await server.server.start()
     await server.set_serving(False)
@@ -155,10 +159,10 @@ async def start(settings: Settings) -> Running:
     return Running(runtime, server, runner, metrics_port)
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, tracing: Tracing = NO_TRACING) -> int:
     """Serves until SIGTERM or SIGINT (exit 0), or until start-up fails for good, for example on a
     migration that changed after it was applied (exit 1, after one clear log line)."""
-    running = await start(settings)
+    running = await start(settings, tracing)
     stop = asyncio.create_task(wait_for_stop_signal())
     await asyncio.wait({stop, running.connecting}, return_when=asyncio.FIRST_COMPLETED)
     failed = running.connecting.done() and not running.connecting.cancelled() and running.connecting.exception()
@@ -175,4 +179,9 @@ async def run(settings: Settings) -> int:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("entitlement_service", level=settings.log_level)
-    sys.exit(loop.run(run(settings)))
+    tracing = setup_tracing(settings.tracing)
+    try:
+        code = loop.run(run(settings, tracing))
+    finally:
+        tracing.shutdown()  # the spans still waiting in the batch go out, off the loop
+    sys.exit(code)

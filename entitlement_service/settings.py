@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from service_runtime.auth import ServiceTokens
 from service_runtime.config import Address, Env
+from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/selfserve"
 
@@ -36,6 +37,8 @@ class Settings:
     # gRPC calls in progress, WatchEntitlements streams included; beyond it a call is refused at
     # once with RESOURCE_EXHAUSTED.
     grpc_max_in_flight: int
+    # Which exporters spans go to (none by default: incoming trace context is only passed on).
+    tracing: TracingSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +61,5 @@ class Settings:
             db_acquire_timeout_s=env.number("DB_ACQUIRE_TIMEOUT_S", 5, minimum=0.01),
             watch_wake_spread_s=env.number("WATCH_WAKE_SPREAD_S", 1, minimum=0),
             grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 4096, minimum=1)),
+            tracing=read_tracing_settings(env, "entitlement-service"),
         )

@@ -57,6 +57,15 @@ class Env:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
+    def choices(self, name: str, default: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list of allowed values, each once, in the order given."""
+        raw = self.text(name, default)
+        values = tuple(dict.fromkeys(v.strip() for v in raw.split(",") if v.strip()))
+        unknown = [v for v in values if v not in allowed]
+        if not values or unknown:
+            raise ConfigError(f"{name} must list values among {', '.join(allowed)}, got {raw!r}")
+        return values
+
 
 def parse_address(name: str, raw: str) -> Address:
     host, sep, port_text = raw.rpartition(":")

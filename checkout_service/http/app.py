@@ -20,6 +20,7 @@ from checkout_service.webhooks import WebhookDeps
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
 from service_runtime.http_logging import request_log
 from service_runtime.http_probes import Readiness, add_probe_routes
+from service_runtime.tracing import NO_TRACING, Tracing
 
 # Webhook bodies and session requests are small; anything larger is refused before it is read.
 MAX_BODY_BYTES = 1024 * 1024
@@ -133,10 +134,10 @@ async def stripe_webhook(request: web.Request) -> web.Response:
 
 
 def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: ServiceTokens,
-               max_in_flight: int) -> web.Application:
-    # A shed request is still logged, and refused before anything else is done for it.
+               max_in_flight: int, tracing: Tracing = NO_TRACING) -> web.Application:
+    # A shed request is still logged (and traced), and refused before anything else is done for it.
     app = web.Application(client_max_size=MAX_BODY_BYTES,
-                          middlewares=[request_log, shedding(max_in_flight), json_errors])
+                          middlewares=[request_log(tracing), shedding(max_in_flight), json_errors])
     add_probe_routes(app, readiness)
     app[DEPS], app[WEBHOOKS], app[TOKENS] = deps, hooks, tokens
     app.router.add_post("/v1/checkout/sessions", create_checkout_session)

@@ -7,9 +7,13 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypeAlias
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
+from opentelemetry.trace import Tracer
+
+from entitlement_service.db.tracing import traced_connection_class
 
 log = structlog.get_logger("db")
 
@@ -89,9 +93,15 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     trip per use for nothing."""
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, timeout_s: float) -> asyncpg.Pool:
+async def create_pool(url: str, *, min_size: int, max_size: int, timeout_s: float,
+                      tracer: Tracer | None = None) -> asyncpg.Pool:
+    """With `tracer`, each statement run while serving a traced request is a span of it; without,
+    the connections are asyncpg's own, and statements cost nothing more."""
+    connection_class = asyncpg.Connection if tracer is None else traced_connection_class(
+        tracer, urlsplit(url).path.lstrip("/"))
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout_s,
-                                     command_timeout=30, init=init_connection, reset=keep_session)
+                                     command_timeout=30, init=init_connection, reset=keep_session,
+                                     connection_class=connection_class)
 
 
 def backoff_delays(first_s: float = 0.2, cap_s: float = 5.0) -> Callable[[], float]:
@@ -106,7 +116,8 @@ def backoff_delays(first_s: float = 0.2, cap_s: float = 5.0) -> Callable[[], flo
     return next_delay
 
 
-async def wait_for_pool(url: str, *, min_size: int, max_size: int, timeout_s: float) -> asyncpg.Pool:
+async def wait_for_pool(url: str, *, min_size: int, max_size: int, timeout_s: float,
+                        tracer: Tracer | None = None) -> asyncpg.Pool:
     """Retries until the database accepts connections; logs one line when it first fails and one
     when it recovers, so an outage at start-up is visible without flooding the log."""
     next_delay = backoff_delays()
@@ -114,7 +125,7 @@ async def wait_for_pool(url: str, *, min_size: int, max_size: int, timeout_s: fl
     while True:
         attempts += 1
         try:
-            pool = await create_pool(url, min_size=min_size, max_size=max_size, timeout_s=timeout_s)
+            pool = await create_pool(url, min_size=min_size, max_size=max_size, timeout_s=timeout_s, tracer=tracer)
         except UNREACHABLE as exc:
             if attempts == 1:
                 log.warning("database_unreachable", error=f"{type(exc).__name__}: {exc}",

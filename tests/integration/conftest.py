@@ -1,23 +1,39 @@
-"""An entitlement service started in-process on a real socket (port 0) over its own database."""
+"""An entitlement service started in-process on a real socket (port 0) over its own database; and
+the checkout service in front of it, over real sockets too, with a fake provider."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import checkout_service.app
+from checkout_service.catalog_apply import apply
+from checkout_service.cli import read_catalog
+from checkout_service.settings import Settings as CheckoutSettings
+from checkout_service.stripe.signature import sign
 from entitlement_service.app import Running, start
 from entitlement_service.settings import Settings
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
-from tests.support.provider import example_catalog_request
-from tests.support.tokens import SERVICE_TOKENS, bearer
+from service_runtime.tracing import NO_TRACING, Tracing
+from tests.support.fake_provider import FakeProvider
+from tests.support.ports import free_port
+from tests.support.provider import EXAMPLE_CATALOG, example_catalog_request
+from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
 from tests.support.waiting import eventually
+
+SECRET = "whsec_checkout_tests"
+PRODUCT = {"Authorization": f"Bearer {TOKENS[Role.PRODUCT]}"}
 
 
 @dataclass
@@ -56,11 +72,12 @@ class _Authed:
         return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
-async def start_service(database_url: str, port: int = 0, env: Mapping[str, str] | None = None) -> Client:
+async def start_service(database_url: str, port: int = 0, env: Mapping[str, str] | None = None,
+                        tracing: Tracing = NO_TRACING) -> Client:
     settings = Settings.from_env({"DATABASE_URL": database_url, "SERVICE_TOKENS": SERVICE_TOKENS,
                                   "ENTITLEMENT_GRPC_ADDR": f"127.0.0.1:{port}",
                                   "ENTITLEMENT_METRICS_ADDR": "127.0.0.1:0", **(env or {})})
-    running = await start(settings)
+    running = await start(settings, tracing)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     health = health_pb2_grpc.HealthStub(channel)
 
@@ -107,3 +124,49 @@ async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]
     yield first, second
     await stop_service(first)
     await stop_service(second)
+
+
+@dataclass
+class Stack:
+    entitlement: Client
+    checkout: checkout_service.app.Running
+    provider: FakeProvider
+    http: aiohttp.ClientSession
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.checkout.http_port}{path}"
+
+    async def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.http.post(self.url(path), json=body, headers={**PRODUCT, **(headers or {})}) as r:
+            return r.status, await r.json()
+
+    async def webhook(self, event: dict[str, Any], secret: str = SECRET,
+                      headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        raw = json.dumps(event).encode()
+        at = int(time.time())
+        signed = {"Stripe-Signature": f"t={at},v1={sign(raw, secret, at)}", "Content-Type": "application/json"}
+        async with self.http.post(self.url("/webhooks/stripe"), data=raw, headers={**signed, **(headers or {})}) as r:
+            return r.status, await r.json()
+
+
+@asynccontextmanager
+async def open_stack(database_url: str, *, entitlement_tracing: Tracing = NO_TRACING,
+                     checkout_tracing: Tracing = NO_TRACING) -> AsyncIterator[Stack]:
+    """Both services, the example catalog applied to the fake provider and loaded, and an HTTP client."""
+    entitlement = await start_service(database_url, free_port(), tracing=entitlement_tracing)
+    provider = FakeProvider()
+    settings = CheckoutSettings.from_env({
+        "SERVICE_TOKENS": SERVICE_TOKENS, "STRIPE_API_KEY": "sk_test_fake",
+        "STRIPE_WEBHOOK_SECRETS": f"whsec_old,{SECRET}",
+        "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
+        "CHECKOUT_HTTP_ADDR": "127.0.0.1:0"})
+    checkout = await checkout_service.app.start(settings, provider, checkout_tracing)
+    stack = None
+    try:
+        await apply(read_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
+        async with aiohttp.ClientSession() as http:
+            stack = Stack(entitlement, checkout, provider, http)
+            yield stack
+    finally:
+        await checkout.stop(0)
+        await stop_service(stack.entitlement if stack is not None else entitlement)  # a test may have restarted it

@@ -3,76 +3,30 @@ PostgreSQL behind it and a fake provider in front (the simulator runs in the end
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 
 from catalog_rules.file import CatalogFileError, parse_catalog
-from checkout_service.app import Running, start
 from checkout_service.catalog_apply import apply
 from checkout_service.cli import read_catalog
-from checkout_service.settings import Settings
 from checkout_service.stripe.signature import sign
 from selfserve.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
-from tests.integration.conftest import Client, start_service, stop_service
-from tests.support.fake_provider import FakeProvider
-from tests.support.ports import free_port
+from tests.integration.conftest import PRODUCT, SECRET, Stack, open_stack, start_service, stop_service
 from tests.support.provider import EXAMPLE_CATALOG, T0, subscription_event
-from tests.support.tokens import SERVICE_TOKENS, TOKENS, bearer
+from tests.support.tokens import TOKENS, bearer
 from tests.support.waiting import eventually
-
-SECRET = "whsec_checkout_tests"
-PRODUCT = {"Authorization": f"Bearer {TOKENS[Role.PRODUCT]}"}
-
-
-@dataclass
-class Stack:
-    entitlement: Client
-    checkout: Running
-    provider: FakeProvider
-    http: aiohttp.ClientSession
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.checkout.http_port}{path}"
-
-    async def post(self, path: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        async with self.http.post(self.url(path), json=body, headers={**PRODUCT, **(headers or {})}) as r:
-            return r.status, await r.json()
-
-    async def webhook(self, event: dict[str, Any], secret: str = SECRET) -> tuple[int, Any]:
-        raw = json.dumps(event).encode()
-        at = int(time.time())
-        headers = {"Stripe-Signature": f"t={at},v1={sign(raw, secret, at)}", "Content-Type": "application/json"}
-        async with self.http.post(self.url("/webhooks/stripe"), data=raw, headers=headers) as r:
-            return r.status, await r.json()
-
-
 
 
 @pytest.fixture
 async def stack(database_url: str) -> AsyncIterator[Stack]:
-    entitlement = await start_service(database_url, free_port())
-    provider = FakeProvider()
-    settings = Settings.from_env({
-        "SERVICE_TOKENS": SERVICE_TOKENS, "STRIPE_API_KEY": "sk_test_fake",
-        "STRIPE_WEBHOOK_SECRETS": f"whsec_old,{SECRET}",
-        "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
-        "CHECKOUT_HTTP_ADDR": "127.0.0.1:0"})
-    checkout = await start(settings, provider)
-    await apply(read_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
-    async with aiohttp.ClientSession() as http:
-        stack = Stack(entitlement, checkout, provider, http)
+    async with open_stack(database_url) as stack:
         yield stack
-    await checkout.stop(0)
-    await stop_service(stack.entitlement)  # a test may have restarted it
 
 
 def checkout_body(price: str = "pro_monthly", quantity: int = 1, **extra: Any) -> dict[str, Any]:

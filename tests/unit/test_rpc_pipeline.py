@@ -1,5 +1,6 @@
 """The call pipeline without a server: one log line per call with the request's ids, the caller's
-request id on every line the call logs, refusals logged and aborted, no token in any line."""
+request id on every line the call logs, refusals logged and aborted, no token in any line; a traced
+call served in its span, its trace id logged beside the request id only when it is recorded."""
 
 import asyncio
 import json
@@ -11,6 +12,8 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from entitlement_service.grpc.access import ROLES_BY_METHOD
@@ -21,6 +24,7 @@ from service_runtime import rpc
 from service_runtime.auth import Role
 from service_runtime.logs import configure_logging, reset_logging
 from service_runtime.rpc import CallContext, RpcPipeline
+from service_runtime.tracing import NO_TRACING, Tracing, TracingSettings, current_span, setup_tracing
 from tests.support.tokens import TOKENS, service_tokens
 
 HANDLED, SECONDS = "grpc_server_handled_total", "grpc_server_handling_seconds"
@@ -52,8 +56,12 @@ class FakeContext(CallContext):
 
 
 class Servicer(entitlement_pb2_grpc.EntitlementServiceServicer):
+    def __init__(self) -> None:
+        self.trace_ids: list[str] = []  # of the span current in each call
+
     async def CheckGate(self, request: pb.CheckGateRequest, context: Any) -> pb.CheckGateResponse:
         structlog.get_logger("servicer").info("checking")
+        self.trace_ids.append(f"{current_span().get_span_context().trace_id:032x}")
         return pb.CheckGateResponse(allowed=True)
 
 
@@ -66,15 +74,16 @@ def lines(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
     reset_logging()
 
 
-def check_gate() -> Any:
-    wrapped = RpcPipeline(service_tokens(), ROLES_BY_METHOD, ERRORS).wrap(
-        Servicer(), pb.DESCRIPTOR.services_by_name["EntitlementService"])  # type: ignore[abstract]  # CheckGate only
+def check_gate(tracing: Tracing = NO_TRACING, servicer: Servicer | None = None) -> Any:
+    wrapped = RpcPipeline(service_tokens(), ROLES_BY_METHOD, ERRORS, tracing).wrap(
+        servicer or Servicer(), pb.DESCRIPTOR.services_by_name["EntitlementService"])  # type: ignore[abstract]  # CheckGate only
     return wrapped.CheckGate  # type: ignore[attr-defined]
 
 
-async def call(context: FakeContext) -> Any:
+async def call(context: FakeContext, tracing: Tracing = NO_TRACING, servicer: Servicer | None = None) -> Any:
     request = pb.CheckGateRequest(account_id="acct_1", gate="api_access")
-    return await asyncio.create_task(check_gate()(request, context))  # each call in its own task, as grpc.aio does
+    # Each call in its own task, as grpc.aio does.
+    return await asyncio.create_task(check_gate(tracing, servicer)(request, context))
 
 
 async def test_the_callers_request_id_is_on_every_line_the_call_logs(lines: Any) -> None:
@@ -138,3 +147,40 @@ async def test_each_call_is_counted_by_code_and_timed(lines: Any) -> None:
     assert _sample(SECONDS + "_bucket", grpc_method=method, le="0.5") == fast + 3
     assert _sample(SECONDS + "_bucket", grpc_method=method, le="+Inf") == timed + 3
     assert _sample(SECONDS + "_sum", grpc_method=method) > 0
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACED = (("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"), ("x-request-id", "req-7"),
+          ("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"))
+
+
+async def test_a_recorded_call_is_served_in_its_span_with_the_trace_id_beside_the_request_id(lines: Any) -> None:
+    configure_logging("test", json=True)
+    exporter, servicer = InMemorySpanExporter(), Servicer()  # type: ignore[abstract]  # CheckGate only
+    tracing = setup_tracing(TracingSettings("test"), exporter)
+    try:
+        await call(FakeContext(TRACED), tracing, servicer)
+        with pytest.raises(grpc.aio.AbortError):
+            await call(FakeContext(TRACED[1:]), tracing, servicer)  # refused: no token
+        tracing.force_flush()
+    finally:
+        tracing.shutdown()
+    inner, line, refused = lines()
+    assert inner["trace_id"] == line["trace_id"] == refused["trace_id"] == servicer.trace_ids[0] == TRACE_ID
+    assert inner["request_id"] == line["request_id"] == "req-7"
+    served, denied = exporter.get_finished_spans()
+    assert served.name == "selfserve.entitlement.v1.EntitlementService/CheckGate" and served.kind is SpanKind.SERVER
+    assert served.parent is not None and served.parent.span_id == 0x00f067aa0ba902b7
+    assert dict(served.attributes or {}) == {
+        "rpc.system": "grpc", "rpc.service": "selfserve.entitlement.v1.EntitlementService", "rpc.method": "CheckGate",
+        "request.id": "req-7", "rpc.grpc.status_code": 0}
+    assert (denied.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+async def test_without_an_exporter_the_callers_trace_is_current_and_no_trace_id_is_logged(lines: Any) -> None:
+    configure_logging("test", json=True)
+    servicer = Servicer()  # type: ignore[abstract]  # CheckGate only
+    await call(FakeContext(TRACED), NO_TRACING, servicer)
+    await call(FakeContext(TRACED[:2]), NO_TRACING, servicer)
+    assert servicer.trace_ids == [TRACE_ID, "0" * 32]  # passed on to what the call calls; nothing without one
+    assert not any("trace_id" in line for line in lines())
