@@ -89,8 +89,8 @@ async def listen(url: str, pool: PoolHandle, listener: Listener, proven: Callabl
     while True:
         try:
             conn = await asyncpg.connect(url, timeout=deadline_s, server_settings=KEEPALIVES)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            log.warning("listen_connect_failed", error=str(exc))
+        except (*DATABASE_ERRORS, TimeoutError) as exc:
+            log.warning("listen_connect_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(next_delay())
             continue
         lost = asyncio.Event()

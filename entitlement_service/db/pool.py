@@ -22,15 +22,17 @@ Conn: TypeAlias = asyncpg.Connection
 # The database went away (a restart, a failover, a cut connection) or refused the connection
 # mid-call: the caller may retry, and nothing was half-written, since every use case runs in one
 # transaction.
+# asyncpg's InternalClientError is a connection left mid-operation as the server shut down.
 CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, ConnectionResetError)
+                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, ConnectionResetError,
+                   asyncpg.InternalClientError)
 # The transaction lost to another (a deadlock, a serialization failure) and was rolled back whole.
 CONFLICTED = asyncpg.TransactionRollbackError
 # What a use case that is safe to run again (its effects deduplicated) retries by itself.
 RETRYABLE = (*CONNECTION_LOST, CONFLICTED)
 POOL_EXHAUSTED = asyncpg.TooManyConnectionsError
 # Anything a background task talking to the database may meet and outlive.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 # Failures that mean "the database is not there (yet)", worth waiting for at start-up.
 UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
