@@ -1,6 +1,6 @@
 """(f) Uncached CheckGate latency while 1,000 WatchEntitlements streams wake: a catalog change wakes
 every stream at once and clears the gate cache, so each stream reads its account again (after its
-own random delay within WATCH_WAKE_SPREAD_S, through a quarter of the connection pool) while
+own random delay within the spread, 5 s for 1,000 streams, through a quarter of the connection pool) while
 callers' CheckGate answers must all be read from the database too. Against the same calls on the
 same process with no streams open and nothing changing."""
 
@@ -46,7 +46,8 @@ RATE = 200.0
 LEAD_S = 1.0  # calls before each measured window, so the client's connection is warm
 STORM_BUDGET_S = 10.0  # the longest storm the second client has accounts for
 # The service reads the same variables with the same defaults (entitlement_service/settings.py).
-SPREAD_S = float(os.environ.get("WATCH_WAKE_SPREAD_S", "1"))
+SPREAD_S = max(float(os.environ.get("WATCH_WAKE_SPREAD_S", "1")),
+               WATCHERS / float(os.environ.get("WATCH_WAKES_PER_S", "200")))
 POOL_MAX = int(os.environ.get("DB_POOL_MAX", "10"))
 # Added to the bundle of the plan every account holds: each stream's next message must name it.
 NEW_GATE = "bench_watch_storm"
@@ -317,7 +318,7 @@ def _row(ctx: Context, base: Calls, quiet: Window, storm: Calls, during: Window,
         "the benchmark process",
         f"window from just before UpsertCatalog (changed: {', '.join(answered.changed)}; answered in "
         f"{answered.answered_s * 1000:.0f} ms) to the last stream's message naming the new gate, at least "
-        f"WATCH_WAKE_SPREAD_S={SPREAD_S:g} s; streams' messages after the change: first "
+        f"wake spread {SPREAD_S:g} s; streams' messages after the change: first "
         f"{percentile(delays, 0):.2f} s, p50 {percentile(delays, 50):.2f} s; other messages {streams.other}, "
         f"stream errors {dict(streams.errors) or 0}; CheckGate outcomes {during.outcomes} (baseline "
         f"{quiet.outcomes}); time in the service's handler, from its log lines: {during.handler_text()} (baseline "

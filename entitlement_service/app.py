@@ -51,7 +51,8 @@ class Runtime:
         self.deps = Deps(self.pool, stored_event, utc_now, settings.purchase_return_timeout,
                          committed=self.on_commit)
         # Watchers read through a quarter of the pool at most: the rest stays free for the other calls.
-        self.watchers = Watchers(max(1, settings.db_pool_max // 4), settings.watch_wake_spread_s)
+        self.watchers = Watchers(max(1, settings.db_pool_max // 4), settings.watch_wake_spread_s,
+                                 settings.watch_wakes_per_s)
         self.notifications_proven = False
         self.listening = asyncio.Event()  # set once notifications are first proven
 

@@ -32,8 +32,10 @@ class Settings:
     heartbeat_deadline_s: float
     # How long a call waits for a pooled connection before it answers UNAVAILABLE.
     db_acquire_timeout_s: float
-    # A change to everything wakes each WatchEntitlements stream within this many seconds.
+    # A change to everything wakes each WatchEntitlements stream within this many seconds, or
+    # longer when there are more streams than the wake rate reads again in that time.
     watch_wake_spread_s: float
+    watch_wakes_per_s: float
     # gRPC calls in progress, WatchEntitlements streams included; beyond it a call is refused at
     # once with RESOURCE_EXHAUSTED.
     grpc_max_in_flight: int
@@ -60,6 +62,7 @@ class Settings:
             heartbeat_deadline_s=env.number("CHANGE_HEARTBEAT_DEADLINE_S", 2, minimum=0.05),
             db_acquire_timeout_s=env.number("DB_ACQUIRE_TIMEOUT_S", 5, minimum=0.01),
             watch_wake_spread_s=env.number("WATCH_WAKE_SPREAD_S", 1, minimum=0),
+            watch_wakes_per_s=env.number("WATCH_WAKES_PER_S", 200, minimum=1),
             grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 4096, minimum=1)),
             tracing=read_tracing_settings(env, "entitlement-service"),
         )

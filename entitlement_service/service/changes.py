@@ -3,8 +3,10 @@
 A stream is woken, not queued to: however many changes arrive before it reads again, it reads
 once, so what it holds is one flag whatever the rate of changes. A change to everything (a catalog
 change, notifications lost and found again) wakes every stream, each after its own random delay
-within `spread_s`, and every stream's reads share `reads_at_once` connections: a thousand
-watchers reading again at once would otherwise take every pooled connection from CheckGate."""
+within the spread: `min_spread_s`, or longer when there are more streams than `wakes_per_s` can
+read in that time, so the re-reads cost the same share of the process however many streams are
+open. Every stream's reads share `reads_at_once` connections: a thousand watchers reading again
+at once would otherwise take every pooled connection and the CPU from CheckGate."""
 
 from __future__ import annotations
 
@@ -47,10 +49,16 @@ class Watchers:
     """Per account, the wake-ups of the streams watching it, and the share of connections their
     reads may hold at once."""
 
-    def __init__(self, reads_at_once: int = 2, spread_s: float = 1.0) -> None:
+    def __init__(self, reads_at_once: int = 2, min_spread_s: float = 1.0, wakes_per_s: float = 200.0) -> None:
         self._streams: dict[str, set[Wake]] = {}
         self._reads = asyncio.Semaphore(reads_at_once)
-        self.spread_s = spread_s
+        self._min_spread_s = min_spread_s
+        self._wakes_per_s = wakes_per_s
+
+    @property
+    def spread_s(self) -> float:
+        """How long a change to everything takes to reach every stream."""
+        return max(self._min_spread_s, len(self) / self._wakes_per_s)
 
     @asynccontextmanager
     async def subscribe(self, account_id: str) -> AsyncIterator[Wake]:
