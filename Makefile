@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint protos check-protos clean bench
+.PHONY: run test lint protos check-protos clean bench chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ TYPED_TESTS := tests/support/*.py tests/unit/test_event_batches.py tests/unit/te
 ## architecture's import rules, buf lint (comments required), buf breaking against main, generated code up to date
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy catalog_rules entitlement_service checkout_service service_runtime devstack provider_sim $(TYPED_TESTS)
+	$(BIN)/mypy catalog_rules entitlement_service checkout_service service_runtime devstack provider_sim chaos $(TYPED_TESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_architecture.py
 	$(BIN)/buf lint
 	@if [ -z "$$(git rev-parse --show-prefix 2>/dev/null || echo none)" ] \
@@ -43,6 +43,10 @@ lint: $(STAMP)
 ## bench: benchmarks on loopback against same-run baselines (needs wrk, h2load, pgbench); see README
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## chaos: the fault-injection run against the real stack (1,000 accounts, every fault); see README
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
 
 ## protos: regenerate selfserve/ (Python code and type stubs) from proto/
 protos: $(STAMP)
