@@ -200,6 +200,19 @@ async def purchase_status(deps: Deps, purchase_id: str, checkout_session_id: str
     return PurchaseStatus(purchase, 0 if final else deps.poll_interval_ms, plans)
 
 
+NO_SUCH_PURCHASE = "no such purchase for that checkout session"
+
+
+async def public_purchase_status(deps: Deps, purchase_id: str, checkout_session_id: str) -> PurchaseStatus:
+    """For the return page, whose only proof is the provider's session id: an unknown purchase, a
+    wrong session and an id that is not one answer alike, so the answer tells nothing about which
+    purchases exist."""
+    try:
+        return await purchase_status(deps, purchase_id, checkout_session_id)
+    except (NotFound, InvalidRequest):
+        raise NotFound(NO_SUCH_PURCHASE) from None
+
+
 async def mark_returned(deps: Deps, purchase_id: str, checkout_session_id: str) -> pb.Purchase:
     reply: pb.MarkPurchaseReturnedResponse = await entitlement_call(
         deps.entitlement.MarkPurchaseReturned,

@@ -101,12 +101,19 @@ async def create_portal_session(request: web.Request) -> web.Response:
 
 
 async def get_purchase(request: web.Request) -> web.Response:
-    """Product backends call it with their token; the return page instead proves it went through
-    the checkout with the provider's session id."""
+    """Product backends call it with their token and get the whole purchase; the return page
+    instead proves it went through the checkout with the provider's session id, and gets only
+    what it shows."""
     session_id = request.query.get("checkout_session_id")
-    if session_id is None:
-        require_product(request)
-    status = await service.purchase_status(request.app[DEPS], request.match_info["purchase_id"], session_id)
+    if session_id is not None:
+        public = await service.public_purchase_status(request.app[DEPS], request.match_info["purchase_id"], session_id)
+        purchase = purchase_json(public.purchase)
+        return web.json_response({
+            "state": purchase["state"], "reason": purchase.get("reason", ""), "success_url": purchase["success_url"],
+            "plans": public.plans, "poll_after_ms": public.poll_after_ms,
+            "timeout_at": public.purchase.timeout_at.ToJsonString()})
+    require_product(request)
+    status = await service.purchase_status(request.app[DEPS], request.match_info["purchase_id"])
     return web.json_response({
         "purchase": purchase_json(status.purchase), "state": purchase_json(status.purchase)["state"],
         "poll_after_ms": status.poll_after_ms, "timeout_at": status.purchase.timeout_at.ToJsonString(),

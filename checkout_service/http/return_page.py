@@ -23,14 +23,13 @@ async function poll() {
   try { const r = await fetch(STATUS_URL, {cache: "no-store"}); body = await r.json();
         if (!r.ok) throw new Error(body.error ? body.error.message : r.status); }
   catch (e) { detail.textContent = "Still trying to reach the server…"; return setTimeout(poll, 1000); }
-  const p = body.purchase;
-  if (p.state === "finalized") {
+  if (body.state === "finalized") {
     show("finalized", "Your purchase is active: " + (body.plans.join(", ") || "thank you") + ".");
     detail.textContent = "Taking you back…";
-    return setTimeout(() => { window.location.href = p.success_url; }, 1500);
+    return setTimeout(() => { window.location.href = body.success_url; }, 1500);
   }
-  if (["expired", "failed", "conflict"].includes(p.state)) {
-    return show(p.state, "This purchase did not go through (" + p.state + "). " + (p.reason || ""));
+  if (["expired", "failed", "conflict"].includes(body.state)) {
+    return show(body.state, "This purchase did not go through (" + body.state + "). " + (body.reason || ""));
   }
   if (Date.now() >= Date.parse(body.timeout_at)) {
     return show("processing", "Your payment is still processing. We'll email you when it is confirmed.");

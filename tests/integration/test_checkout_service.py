@@ -3,6 +3,7 @@ PostgreSQL behind it and a fake provider in front (the simulator runs in the end
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -225,6 +226,24 @@ async def test_the_return_page_records_the_return_and_polls_a_status_the_browser
         assert r.status == 401
     async with stack.http.get(stack.url("/checkout/return?purchase_id=pur_nope&session_id=cs_nope")) as r:
         assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
+async def test_the_public_status_shows_only_what_the_return_page_needs_and_no_existence_oracle(stack: Stack) -> None:
+    _, created = await stack.post("/v1/checkout/sessions", checkout_body())
+    purchase, session = created["purchase_id"], created["checkout_session_id"]
+    async with stack.http.get(stack.url(f"/v1/purchases/{purchase}?checkout_session_id={session}")) as r:
+        body = await r.json()
+    assert r.status == 200
+    assert set(body) == {"state", "reason", "success_url", "plans", "poll_after_ms", "timeout_at"}
+    assert "acct_1" not in json.dumps(body)
+    answers = []
+    for path in (f"/v1/purchases/{purchase}?checkout_session_id=cs_other",  # wrong session
+                 f"/v1/purchases/pur_{'0' * 24}?checkout_session_id={session}",  # unknown purchase
+                 "/v1/purchases/%20?checkout_session_id=cs_x"):  # not even an id
+        async with stack.http.get(stack.url(path)) as r:
+            answers.append((r.status, await r.json()))
+    alike = {"error": {"code": "not_found", "message": "no such purchase for that checkout session"}}
+    assert answers == [(404, alike)] * 3
 
 
 async def test_the_catalog_lists_purchasability_for_an_account(stack: Stack) -> None:
