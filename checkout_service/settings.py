@@ -58,9 +58,10 @@ class Settings:
         secrets = tuple(s.strip() for s in env.text("STRIPE_WEBHOOK_SECRETS").split(",") if s.strip())
         if not secrets:
             raise ConfigError("STRIPE_WEBHOOK_SECRETS must list at least one secret")
+        http_addr = env.address("CHECKOUT_HTTP_ADDR", "127.0.0.1:8080")
         return cls(
             grpc_addr=env.address("CHECKOUT_GRPC_ADDR", "127.0.0.1:50052"),
-            http_addr=env.address("CHECKOUT_HTTP_ADDR", "127.0.0.1:8080"),
+            http_addr=http_addr,
             entitlement_target=str(env.address("ENTITLEMENT_TARGET", "127.0.0.1:50051")),
             service_tokens=tokens,
             entitlement_token=checkout_token,
@@ -74,7 +75,7 @@ class Settings:
             stripe_deadline_s=env.number("STRIPE_DEADLINE_S", 20, minimum=0.01),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            public_url=_public_url(env),
+            public_url=_public_url(env, http_addr),
             poll_interval_ms=int(env.number("PURCHASE_POLL_MS", 500, minimum=50)),
             reconcile_interval_s=env.number("RECONCILE_INTERVAL_S", 300),
             http_max_in_flight=int(env.number("CHECKOUT_HTTP_MAX_IN_FLIGHT", 256, minimum=1)),
@@ -83,9 +84,16 @@ class Settings:
         )
 
 
-def _public_url(env: Env) -> str | None:
+# Listen addresses that mean "every interface": no browser can be sent back to them.
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def _public_url(env: Env, http_addr: Address) -> str | None:
     url = (env.optional("CHECKOUT_PUBLIC_URL") or "").rstrip("/")
     if not url:
+        if http_addr.host in WILDCARDS:
+            raise ConfigError(f"CHECKOUT_PUBLIC_URL is required when CHECKOUT_HTTP_ADDR is {http_addr}: the provider "
+                              "sends paying customers' browsers back to it, with their purchase and session ids")
         return None
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"CHECKOUT_PUBLIC_URL must be an http(s) URL, got {url!r}")

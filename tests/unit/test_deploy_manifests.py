@@ -20,6 +20,8 @@ from kubernetes_validate import utils as kubernetes_validate
 from yamllint import linter as yamllint
 from yamllint.config import YamlLintConfig
 
+from checkout_service.settings import Settings as CheckoutSettings
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -35,6 +37,7 @@ CONTRACT_ENV = frozenset(
         "ENTITLEMENT_TARGET",
         "CHECKOUT_GRPC_ADDR",
         "CHECKOUT_HTTP_ADDR",
+        "CHECKOUT_PUBLIC_URL",
         "ENTITLEMENT_METRICS_ADDR",
         "STRIPE_API_KEY",
         "STRIPE_API_BASE",
@@ -345,6 +348,23 @@ def test_the_example_secret_holds_only_placeholder_values() -> None:
     assert set(secret["stringData"]) == {"SERVICE_TOKENS", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRETS", "DATABASE_URL"}
     for key, value in secret["stringData"].items():
         assert "REPLACE-ME" in value, key
+
+
+def test_the_checkout_deployment_starts_with_the_settings_it_is_given() -> None:
+    """Its HTTP address binds every interface, so it needs a public URL to send browsers back to."""
+    env = {}
+    for var in container("checkout").get("env", []):
+        source = var.get("valueFrom", {})
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[var["name"]] = the("ConfigMap", ref["name"])["data"][ref["key"]]
+        elif "secretKeyRef" not in source:
+            env[var["name"]] = var["value"]
+    secrets = {"SERVICE_TOKENS": ",".join(f"{role}:{role}-{'x' * 32}" for role in ("product", "checkout", "support",
+                                                                                   "operator")),
+               "STRIPE_API_KEY": "sk_test_placeholder", "STRIPE_WEBHOOK_SECRETS": "whsec_placeholder"}
+    settings = CheckoutSettings.from_env({**env, **secrets})
+    assert settings.public_url is not None and settings.public_url.startswith("https://")
 
 
 def test_the_config_map_holds_only_contract_settings() -> None:
