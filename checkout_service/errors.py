@@ -29,7 +29,20 @@ class InvalidSelection(CheckoutError):
         self.problems = problems
 
 
-class GroupConflict(CheckoutError):
+class FailedPrecondition(CheckoutError):
+    """The request contradicts current state (a provider customer linked to another account, a
+    purchase id registered for another session); the message says which."""
+
+    code = "failed_precondition"
+
+
+class AlreadyExists(CheckoutError):
+    """What the request would create exists already."""
+
+    code = "already_exists"
+
+
+class GroupConflict(FailedPrecondition):
     """The account already holds a subscription in this non-stackable group: change it in the portal."""
 
     code = "group_conflict"
@@ -68,7 +81,32 @@ class AlreadyRunning(CheckoutError):
     code = "already_running"
 
 
-class Unavailable(CheckoutError):
+class RetryLater(CheckoutError):
+    """Base of the errors a caller should answer by making the same call again after
+    `retry_after_s` seconds (HTTP `Retry-After`); nothing was done, or it was rolled back whole."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(RetryLater):
     """A dependency (the entitlement service or the provider) cannot answer now; retry later."""
 
     code = "unavailable"
+
+
+class RateLimited(RetryLater):
+    """The provider rate-limited this service, or the entitlement service is at its capacity:
+    retry later, with backoff."""
+
+    code = "rate_limited"
+
+
+class Aborted(RetryLater):
+    """The entitlement service's transaction lost to a concurrent one and was rolled back whole:
+    retry (every call is idempotent)."""
+
+    code = "aborted"

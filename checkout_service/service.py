@@ -11,21 +11,51 @@ from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from checkout_service.errors import GroupConflict, InvalidRequest, InvalidSelection, NotFound, Unavailable
+from checkout_service.errors import (
+    Aborted,
+    AlreadyExists,
+    CheckoutError,
+    FailedPrecondition,
+    GroupConflict,
+    InvalidRequest,
+    InvalidSelection,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from checkout_service.stripe.gateway import Provider, ProviderError
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 
 T = TypeVar("T")
+log = structlog.get_logger("checkout")
 # The deadline of one entitlement service call, the channel's own retries included
 # (checkout_service/entitlement_client.py).
 ENTITLEMENT_TIMEOUT_S = 5.0
-# The entitlement service is down, slow, shedding load or lost a race to a concurrent write: the
-# caller may make the same call again later (every call is idempotent), so it is told to retry.
-RETRY_LATER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
+# How the entitlement service's status codes reach our callers (docs/contract.md#error-contract).
+# Down, slow, at its capacity or lost a race to a concurrent write: the caller may make the same
+# call again later (every call is idempotent), so it is told to retry. A code not listed (INTERNAL,
+# UNKNOWN, UNIMPLEMENTED, DATA_LOSS, CANCELLED) is raised as it is: an internal error.
+FROM_ENTITLEMENT: dict[grpc.StatusCode, Callable[[str], CheckoutError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: lambda _: RateLimited("the entitlement service is at its capacity; "
+                                                              "retry shortly"),
+    grpc.StatusCode.ABORTED: lambda _: Aborted("the entitlement service lost a race to a concurrent change; "
+                                               "retry shortly"),
+    grpc.StatusCode.UNAVAILABLE: lambda _: Unavailable("the entitlement service is unavailable; retry shortly"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: lambda _: Unavailable("the entitlement service is unavailable; "
+                                                             "retry shortly"),
+}
+# The entitlement service refusing our own token: SERVICE_TOKENS differs between the services.
+# An operator must fix it; the caller did nothing wrong and can only retry later.
+REFUSED_US = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 FINAL = frozenset({pb.PURCHASE_STATE_FINALIZED, pb.PURCHASE_STATE_EXPIRED, pb.PURCHASE_STATE_FAILED,
                    pb.PURCHASE_STATE_CONFLICT})
 
@@ -78,19 +108,30 @@ async def entitlement_call(method: Callable[..., Awaitable[T]], request: object)
     try:
         return await method(request, timeout=ENTITLEMENT_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in RETRY_LATER:
-            raise Unavailable("the entitlement service is unavailable; retry shortly") from exc
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFound(exc.details() or "not found") from exc
-        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidRequest(exc.details() or "invalid request") from exc
+        code = exc.code()
+        if code in REFUSED_US:
+            rpc = _rpc_name(method)
+            log.error("entitlement_call_refused", rpc=rpc, code=code.name, error=exc.details())
+            raise Unavailable(f"the checkout service is not allowed to call {rpc}; retry later") from exc
+        if (translate := FROM_ENTITLEMENT.get(code)) is not None:
+            raise translate(exc.details() or code.name.lower().replace("_", " ")) from exc
         raise
+
+
+def _rpc_name(method: object) -> str:
+    """`package.Service/Method` of a stub's method."""
+    name = getattr(method, "_method", b"")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return name.lstrip("/") or "the entitlement service"
 
 
 async def provider_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except ProviderError as exc:
+        if exc.status == 429:
+            raise RateLimited(f"the provider is rate-limiting requests: {exc}",
+                              exc.retry_after_s or 1) from exc
         if exc.status is not None and 400 <= exc.status < 500:
             raise InvalidRequest(f"the provider refused the request: {exc}") from exc
         raise Unavailable(f"the provider is unavailable: {exc}") from exc

@@ -1,6 +1,6 @@
 """CheckoutService over gRPC: each method converts, calls the service, converts back. Errors map to
 status codes in one table (grpc/errors.py); a group conflict carries `error-code` and `portal-url`
-trailing metadata."""
+trailing metadata, a refused selection its problems as rich error details (`google.rpc.Status`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import TypeAlias
 import grpc
 
 from checkout_service import service
+from checkout_service.errors import InvalidSelection
+from checkout_service.grpc.errors import selection_refusal
 from checkout_service.reconcile import reconcile
 from checkout_service.service import Deps
 from checkout_service.webhooks import WebhookDeps
@@ -24,9 +26,14 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 
     async def CreateCheckoutSession(self, request: pb.CreateCheckoutSessionRequest,
                                     context: Context) -> pb.CreateCheckoutSessionResponse:
-        created = await service.create_checkout(
-            self.deps, request.account_id, [(i.price, i.quantity) for i in request.items], request.success_url,
-            request.cancel_url, request.idempotency_key or None)
+        try:
+            created = await service.create_checkout(
+                self.deps, request.account_id, [(i.price, i.quantity) for i in request.items], request.success_url,
+                request.cancel_url, request.idempotency_key or None)
+        except InvalidSelection as exc:
+            code, message, trailing = selection_refusal(exc)
+            context.set_trailing_metadata(trailing)
+            await context.abort(code, message)
         p = created.purchase
         return pb.CreateCheckoutSessionResponse(purchase_id=p.purchase_id, checkout_session_id=p.checkout_session_id,
                                                 url=created.url, expires_at=p.expires_at, status=p.state)

@@ -9,27 +9,40 @@ import structlog
 from aiohttp import web
 
 from checkout_service.errors import (
+    Aborted,
+    AlreadyExists,
+    AlreadyRunning,
     BadWebhook,
     CheckoutError,
+    FailedPrecondition,
     GroupConflict,
     InvalidRequest,
     InvalidSelection,
     NotFound,
     PermissionDenied,
+    RateLimited,
+    RetryLater,
     Unauthenticated,
     Unavailable,
 )
 
 log = structlog.get_logger("http")
 
+# docs/contract.md#error-contract; tests/unit/test_error_contract.py holds this table to it. A
+# RetryLater answer (429, 503) carries `Retry-After`.
 STATUS: tuple[tuple[type[CheckoutError], int], ...] = (
     (GroupConflict, 409),
+    (FailedPrecondition, 409),
+    (AlreadyRunning, 409),
+    (AlreadyExists, 409),
     (InvalidSelection, 422),
     (InvalidRequest, 422),
     (NotFound, 404),
     (Unauthenticated, 401),
     (PermissionDenied, 403),
     (BadWebhook, 400),
+    (RateLimited, 429),
+    (Aborted, 503),
     (Unavailable, 503),
 )
 
@@ -54,7 +67,8 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     except CheckoutError as exc:
         status = next((s for kind, s in STATUS if isinstance(exc, kind)), 500)
-        return web.json_response(error_body(exc.code, exc.message, **_details(exc)), status=status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RetryLater) else None
+        return web.json_response(error_body(exc.code, exc.message, **_details(exc)), status=status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(error_body("payload_too_large", "the body is larger than 1 MiB"), status=413)
     except web.HTTPException as exc:

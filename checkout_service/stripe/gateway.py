@@ -13,11 +13,13 @@ Obj = dict[str, Any]
 
 
 class ProviderError(Exception):
-    """The provider refused or failed a call; `status` is its HTTP status when it answered."""
+    """The provider refused or failed a call; `status` is its HTTP status when it answered, and
+    `retry_after_s` its `Retry-After` header (whole seconds) when it sent one."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.retry_after_s = status, code, retry_after_s
 
 
 class Provider(Protocol):
@@ -41,6 +43,15 @@ class Provider(Protocol):
 
 def _plain(obj: Any) -> Obj:
     return obj.to_dict(recursive=True, for_json=True) if hasattr(obj, "to_dict") else dict(obj)
+
+
+def _retry_after(headers: Any) -> int | None:
+    """A `Retry-After` header in whole seconds (at least 1); None when absent or an HTTP date."""
+    items = headers.items() if hasattr(headers, "items") else ()
+    value = next((str(v).strip() for k, v in items if str(k).lower() == "retry-after"), "")
+    if value.isascii() and value.isdigit() and len(value) <= 6:
+        return max(int(value), 1)
+    return None
 
 
 class StripeGateway:
@@ -75,7 +86,8 @@ class StripeGateway:
             raise ProviderError(f"no answer within {self._deadline_s:g} s") from exc
         except stripe.StripeError as exc:
             code = getattr(exc, "code", None)
-            raise ProviderError(exc.user_message or str(exc), exc.http_status, code) from exc
+            raise ProviderError(exc.user_message or str(exc), exc.http_status, code,
+                                _retry_after(exc.headers)) from exc
 
     async def create_customer(self, account_id: str) -> str:
         # One customer per account, even when two first purchases race: the key makes the provider

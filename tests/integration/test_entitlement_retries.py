@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from checkout_service.entitlement_client import open_channel
-from checkout_service.errors import Unavailable
+from checkout_service.errors import Aborted, RateLimited, RetryLater, Unavailable
 from checkout_service.service import entitlement_call
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
@@ -82,12 +82,14 @@ async def test_while_calls_keep_failing_nothing_is_tried_again(flaky) -> None:  
     assert servicer.attempts == sum(attempts) + 1
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED])
-async def test_overload_and_lost_races_are_not_tried_again_and_fail_as_unavailable(  # type: ignore[no-untyped-def]
-    flaky, code: grpc.StatusCode,
+@pytest.mark.parametrize(("code", "passed_on"), [(grpc.StatusCode.RESOURCE_EXHAUSTED, RateLimited),
+                                                 (grpc.StatusCode.ABORTED, Aborted)])
+async def test_overload_and_lost_races_are_not_tried_again_and_fail_as_retry_later(  # type: ignore[no-untyped-def]
+    flaky, code: grpc.StatusCode, passed_on: type[RetryLater],
 ) -> None:
     servicer, stub = flaky
     servicer.code = code
-    with pytest.raises(Unavailable):  # the caller answers 503 (UNAVAILABLE) and its client retries later
+    # The caller answers 429 (RESOURCE_EXHAUSTED) or 503 (ABORTED) with Retry-After, and retries later.
+    with pytest.raises(passed_on):
         await get_account(stub)
     assert servicer.attempts == 1

@@ -36,8 +36,9 @@ class CheckoutServiceStub:
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     def __init__(self, channel):
@@ -84,8 +85,9 @@ class CheckoutServiceServicer:
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     def CreateCheckoutSession(self, request, context):
@@ -94,12 +96,17 @@ class CheckoutServiceServicer:
         `idempotency_key`, a retry of the same request returns the same purchase and session.
         Roles: product.
         Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
-        be bought: the message names each offending item; also when the provider refuses the
-        request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
-        holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
-        changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
-        with the same idempotency_key), INTERNAL.
+        be bought: the message names each offending item, and the status details, a
+        `google.rpc.Status`, hold an ErrorInfo (reason INVALID_SELECTION) and a BadRequest with one
+        field violation per problem; also when the provider refuses the request),
+        FAILED_PRECONDITION (a purchase into a non-stackable group the account already holds:
+        trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+        changing the existing subscription that returns to `cancel_url`; or the account's provider
+        customer is linked to another account), UNAUTHENTICATED, PERMISSION_DENIED,
+        RESOURCE_EXHAUSTED (the provider or the entitlement service is rate-limiting; retry later
+        with the same idempotency_key), ABORTED (lost a race to a concurrent change; retry with the
+        same idempotency_key), UNAVAILABLE (the entitlement service or the provider cannot answer;
+        retry with the same idempotency_key), INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,8 +209,9 @@ class CheckoutService:
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     @staticmethod

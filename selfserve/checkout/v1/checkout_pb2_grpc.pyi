@@ -43,8 +43,9 @@ class CheckoutServiceStub:
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     @_typing.overload
@@ -57,12 +58,17 @@ class CheckoutServiceStub:
     `idempotency_key`, a retry of the same request returns the same purchase and session.
     Roles: product.
     Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
-    be bought: the message names each offending item; also when the provider refuses the
-    request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
-    holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
-    changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
-    with the same idempotency_key), INTERNAL.
+    be bought: the message names each offending item, and the status details, a
+    `google.rpc.Status`, hold an ErrorInfo (reason INVALID_SELECTION) and a BadRequest with one
+    field violation per problem; also when the provider refuses the request),
+    FAILED_PRECONDITION (a purchase into a non-stackable group the account already holds:
+    trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+    changing the existing subscription that returns to `cancel_url`; or the account's provider
+    customer is linked to another account), UNAUTHENTICATED, PERMISSION_DENIED,
+    RESOURCE_EXHAUSTED (the provider or the entitlement service is rate-limiting; retry later
+    with the same idempotency_key), ABORTED (lost a race to a concurrent change; retry with the
+    same idempotency_key), UNAVAILABLE (the entitlement service or the provider cannot answer;
+    retry with the same idempotency_key), INTERNAL.
     """
     CreatePortalSession: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.CreatePortalSessionRequest, _checkout_pb2.CreatePortalSessionResponse]
     """A provider portal session, where the customer manages their subscriptions, for an account
@@ -111,8 +117,9 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -122,12 +129,17 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     `idempotency_key`, a retry of the same request returns the same purchase and session.
     Roles: product.
     Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
-    be bought: the message names each offending item; also when the provider refuses the
-    request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
-    holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
-    changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
-    PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
-    with the same idempotency_key), INTERNAL.
+    be bought: the message names each offending item, and the status details, a
+    `google.rpc.Status`, hold an ErrorInfo (reason INVALID_SELECTION) and a BadRequest with one
+    field violation per problem; also when the provider refuses the request),
+    FAILED_PRECONDITION (a purchase into a non-stackable group the account already holds:
+    trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+    changing the existing subscription that returns to `cancel_url`; or the account's provider
+    customer is linked to another account), UNAUTHENTICATED, PERMISSION_DENIED,
+    RESOURCE_EXHAUSTED (the provider or the entitlement service is rate-limiting; retry later
+    with the same idempotency_key), ABORTED (lost a race to a concurrent change; retry with the
+    same idempotency_key), UNAVAILABLE (the entitlement service or the provider cannot answer;
+    retry with the same idempotency_key), INTERNAL.
     """
     CreatePortalSession: _aio.UnaryUnaryMultiCallable[_checkout_pb2.CreatePortalSessionRequest, _checkout_pb2.CreatePortalSessionResponse]  # type: ignore[assignment]
     """A provider portal session, where the customer manages their subscriptions, for an account
@@ -175,8 +187,9 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Besides its own codes, every RPC can answer: UNAVAILABLE (the entitlement service or the
     provider cannot answer now; a call to the entitlement service gets 5 seconds; retry) and
-    INTERNAL (an unexpected failure, including an entitlement service refusal this service does
-    not translate; logged with the request id). Each RPC's `Errors:` line lists them all.
+    INTERNAL (an unexpected failure; logged with the request id). The entitlement service's
+    refusals are passed on as the same codes, RESOURCE_EXHAUSTED and ABORTED meaning retry later;
+    docs/contract.md ("Error contract") has the whole table. Each RPC's `Errors:` line lists them.
     """
 
     @_abc_1.abstractmethod
@@ -190,12 +203,17 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         `idempotency_key`, a retry of the same request returns the same purchase and session.
         Roles: product.
         Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
-        be bought: the message names each offending item; also when the provider refuses the
-        request), FAILED_PRECONDITION (a purchase into a non-stackable group the account already
-        holds: trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
-        changing the existing subscription that returns to `cancel_url`), UNAUTHENTICATED,
-        PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot answer; retry
-        with the same idempotency_key), INTERNAL.
+        be bought: the message names each offending item, and the status details, a
+        `google.rpc.Status`, hold an ErrorInfo (reason INVALID_SELECTION) and a BadRequest with one
+        field violation per problem; also when the provider refuses the request),
+        FAILED_PRECONDITION (a purchase into a non-stackable group the account already holds:
+        trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
+        changing the existing subscription that returns to `cancel_url`; or the account's provider
+        customer is linked to another account), UNAUTHENTICATED, PERMISSION_DENIED,
+        RESOURCE_EXHAUSTED (the provider or the entitlement service is rate-limiting; retry later
+        with the same idempotency_key), ABORTED (lost a race to a concurrent change; retry with the
+        same idempotency_key), UNAVAILABLE (the entitlement service or the provider cannot answer;
+        retry with the same idempotency_key), INTERNAL.
         """
 
     @_abc_1.abstractmethod
