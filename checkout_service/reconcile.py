@@ -34,7 +34,7 @@ from prometheus_client import Counter
 from checkout_service.errors import AlreadyRunning, BadWebhook, CheckoutError, InvalidRequest
 from checkout_service.service import entitlement_call, provider_call
 from checkout_service.stripe import normalize as norm
-from checkout_service.webhooks import WebhookDeps, forward
+from checkout_service.webhooks import UNREADABLE, WebhookDeps, forward
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 log = structlog.get_logger("reconcile")
@@ -152,6 +152,10 @@ class Run:
             self.report.events_unreadable += 1
             REPLAYED.labels("unreadable").inc()
             log.warning("reconcile_event_unreadable", provider_event_id=event.get("id"), error=str(exc))
+            return
+        if accepted.outcome == "rejected" and accepted.reason.startswith(UNREADABLE):
+            self.report.events_unreadable += 1  # kept, to be normalized again (ReplayUnreadableEvents)
+            REPLAYED.labels("unreadable").inc()
             return
         missed = accepted.outcome != "duplicate"
         self.report.events_replayed += missed

@@ -3,6 +3,7 @@ payload lacks, forward it, and acknowledge only once the entitlement service rec
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
-from checkout_service.errors import BadWebhook, Unavailable
+from checkout_service.errors import BadWebhook, InvalidRequest, Unavailable
 from checkout_service.event_batches import EventBatcher
 from checkout_service.service import Deps, entitlement_call
 from checkout_service.stripe import normalize as norm
@@ -22,6 +23,9 @@ from checkout_service.stripe.signature import SignatureError, verify
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 log = structlog.get_logger("webhooks")
+
+# The reason prefix the entitlement service records an unreadable event with.
+UNREADABLE = "unreadable"
 
 
 class BoundedCache:
@@ -84,11 +88,20 @@ def verified_event(raw: bytes, signature: str | None, secrets: tuple[str, ...], 
     except SignatureError as exc:
         raise BadWebhook("bad_signature", str(exc)) from exc
     try:
-        event = orjson.loads(raw)
+        event = loads(raw)
         norm.envelope(event)
     except (ValueError, norm.MalformedEvent) as exc:
         raise BadWebhook("malformed_body", f"not a provider event: {exc}") from exc
     return event
+
+
+def loads(raw: bytes) -> Any:
+    """The JSON body; what orjson refuses and JSON allows (an integer beyond 64 bits, a lone
+    surrogate's escape) is read by the standard library, so the event can still be kept."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
 
 
 async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
@@ -97,23 +110,50 @@ async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
 
 async def forward(w: WebhookDeps, event: Any, raw: bytes) -> Accepted:
     """Completes, normalizes and forwards one provider event (from a webhook or the provider's
-    event list); returns once the entitlement service has recorded it."""
-    event_id, kind, _, obj = norm.envelope(event)
+    event list); returns once the entitlement service has recorded it. An event that cannot be
+    normalized, or that the entitlement service refuses as it is, is forwarded as unreadable (its
+    raw payload and why) and so recorded as rejected; only an outage is raised (Unavailable)."""
+    norm.envelope(event)
+    try:
+        normalized = await normalized_event(w, event, raw)
+    except Unavailable:
+        raise
+    except Exception as exc:  # whatever the payload holds: kept, and acknowledged
+        normalized = _unreadable(event, raw, exc)
+    try:
+        result = await w.batcher.apply(normalized)
+    except InvalidRequest as exc:
+        if normalized.unreadable_reason:
+            raise
+        result = await w.batcher.apply(_unreadable(event, raw, exc))
+    outcome = pb.EventOutcome.Name(result.outcome).removeprefix("EVENT_OUTCOME_").lower()
+    return Accepted(result.provider_event_id, normalized.type, outcome, result.reason, result.account_id)
+
+
+async def normalized_event(w: WebhookDeps, event: Any, raw: bytes) -> pb.ProviderEvent:
+    """The provider-neutral event, its object completed (and re-read in refetch mode); raises
+    whatever the payload makes the normalizer raise, and Unavailable when the provider is down."""
+    norm.check_text(event)
+    _, kind, _, obj = norm.envelope(event)
     if kind in norm.PRODUCT_TYPES:
         w.products.invalidate(norm.ref(obj))
     if kind == "customer.updated":
         w.customers.invalidate(norm.ref(obj))
     source = await _current(w, kind, obj)
     products = {pid: p for pid in norm.product_ids(kind, source) if (p := await _product(w, pid)) is not None}
-    try:
-        refetched = w.refetch and kind in (norm.SUBSCRIPTION_TYPES | norm.INVOICE_TYPES | norm.SESSION_TYPES)
-        normalized = norm.normalize(event, raw, datetime.now(UTC), products, source, refetched)
-    except norm.MalformedEvent as exc:
-        raise BadWebhook("malformed_body", str(exc)) from exc
+    refetched = w.refetch and kind in (norm.SUBSCRIPTION_TYPES | norm.INVOICE_TYPES | norm.SESSION_TYPES)
+    normalized = norm.normalize(event, raw, datetime.now(UTC), products, source, refetched)
     await _customer_account(w, normalized)
-    result = await w.batcher.apply(normalized)
-    outcome = pb.EventOutcome.Name(result.outcome).removeprefix("EVENT_OUTCOME_").lower()
-    return Accepted(event_id, kind, outcome, result.reason, result.account_id)
+    normalized.SerializeToString()  # text the wire format cannot carry fails here, not in the batch
+    return normalized
+
+
+def _unreadable(event: Any, raw: bytes, exc: Exception) -> pb.ProviderEvent:
+    reason = str(exc) or type(exc).__name__
+    unreadable = norm.unreadable(event, raw, datetime.now(UTC), reason)
+    log.warning("webhook_event_unreadable", provider_event_id=unreadable.provider_event_id, type=unreadable.type,
+                reason=unreadable.unreadable_reason)
+    return unreadable
 
 
 async def _current(w: WebhookDeps, kind: str, obj: norm.Json) -> norm.Json:
@@ -157,3 +197,42 @@ async def _customer_account(w: WebhookDeps, event: pb.ProviderEvent) -> None:
     except ProviderError:
         return
     event.customer_account_id = str((found.get("metadata") or {}).get("account_id") or "")
+
+
+async def replay_unreadable(w: WebhookDeps, event_ids: Sequence[str], limit: int, dry_run: bool
+                            ) -> tuple[list[pb.ReplayedEvent], bool]:
+    """The events recorded as unreadable (those named, or all), normalized again from their raw
+    payloads; those that read now are applied (unless `dry_run`) through ReplayEvents. One that
+    still does not read stays rejected, answered with the reason now."""
+    if any(not i.strip() for i in event_ids):
+        raise InvalidRequest("provider_event_ids must not hold a blank id")
+    listed = await entitlement_call(w.deps.entitlement.ReplayUnreadableEvents, pb.ReplayUnreadableEventsRequest(
+        provider_event_ids=event_ids, limit=limit))
+    answers: dict[str, pb.ReplayedEvent] = {}
+    readable: list[pb.ProviderEvent] = []
+    for stored in listed.events:
+        answer = pb.ReplayedEvent()
+        answer.CopyFrom(stored)
+        answer.ClearField("raw_payload")
+        answers[stored.provider_event_id] = answer
+        try:
+            event = loads(stored.raw_payload)
+            normalized = await normalized_event(w, event, stored.raw_payload)
+            if normalized.provider_event_id != stored.provider_event_id:
+                raise norm.MalformedEvent(f"the payload's id is not {stored.provider_event_id}")
+        except Unavailable:
+            raise
+        except Exception as exc:
+            answer.reason = f"{UNREADABLE}: {str(exc) or type(exc).__name__}"
+            continue
+        readable.append(normalized)
+    if readable and not dry_run:
+        applied = await entitlement_call(w.deps.entitlement.ReplayUnreadableEvents,
+                                         pb.ReplayUnreadableEventsRequest(renormalized=readable))
+        for replayed in applied.events:
+            answers[replayed.provider_event_id].CopyFrom(replayed)
+            answers[replayed.provider_event_id].ClearField("raw_payload")
+        taken = {r.provider_event_id for r in applied.events}
+        for gone in [e.provider_event_id for e in readable if e.provider_event_id not in taken]:
+            del answers[gone]  # applied meanwhile: no longer unreadable
+    return list(answers.values()), listed.more

@@ -12,6 +12,7 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "GetPurchase": frozenset({Role.PRODUCT}),
     "ListCatalog": frozenset({Role.PRODUCT}),
     "Reconcile": frozenset({Role.OPERATOR}),
+    "ReplayUnreadableEvents": frozenset({Role.OPERATOR}),
 }
 
 ROLES_BY_METHOD = {f"/{SERVICE}/{rpc}": roles for rpc, roles in ROLES_BY_RPC.items()}

@@ -13,7 +13,7 @@ from checkout_service.errors import InvalidSelection
 from checkout_service.grpc.errors import selection_refusal
 from checkout_service.reconcile import reconcile
 from checkout_service.service import Deps
-from checkout_service.webhooks import WebhookDeps
+from checkout_service.webhooks import WebhookDeps, replay_unreadable
 from selfserve.checkout.v1 import checkout_pb2 as pb
 from selfserve.checkout.v1 import checkout_pb2_grpc
 
@@ -59,3 +59,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             purchases_resolved=r.purchases_resolved, open_mismatches=r.open_mismatches,
             accounts_checked=r.accounts_checked, accounts_unreadable=r.accounts_unreadable,
             events_unreadable=r.events_unreadable, sweep_complete=r.sweep_complete)
+
+    async def ReplayUnreadableEvents(self, request: pb.ReplayUnreadableEventsRequest,
+                                     context: Context) -> pb.ReplayUnreadableEventsResponse:
+        events, more = await replay_unreadable(self.hooks, list(request.provider_event_ids),
+                                               min(max(request.limit, 0) or 100, 1000), request.dry_run)
+        return pb.ReplayUnreadableEventsResponse(events=events, more=more)

@@ -6,6 +6,7 @@ subscription, `price` and `subscription` on invoice lines)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -243,3 +244,52 @@ def normalize(event: object, raw: bytes, received_at: datetime, products: Mappin
     elif kind in PRICE_TYPES:
         out.price.CopyFrom(price({**obj, "deleted": kind == "price.deleted" or obj.get("deleted")}, products, created))
     return out
+
+
+def check_text(value: object, where: str = "event") -> None:
+    """MalformedEvent when any key or text value holds what PostgreSQL text cannot (a NUL
+    character) or UTF-8 cannot (a lone surrogate, which JSON may escape)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise MalformedEvent(f"{where} holds a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise MalformedEvent(f"{where} is not valid Unicode text") from exc
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_text(key, where)
+            check_text(item, f"{where}.{key}" if isinstance(key, str) and _storable(key) else where)
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            check_text(item, f"{where}[{n}]")
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def storable_text(text: str, limit: int = 255) -> str:
+    """`text` when it can be stored and sent as it is; otherwise a stable stand-in: `sha256:` and
+    the digest of its code points, so the same text always stands in the same way."""
+    if _storable(text) and text == text.strip() and 0 < len(text) <= limit:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def unreadable(event: Json, raw: bytes, received_at: datetime, reason: str) -> pb.ProviderEvent:
+    """A signed event the normalizer could not read, carried with only its raw payload and why, so
+    the entitlement service keeps it (as rejected `unreadable`) and it can be read again later.
+    Its id and type stand in as `storable_text`; a provider time out of range is its receipt."""
+    event_id, kind, created, _ = envelope(event)
+    received = Timestamp()
+    received.FromDatetime(received_at)
+    at = Timestamp(seconds=created) if created in TIMESTAMP_SECONDS else received
+    text_reason = reason if _storable(reason) else reason.encode("utf-8", "backslashreplace").decode().replace(
+        "\x00", "\\x00")
+    return pb.ProviderEvent(provider_event_id=storable_text(event_id), type=storable_text(kind), created=at,
+                            received_at=received, raw_payload=raw, unreadable_reason=text_reason[:1000] or "unreadable")

@@ -34,7 +34,7 @@ TRACED = Shape(EventRecord, (
 
 REJECTED = Shape(RejectedEvent, (
     Column("provider_event_id", "text"), Column("type", "text"), Column("created", "timestamptz"),
-    Column("reason", "text"), Column("account_id", "text"), Column("snapshot", "bytea"),
+    Column("reason", "text"), Column("account_id", "text"), Column("snapshot", "bytea"), Column("payload", "bytea"),
 ))
 
 INSERT_EVENTS = f"""
@@ -97,6 +97,30 @@ async def rejected_events(conn: Conn, *, event_ids: Sequence[str], reason: str |
              AND ($4::timestamptz IS NULL OR created >= $4) AND ($5::timestamptz IS NULL OR created < $5)
            ORDER BY created, provider_event_id LIMIT $6""",
         list(event_ids), reason, account_id, created_from, created_until, limit)
+    return [REJECTED.read(r) for r in found]
+
+
+# Rejected `unreadable` events normalized again by the checkout service: each takes its new
+# snapshot and what it names, and stays rejected until it is applied (as a replayed event).
+RENORMALIZE = f"""
+UPDATE provider_events e SET snapshot = v.snapshot, api_version = v.api_version, object_id = v.object_id,
+    subscription_id = v.subscription_id, checkout_session_id = v.checkout_session_id,
+    account_id = coalesce(v.account_id, e.account_id), provider_customer_id = v.provider_customer_id
+FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+    AS v(provider_event_id, snapshot, api_version, object_id, subscription_id, checkout_session_id, account_id,
+         provider_customer_id)
+WHERE e.provider_event_id = v.provider_event_id AND e.outcome = 'rejected' AND starts_with(e.reason, $9)
+RETURNING {REJECTED.select("e")}"""
+
+
+async def renormalize(conn: Conn, renormalized: Sequence[RecordedEvent], prefix: str) -> list[RejectedEvent]:
+    """Stores the new snapshots of the events still rejected with a reason starting with `prefix`;
+    answers those events (with the reason they had)."""
+    found = await conn.fetch(RENORMALIZE, [e.provider_event_id for e in renormalized],
+                             [e.snapshot for e in renormalized], [e.api_version for e in renormalized],
+                             [e.object_id for e in renormalized], [e.subscription_id for e in renormalized],
+                             [e.checkout_session_id for e in renormalized], [e.account_id for e in renormalized],
+                             [e.provider_customer_id for e in renormalized], prefix)
     return [REJECTED.read(r) for r in found]
 
 

@@ -108,6 +108,10 @@ class InvoiceSnapshot:
 ProviderObject = SubscriptionSnapshot | CheckoutSessionSnapshot | InvoiceSnapshot | Product | Price
 
 
+# The reason prefix of an event the checkout service could not normalize (kept with its raw payload).
+UNREADABLE = "unreadable"
+
+
 @dataclass(frozen=True)
 class ProviderEvent:
     """A provider event, normalized. `snapshot` is the normalized event in its stored form, kept so

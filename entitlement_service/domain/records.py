@@ -203,6 +203,7 @@ class RejectedEvent:
     reason: str
     account_id: str | None
     snapshot: bytes
+    payload: bytes = b""  # the payload as received
 
 
 @dataclass(frozen=True, slots=True)

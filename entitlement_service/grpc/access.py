@@ -28,6 +28,7 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "ApplyReconciliation": frozenset({_C}),
     "LeaseReconciler": frozenset({_C}),
     "ReplayEvents": frozenset({_O}),
+    "ReplayUnreadableEvents": frozenset({_C}),
 }
 
 ROLES_BY_METHOD = {f"/{SERVICE}/{rpc}": roles for rpc, roles in ROLES_BY_RPC.items()}

@@ -25,6 +25,7 @@ from catalog_rules.model import (
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.domain.model import Mode, Status
 from entitlement_service.domain.provider import (
+    UNREADABLE,
     CheckoutSessionSnapshot,
     InvoiceLine,
     InvoiceSnapshot,
@@ -185,10 +186,13 @@ def provider_event(e: pb.ProviderEvent, field: str = "event") -> ProviderEvent:
     stored = pb.ProviderEvent()
     stored.CopyFrom(e)
     stored.ClearField("raw_payload")
-    try:
-        obj, malformed = provider_object(e, at), None
-    except InvalidRequest as exc:
-        obj, malformed = None, f"malformed {e.WhichOneof('object')}: {exc}"
+    if e.unreadable_reason:  # the checkout service could not normalize it: kept with its raw payload
+        obj, malformed = None, f"{UNREADABLE}: {e.unreadable_reason}"
+    else:
+        try:
+            obj, malformed = provider_object(e, at), None
+        except InvalidRequest as exc:
+            obj, malformed = None, f"malformed {e.WhichOneof('object')}: {exc}"
     return ProviderEvent(
         provider_event_id=event_id, type=e.type, created=at,
         received_at=time_or_none(e, "received_at") or at, api_version=e.api_version,
@@ -268,3 +272,12 @@ def replay_selection(r: pb.ReplayEventsRequest) -> ReplaySelection:
     if r.limit < 0:
         raise InvalidRequest("limit must not be negative")
     return selection
+
+
+def unreadable_selection(r: pb.ReplayUnreadableEventsRequest) -> ReplaySelection:
+    if r.limit < 0:
+        raise InvalidRequest("limit must not be negative")
+    return ReplaySelection(
+        provider_event_ids=tuple(required(i, f"provider_event_ids[{n}]") for n, i in enumerate(r.provider_event_ids)),
+        reason=UNREADABLE, limit=min(r.limit or 100, 1000),
+        renormalized=tuple(provider_event(e, f"renormalized[{n}]") for n, e in enumerate(r.renormalized)))

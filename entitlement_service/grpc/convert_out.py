@@ -11,6 +11,7 @@ from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind, 
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
+from entitlement_service.domain.provider import UNREADABLE
 from entitlement_service.domain.purchasability import PriceChoice, Validation
 from entitlement_service.domain.records import (
     AuditEntry,
@@ -160,7 +161,8 @@ def replayed(r: Replayed) -> pb.ReplayedEvent:
         Outcome.REJECTED, e.reason, e.account_id)
     return pb.ReplayedEvent(provider_event_id=e.provider_event_id, type=e.type, created=ts(e.created),
                             previous_reason=e.reason, outcome=OUTCOMES[outcome], reason=reason,
-                            account_id=account or "")
+                            account_id=account or "",
+                            raw_payload=e.payload if e.reason.startswith(UNREADABLE) else b"")
 
 
 def entry_result(r: EntryResult) -> pb.CatalogEntryResult:

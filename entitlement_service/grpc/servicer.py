@@ -166,3 +166,9 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
     async def ReplayEvents(self, request: pb.ReplayEventsRequest, context: Context) -> pb.ReplayEventsResponse:
         found, more = await replay.replay_events(self.deps, cin.replay_selection(request), request.dry_run)
         return pb.ReplayEventsResponse(events=[out.replayed(r) for r in found], more=more)
+
+    async def ReplayUnreadableEvents(self, request: pb.ReplayUnreadableEventsRequest,
+                                     context: Context) -> pb.ReplayUnreadableEventsResponse:
+        found, more = await replay.replay_events(self.deps, cin.unreadable_selection(request),
+                                                 dry_run=not request.renormalized)
+        return pb.ReplayUnreadableEventsResponse(events=[out.replayed(r) for r in found], more=more)

@@ -349,3 +349,67 @@ class ReconcileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015
+
+@_typing.final
+class ReplayUnreadableEventsRequest(_message.Message):
+    """Which unreadable events to normalize again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """True: list what would be taken, each normalized again (its outcome `rejected`), changing
+    nothing.
+    """
+    limit: _builtins.int
+    """At most this many events: 100 when unset, 1000 at the most."""
+    @_builtins.property
+    def provider_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """These events only (provider event ids); every unreadable event when empty."""
+
+    def __init__(
+        self,
+        *,
+        provider_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "limit", b"limit", "provider_event_ids", b"provider_event_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayUnreadableEventsRequest: _TypeAlias = ReplayUnreadableEventsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayUnreadableEventsResponse(_message.Message):
+    """The unreadable events taken, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """True when more unreadable events match than `limit` allowed: call again."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_entitlement_pb2.ReplayedEvent]:
+        """Each event with its outcome now: applied (or stale, ignored) once replayed; rejected, with
+        the reason now, when it still cannot be read or applied, and for a dry run.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_entitlement_pb2.ReplayedEvent] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayUnreadableEventsResponse: _TypeAlias = ReplayUnreadableEventsResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class CheckoutServiceStub:
                 request_serializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
+        self.ReplayUnreadableEvents = channel.unary_unary(
+                '/selfserve.checkout.v1.CheckoutService/ReplayUnreadableEvents',
+                request_serializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsRequest.SerializeToString,
+                response_deserializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsResponse.FromString,
+                _registered_method=True)
 
 
 class CheckoutServiceServicer:
@@ -162,6 +167,20 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayUnreadableEvents(self, request, context):
+        """Normalizes again the signed events recorded as rejected `unreadable` (the normalizer could
+        not read them when they arrived) from their stored raw payloads, and applies those it can
+        read now through the entitlement service's ReplayUnreadableEvents, audited as replayed,
+        each at most once. One still unreadable stays rejected (answered with its reason now). With
+        `dry_run` it only lists them.
+        Roles: operator.
+        Errors: INVALID_ARGUMENT (a blank event id), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+        (the entitlement service or the provider cannot answer; run it again), INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckoutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +208,11 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileRequest.FromString,
                     response_serializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'ReplayUnreadableEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayUnreadableEvents,
+                    request_deserializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsRequest.FromString,
+                    response_serializer=selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -339,6 +363,33 @@ class CheckoutService:
             '/selfserve.checkout.v1.CheckoutService/Reconcile',
             selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileRequest.SerializeToString,
             selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayUnreadableEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.checkout.v1.CheckoutService/ReplayUnreadableEvents',
+            selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsRequest.SerializeToString,
+            selfserve_dot_checkout_dot_v1_dot_checkout__pb2.ReplayUnreadableEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

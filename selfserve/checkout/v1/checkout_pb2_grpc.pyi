@@ -104,6 +104,16 @@ class CheckoutServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
     answer; run it again: it resumes), INTERNAL.
     """
+    ReplayUnreadableEvents: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.ReplayUnreadableEventsRequest, _checkout_pb2.ReplayUnreadableEventsResponse]
+    """Normalizes again the signed events recorded as rejected `unreadable` (the normalizer could
+    not read them when they arrived) from their stored raw payloads, and applies those it can
+    read now through the entitlement service's ReplayUnreadableEvents, audited as replayed,
+    each at most once. One still unreadable stays rejected (answered with its reason now). With
+    `dry_run` it only lists them.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (a blank event id), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+    (the entitlement service or the provider cannot answer; run it again), INTERNAL.
+    """
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
@@ -174,6 +184,16 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
     answer; run it again: it resumes), INTERNAL.
+    """
+    ReplayUnreadableEvents: _aio.UnaryUnaryMultiCallable[_checkout_pb2.ReplayUnreadableEventsRequest, _checkout_pb2.ReplayUnreadableEventsResponse]  # type: ignore[assignment]
+    """Normalizes again the signed events recorded as rejected `unreadable` (the normalizer could
+    not read them when they arrived) from their stored raw payloads, and applies those it can
+    read now through the entitlement service's ReplayUnreadableEvents, audited as replayed,
+    each at most once. One still unreadable stays rejected (answered with its reason now). With
+    `dry_run` it only lists them.
+    Roles: operator.
+    Errors: INVALID_ARGUMENT (a blank event id), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+    (the entitlement service or the provider cannot answer; run it again), INTERNAL.
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -272,6 +292,22 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: FAILED_PRECONDITION (another replica is reconciling now; the message names it),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (the entitlement service or the provider cannot
         answer; run it again: it resumes), INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayUnreadableEvents(
+        self,
+        request: _checkout_pb2.ReplayUnreadableEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_pb2.ReplayUnreadableEventsResponse, _abc.Awaitable[_checkout_pb2.ReplayUnreadableEventsResponse]]:
+        """Normalizes again the signed events recorded as rejected `unreadable` (the normalizer could
+        not read them when they arrived) from their stored raw payloads, and applies those it can
+        read now through the entitlement service's ReplayUnreadableEvents, audited as replayed,
+        each at most once. One still unreadable stays rejected (answered with its reason now). With
+        `dry_run` it only lists them.
+        Roles: operator.
+        Errors: INVALID_ARGUMENT (a blank event id), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+        (the entitlement service or the provider cannot answer; run it again), INTERNAL.
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2845,6 +2845,7 @@ class ProviderEvent(_message.Message):
     PRODUCT_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     REFETCHED_FIELD_NUMBER: _builtins.int
+    UNREADABLE_REASON_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
     """The provider's event id (`evt_...`): the deduplication key. Required."""
     type: _builtins.str
@@ -2870,6 +2871,13 @@ class ProviderEvent(_message.Message):
     """True when the checkout service re-read the object from the provider (refetch sync mode or
     the reconciler), so it reflects the provider's present state rather than the event's: a
     re-read subscription holds from `received_at` and wins ties with payloads of the same second.
+    """
+    unreadable_reason: _builtins.str
+    """Set by the checkout service when it could not normalize a signed event (an unknown enum
+    value, a field of the wrong type, a number out of range, text PostgreSQL cannot hold): why.
+    The event then carries no object, only its id, type, times and `raw_payload`, and is recorded
+    as `rejected` with reason `unreadable: <this>`, so that it is kept (deduplicated by its id)
+    and can be normalized again from its raw payload later (ReplayUnreadableEvents `renormalized`).
     """
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp:
@@ -2916,10 +2924,11 @@ class ProviderEvent(_message.Message):
         product: Global___ProductSnapshot | None = ...,
         price: Global___PriceSnapshot | None = ...,
         refetched: _builtins.bool = ...,
+        unreadable_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkout_session", b"checkout_session", "created", b"created", "invoice", b"invoice", "object", b"object", "price", b"price", "product", b"product", "received_at", b"received_at", "subscription", b"subscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_version", b"api_version", "checkout_session", b"checkout_session", "created", b"created", "customer_account_id", b"customer_account_id", "invoice", b"invoice", "object", b"object", "price", b"price", "product", b"product", "provider_event_id", b"provider_event_id", "raw_payload", b"raw_payload", "received_at", b"received_at", "refetched", b"refetched", "subscription", b"subscription", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_version", b"api_version", "checkout_session", b"checkout_session", "created", b"created", "customer_account_id", b"customer_account_id", "invoice", b"invoice", "object", b"object", "price", b"price", "product", b"product", "provider_event_id", b"provider_event_id", "raw_payload", b"raw_payload", "received_at", b"received_at", "refetched", b"refetched", "subscription", b"subscription", "type", b"type", "unreadable_reason", b"unreadable_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_object: _TypeAlias = _typing.Literal["subscription", "checkout_session", "invoice", "product", "price"]  # noqa: Y015
     _WhichOneofArgType_object: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
@@ -3933,6 +3942,71 @@ class ReplayEventsRequest(_message.Message):
 Global___ReplayEventsRequest: _TypeAlias = ReplayEventsRequest  # noqa: Y015
 
 @_typing.final
+class ReplayUnreadableEventsRequest(_message.Message):
+    """Unreadable events to list, or to apply once normalized again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RENORMALIZED_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """At most this many events listed: 100 when unset, 1000 at the most."""
+    @_builtins.property
+    def provider_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """These events only (provider event ids); every unreadable event when empty."""
+
+    @_builtins.property
+    def renormalized(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderEvent]:
+        """Events recorded as rejected `unreadable`, normalized again from their raw payloads: each
+        replaces the stored event's snapshot and is applied as a replayed event; those no longer
+        rejected as `unreadable` are left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        provider_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+        renormalized: _abc.Iterable[Global___ProviderEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "provider_event_ids", b"provider_event_ids", "renormalized", b"renormalized"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayUnreadableEventsRequest: _TypeAlias = ReplayUnreadableEventsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayUnreadableEventsResponse(_message.Message):
+    """The unreadable events listed (with their raw payloads) or applied, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """True when more unreadable events match than `limit` allowed."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplayedEvent]:
+        """Each event, with its outcome now."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ReplayedEvent] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayUnreadableEventsResponse: _TypeAlias = ReplayUnreadableEventsResponse  # noqa: Y015
+
+@_typing.final
 class ReplayEventsResponse(_message.Message):
     """The events a replay took, oldest first."""
 
@@ -3973,6 +4047,7 @@ class ReplayedEvent(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RAW_PAYLOAD_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
     """The provider's event id."""
     type: _builtins.str
@@ -3987,6 +4062,8 @@ class ReplayedEvent(_message.Message):
     """Why, when the outcome needs a reason (the rejection reason now, for one still rejected)."""
     account_id: _builtins.str
     """The account it was applied to; empty when none."""
+    raw_payload: _builtins.bytes
+    """For an event rejected as `unreadable`: the payload as received, to be normalized again."""
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp:
         """The event's provider time."""
@@ -4001,10 +4078,11 @@ class ReplayedEvent(_message.Message):
         outcome: Global___EventOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         account_id: _builtins.str = ...,
+        raw_payload: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created", b"created", "outcome", b"outcome", "previous_reason", b"previous_reason", "provider_event_id", b"provider_event_id", "reason", b"reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created", b"created", "outcome", b"outcome", "previous_reason", b"previous_reason", "provider_event_id", b"provider_event_id", "raw_payload", b"raw_payload", "reason", b"reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -146,6 +146,11 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.FromString,
                 _registered_method=True)
+        self.ReplayUnreadableEvents = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/ReplayUnreadableEvents',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EntitlementServiceServicer:
@@ -413,11 +418,26 @@ class EntitlementServiceServicer:
         first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
         audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
         repeated later finds it no longer rejected and changes nothing; one still not applicable stays
-        rejected with its reason now. Events are replayed from their stored normalized snapshot.
+        rejected with its reason now. Events are replayed from their stored normalized snapshot (an
+        `unreadable` one only stays rejected: see ReplayUnreadableEvents).
         Roles: operator.
         Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
         already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayUnreadableEvents(self, request, context):
+        """For the checkout service's ReplayUnreadableEvents: without `renormalized`, lists the events
+        recorded as rejected `unreadable` (those named, or all; oldest first, at most `limit`) with
+        their raw payloads; with it, applies those events normalized again, each in place of the
+        stored one, as ReplayEvents applies (audited as replayed, each at most once).
+        Roles: checkout.
+        Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
         DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -521,6 +541,11 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.ReplayEvents,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.SerializeToString,
+            ),
+            'ReplayUnreadableEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayUnreadableEvents,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1053,6 +1078,33 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/ReplayEvents',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayUnreadableEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/ReplayUnreadableEvents',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

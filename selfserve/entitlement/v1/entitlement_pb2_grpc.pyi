@@ -231,11 +231,22 @@ class EntitlementServiceStub:
     first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
     audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
     repeated later finds it no longer rejected and changes nothing; one still not applicable stays
-    rejected with its reason now. Events are replayed from their stored normalized snapshot.
+    rejected with its reason now. Events are replayed from their stored normalized snapshot (an
+    `unreadable` one only stays rejected: see ReplayUnreadableEvents).
     Roles: operator.
     Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
     already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
+    ReplayUnreadableEvents: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayUnreadableEventsRequest, _entitlement_pb2.ReplayUnreadableEventsResponse]
+    """For the checkout service's ReplayUnreadableEvents: without `renormalized`, lists the events
+    recorded as rejected `unreadable` (those named, or all; oldest first, at most `limit`) with
+    their raw payloads; with it, applies those events normalized again, each in place of the
+    stored one, as ReplayEvents applies (audited as replayed, each at most once).
+    Roles: checkout.
+    Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
     """
 
@@ -434,11 +445,22 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
     audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
     repeated later finds it no longer rejected and changes nothing; one still not applicable stays
-    rejected with its reason now. Events are replayed from their stored normalized snapshot.
+    rejected with its reason now. Events are replayed from their stored normalized snapshot (an
+    `unreadable` one only stays rejected: see ReplayUnreadableEvents).
     Roles: operator.
     Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
     already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
+    ReplayUnreadableEvents: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ReplayUnreadableEventsRequest, _entitlement_pb2.ReplayUnreadableEventsResponse]  # type: ignore[assignment]
+    """For the checkout service's ReplayUnreadableEvents: without `renormalized`, lists the events
+    recorded as rejected `unreadable` (those named, or all; oldest first, at most `limit`) with
+    their raw payloads; with it, applies those events normalized again, each in place of the
+    stored one, as ReplayEvents applies (audited as replayed, each at most once).
+    Roles: checkout.
+    Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
     """
 
@@ -748,11 +770,28 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         first, at most `limit`; with `dry_run` it only lists them. Each event applied again is
         audited (entity `provider_event`, action `replayed`) and gets its new outcome, so a replay
         repeated later finds it no longer rejected and changes nothing; one still not applicable stays
-        rejected with its reason now. Events are replayed from their stored normalized snapshot.
+        rejected with its reason now. Events are replayed from their stored normalized snapshot (an
+        `unreadable` one only stays rejected: see ReplayUnreadableEvents).
         Roles: operator.
         Errors: INVALID_ARGUMENT (no filter given, or `created_until` before `created_from`),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry: events applied
         already are not selected again), ABORTED (a concurrent write won; retry), RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayUnreadableEvents(
+        self,
+        request: _entitlement_pb2.ReplayUnreadableEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.ReplayUnreadableEventsResponse, _abc.Awaitable[_entitlement_pb2.ReplayUnreadableEventsResponse]]:
+        """For the checkout service's ReplayUnreadableEvents: without `renormalized`, lists the events
+        recorded as rejected `unreadable` (those named, or all; oldest first, at most `limit`) with
+        their raw payloads; with it, applies those events normalized again, each in place of the
+        stored one, as ReplayEvents applies (audited as replayed, each at most once).
+        Roles: checkout.
+        Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
         DEADLINE_EXCEEDED, INTERNAL.
         """
 
