@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service_runtime.auth import Role, ServiceTokens
-from service_runtime.config import Address, ConfigError, Env
+from service_runtime.config import SECRET, URL_WITH_PASSWORD, Address, ConfigError, Env, redacted_repr
 from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Its repr hides the provider key, the webhook secrets and every token (settings get printed)."""
+
     grpc_addr: Address
     http_addr: Address
     entitlement_target: str
     service_tokens: ServiceTokens
     # The token this service presents to the entitlement service (the `checkout` role's).
-    entitlement_token: str
-    stripe_api_key: str
-    stripe_api_base: str | None
-    stripe_webhook_secrets: tuple[str, ...]
+    entitlement_token: str = field(metadata=SECRET)
+    stripe_api_key: str = field(metadata=SECRET)
+    stripe_api_base: str | None = field(metadata=URL_WITH_PASSWORD)
+    stripe_webhook_secrets: tuple[str, ...] = field(metadata=SECRET)
     stripe_webhook_tolerance_s: float
     stripe_sync_mode: str
     # One provider request's timeout, how often the SDK tries it again (connection errors,
@@ -47,6 +49,9 @@ class Settings:
     grpc_max_in_flight: int
     # Which exporters spans go to (none by default: incoming trace context is only passed on).
     tracing: TracingSettings
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

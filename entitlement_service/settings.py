@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from service_runtime.auth import ServiceTokens
-from service_runtime.config import Address, Env
+from service_runtime.config import URL_WITH_PASSWORD, Address, Env, redacted_repr
 from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/selfserve"
@@ -16,7 +16,9 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/selfserve"
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    """Its repr shows the database URL without its password, and no token (settings get printed)."""
+
+    database_url: str = field(metadata=URL_WITH_PASSWORD)
     grpc_addr: Address
     metrics_addr: Address
     service_tokens: ServiceTokens
@@ -41,6 +43,9 @@ class Settings:
     grpc_max_in_flight: int
     # Which exporters spans go to (none by default: incoming trace context is only passed on).
     tracing: TracingSettings
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

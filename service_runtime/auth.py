@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from service_runtime.config import ConfigError
@@ -18,28 +18,39 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class ServiceTokens:
-    """The `SERVICE_TOKENS` table: which role each token carries."""
+    """The `SERVICE_TOKENS` table: which role each token carries. Its repr names the roles only."""
 
-    by_token: Mapping[str, Role]
+    by_token: Mapping[str, Role] = field(repr=False)
 
     @classmethod
     def parse(cls, raw: str, name: str = "SERVICE_TOKENS") -> ServiceTokens:
+        """Every error names an entry by its position, never by its text: a malformed entry may be
+        a token with its role forgotten, and start-up errors reach logs and terminals."""
         by_token: dict[str, Role] = {}
-        for entry in filter(None, (part.strip() for part in raw.split(","))):
+        entries = [part.strip() for part in raw.split(",")]
+        for position, entry in enumerate(filter(None, entries), start=1):
             role_text, sep, token = entry.partition(":")
+            role_text, token = role_text.strip(), token.strip()
             if not sep or not token:
-                raise ConfigError(f"{name} entries must be role:token, got {role_text!r}…")
+                raise ConfigError(f"{name} entry {position} is not role:token")
             try:
-                role = Role(role_text.strip())
+                role = Role(role_text)
             except ValueError:
                 roles = ", ".join(r.value for r in Role)
-                raise ConfigError(f"{name} has unknown role {role_text!r}; roles: {roles}") from None
+                raise ConfigError(f"{name} entry {position} has an unknown role; roles: {roles}") from None
             if len(token) < 16:
-                raise ConfigError(f"{name}: the {role.value} token must be at least 16 characters")
-            by_token[token.strip()] = role
+                raise ConfigError(f"{name} entry {position}: the {role.value} token must be at least 16 characters")
+            held = by_token.setdefault(token, role)
+            if held is not role:  # one role would silently win: a caller's access must not hinge on order
+                raise ConfigError(f"{name} entry {position} gives the {held.value} token to {role.value} too; "
+                                  "each token may carry one role")
         if not by_token:
             raise ConfigError(f"{name} must list at least one role:token")
         return cls(by_token)
+
+    def __repr__(self) -> str:
+        roles = sorted(r.value for r in set(self.by_token.values()))
+        return f"ServiceTokens(roles={roles}, tokens={len(self.by_token)})"
 
     def role_of(self, token: str) -> Role | None:
         # A dict lookup compares characters only after the keyed (per-process random) string hashes

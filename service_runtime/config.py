@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -72,3 +74,43 @@ def parse_address(name: str, raw: str) -> Address:
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{name} must be host:port, got {raw!r}")
     return Address(host.strip("[]"), int(port_text))
+
+
+# Marks a settings field whose value must never be shown: `field(metadata=SECRET)`. A URL field
+# marked `URL_WITH_PASSWORD` is shown with its password replaced.
+SECRET: Mapping[str, str] = {"redact": "secret"}
+URL_WITH_PASSWORD: Mapping[str, str] = {"redact": "url"}
+HIDDEN = "***"
+_HIDE = rf"\g<1>{HIDDEN}"
+_QUERY_PASSWORD = re.compile(r"((?:^|[?&\s])[^=&?\s]*password=)[^&#\s]*", re.IGNORECASE)
+
+
+def redacted_url(url: str) -> str:
+    """`url` with the password of its user part and any `password=` parameter replaced by `***`.
+    The user part ends at the last `@` before the query, since a password may hold an unescaped
+    `@` or `/`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(_HIDE, url)
+    query_at = rest.find("?") if "?" in rest else len(rest)
+    userinfo, at, after = rest[:query_at].rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:{HIDDEN}@{after}{rest[query_at:]}"
+    return f"{scheme}://{_QUERY_PASSWORD.sub(_HIDE, rest)}"
+
+
+def redacted_repr(settings: Any) -> str:
+    """A settings dataclass's repr with its SECRET fields hidden and its URL_WITH_PASSWORD fields
+    shown without their passwords: settings get printed while debugging and logged on start-up."""
+    shown = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        kind = f.metadata.get("redact")
+        if kind == "secret":
+            text = repr(tuple(HIDDEN for _ in value)) if isinstance(value, tuple) else repr(HIDDEN)
+        elif kind == "url" and isinstance(value, str):
+            text = repr(redacted_url(value))
+        else:
+            text = repr(value)
+        shown.append(f"{f.name}={text}")
+    return f"{type(settings).__name__}({', '.join(shown)})"

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.trace import Span
 
-from service_runtime.logs import new_request_id
+from service_runtime.logs import request_id_or_new
 from service_runtime.tracing import NO_TRACING, REQUEST_ID, Tracing, activate, deactivate, finish, trace_id_of
 
 log = structlog.get_logger("http")
@@ -26,7 +26,7 @@ def request_log(tracing: Tracing = NO_TRACING) -> Middleware:
 
     @web.middleware
     async def log_request(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request.headers.get("x-request-id") or new_request_id()
+        request_id = request_id_or_new(request.headers.get("x-request-id"))
         started = time.perf_counter()
         status = 500
         quiet = request.path in QUIET

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import random
+import re
 import sys
 import time
 from collections.abc import MutableMapping
@@ -63,6 +64,19 @@ class UtcTimestamper:
 def new_request_id() -> str:
     """An id to follow a request by, not a secret: the module's PRNG is enough and needs no system call."""
     return f"{random.getrandbits(64):016x}"
+
+
+# What a caller's request id may look like. It is logged, echoed in an HTTP header and passed on as
+# gRPC metadata, which refuses non-ASCII values (the call would fail); a bounded, plain alphabet
+# also keeps a caller from writing what it likes into every log line.
+REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_or_new(given: object) -> str:
+    """The caller's request id when it has the allowed form, else a fresh one."""
+    if isinstance(given, str) and REQUEST_ID_FORM.fullmatch(given):
+        return given
+    return new_request_id()
 
 
 def render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from opentelemetry.trace import Span
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
-from service_runtime.logs import CALL_LINES, new_request_id
+from service_runtime.logs import CALL_LINES, request_id_or_new
 from service_runtime.metrics import RPC_METRICS, MethodCalls
 from service_runtime.tracing import NO_TRACING, REQUEST_ID, Tracing, activate, finish, trace_id_of
 
@@ -167,7 +167,7 @@ class RpcPipeline:
                 traceparent = value
             elif key == "tracestate":
                 tracestate = value
-        request_id = given if isinstance(given, str) and given else new_request_id()
+        request_id = request_id_or_new(given)
         span = None
         if traceparent is not None or self._tracing.recording:  # else nothing to record or pass on
             span = self._tracing.server_span(method.span_name, method.span_attributes,

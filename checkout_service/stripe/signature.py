@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
+
+# A unix time in plain ASCII digits. `str.isdigit` also accepts "²" and other scripts' digits, which
+# `int()` refuses or reads; and a number of hundreds of digits overflows the tolerance arithmetic.
+# Eighteen digits reach far past any real timestamp and stay well inside a float.
+TIMESTAMP = re.compile(r"[0-9]{1,18}")
 
 
 class SignatureError(ValueError):
@@ -15,11 +21,12 @@ class SignatureError(ValueError):
 
 
 def parse_header(header: str) -> tuple[int, list[bytes]]:
+    """The timestamp and the v1 signatures; a `t` that is not a plain unix time counts as none."""
     timestamp: int | None = None
     signatures: list[bytes] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and TIMESTAMP.fullmatch(value):
             timestamp = int(value)
         elif key == "v1" and value:
             signatures.append(value.encode())

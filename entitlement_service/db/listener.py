@@ -35,7 +35,7 @@ KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp
 
 def parse(payload: str) -> tuple[str, int]:
     revision, _, account_id = payload.partition(":")
-    return account_id, int(revision) if revision.isdigit() else 0
+    return account_id, int(revision) if revision.isascii() and revision.isdigit() else 0
 
 
 async def notify_everything(conn: Conn) -> None:
@@ -54,7 +54,7 @@ class Heartbeats:
 
     def on_notify(self, _: object, __: int, ___: str, payload: str) -> None:
         token, _, number = payload.partition(":")
-        if token == self._token and number.isdigit():
+        if token == self._token and number.isascii() and number.isdigit():
             self._heard = max(self._heard, int(number))
             self._arrived.set()
 

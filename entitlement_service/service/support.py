@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from catalog_rules.model import CatalogConfig
@@ -10,7 +11,7 @@ from entitlement_service.db import support as db_support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.entitlements import GateDecision, decide_gates, effective_at
-from entitlement_service.domain.errors import NotFound
+from entitlement_service.domain.errors import InvalidRequest, NotFound
 from entitlement_service.domain.records import (
     AuditEntry,
     EventRecord,
@@ -22,6 +23,10 @@ from entitlement_service.service.deps import Deps
 from entitlement_service.service.metrics import OPEN_MISMATCHES, PURCHASES_PAST_TIMEOUT, PURCHASES_PENDING
 from entitlement_service.service.purchases import PurchaseView, view_of
 from entitlement_service.service.reads import SubscriptionView, account_rows
+
+# The page tokens this service issues: a mismatch id (a bigint) in plain ASCII digits.
+# `str.isdigit` would also pass "²", which `int()` refuses, and numbers past a bigint.
+PAGE_TOKEN = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,22 @@ async def _find_purchase(conn: Conn, purchase_id: str | None, session_id: str | 
 async def list_mismatches(deps: Deps, account_id: str | None, include_closed: bool, page_size: int,
                           page_token: str) -> tuple[list[MismatchRecord], str]:
     size = min(max(page_size or 100, 1), 1000)
-    after = int(page_token) if page_token.isdigit() else 0
+    after = _after(page_token)
     async with deps.pool.acquire() as conn:
         found = await db_support.list_mismatches(conn, account_id, include_closed, after, size + 1)
     more = len(found) > size
     found = found[:size]
     return found, str(found[-1].mismatch_id) if more and found else ""
+
+
+def _after(page_token: str) -> int:
+    """The mismatch id a page starts after; a token this service did not issue is the caller's
+    mistake, not a reason to start again from the first page."""
+    if not page_token:
+        return 0
+    if not PAGE_TOKEN.fullmatch(page_token):
+        raise InvalidRequest("page_token is not one this service issued")
+    return int(page_token)
 
 
 async def refresh_gauges(deps: Deps) -> None:

@@ -4,6 +4,7 @@ PostgreSQL behind it and a fake provider in front (the simulator runs in the end
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -252,3 +253,64 @@ async def test_the_catalog_lists_purchasability_for_an_account(stack: Stack) -> 
     keys = {p["price"]["lookup_key"]: p["purchasability"]["purchasable"] for p in body["prices"]}
     assert keys == dict.fromkeys(
         ["starter_monthly", "pro_monthly", "pro_yearly", "team_seats_monthly", "credit_pack_500"], True)
+
+
+async def post_raw(stack: Stack, path: str, raw: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    headers = {**PRODUCT, "Content-Type": "application/json", **(headers or {})}
+    async with stack.http.post(stack.url(path), data=raw, headers=headers) as r:
+        return r.status, await r.json()
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"account_id": }', b"", b"\xff\xfe", b"NaN", b'{"a": 1e999}'])
+@pytest.mark.parametrize("path", ["/v1/checkout/sessions", "/v1/portal/sessions"])
+async def test_a_body_that_is_not_json_is_a_bad_request_not_an_invalid_one(stack: Stack, path: str,
+                                                                          raw: bytes) -> None:
+    status, reply = await post_raw(stack, path, raw)
+    assert status == 400 and reply["error"]["code"] == "malformed_json", reply
+
+
+@pytest.mark.parametrize("raw", [b"[" * 200_000, b"[" * 200_000 + b"]" * 200_000,
+                                 b'{"account_id": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001])
+async def test_json_nested_deeper_than_any_request_needs_is_a_bad_request(stack: Stack, raw: bytes) -> None:
+    status, reply = await post_raw(stack, "/v1/checkout/sessions", raw)
+    assert status == 400 and reply["error"]["code"] == "malformed_json", reply
+
+
+@pytest.mark.parametrize("field", ["account_id", "success_url", "price"])
+async def test_a_lone_surrogate_in_a_string_field_is_refused_not_a_server_error(stack: Stack, field: str) -> None:
+    text = json.dumps(checkout_body())
+    raw = text.replace('"acct_1"' if field == "account_id" else '"https://app.example/done"' if field == "success_url"
+                       else '"pro_monthly"', '"x\\ud800y"', 1).encode()
+    status, reply = await post_raw(stack, "/v1/checkout/sessions", raw)
+    assert status in (400, 422) and reply["error"]["code"] in ("malformed_json", "invalid_request"), reply
+
+
+async def test_a_quantity_beyond_64_bits_is_an_invalid_request(stack: Stack) -> None:
+    status, reply = await stack.post("/v1/checkout/sessions", checkout_body(quantity=2**63))
+    assert status == 422 and "items[0].quantity" in reply["error"]["message"], reply
+
+
+@pytest.mark.parametrize("given", ["é", "r" * 200, "a b", "req/42"])
+@pytest.mark.parametrize("path", ["/healthz", "/v1/catalog", "/v1/purchases/pur_none?checkout_session_id=cs_x"])
+async def test_a_request_id_outside_the_allowed_alphabet_gets_a_fresh_one_and_a_normal_answer(
+    stack: Stack, given: str, path: str
+) -> None:
+    async with stack.http.get(stack.url(path), headers={**PRODUCT, "x-request-id": given}) as r:
+        assert r.status in (200, 404), await r.text()
+        echoed = r.headers["x-request-id"]
+    assert echoed != given and re.fullmatch("[0-9a-f]{16}", echoed)
+
+
+async def test_a_valid_request_id_is_echoed_and_passed_on(stack: Stack) -> None:
+    async with stack.http.get(stack.url("/v1/catalog"), headers={**PRODUCT, "x-request-id": "A.b_c:d-9"}) as r:
+        assert r.status == 200 and r.headers["x-request-id"] == "A.b_c:d-9"
+
+
+@pytest.mark.parametrize("header", ["t=" + "9" * 400 + ",v1=00", "t=\u00b2,v1=00", "t=" + "1" * 30 + ",v1=00"])
+async def test_a_malformed_signature_timestamp_is_a_bad_signature(stack: Stack, header: str) -> None:
+    raw = json.dumps(subscription_payload()).encode()
+    async with stack.http.post(stack.url("/webhooks/stripe"), data=raw,
+                               headers={"Stripe-Signature": header.encode().decode("latin-1")}) as r:
+        assert r.status == 400, await r.text()
+        assert (await r.json())["error"] == {"code": "bad_signature",
+                                             "message": "the Stripe-Signature header has no timestamp"}

@@ -1,6 +1,7 @@
 import pytest
 
-from service_runtime.auth import AuthError, Role, authorize
+from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
+from service_runtime.config import ConfigError
 from tests.support.tokens import TOKENS, service_tokens
 
 ONLY_SUPPORT = frozenset({Role.SUPPORT})
@@ -40,3 +41,48 @@ def test_a_refusal_never_echoes_the_token() -> None:
     with pytest.raises(AuthError) as refused:
         authorize(service_tokens(), "Bearer " + token, ONLY_SUPPORT)
     assert token not in str(refused.value)
+
+
+def test_an_entry_without_a_role_is_named_by_its_position_never_by_its_text() -> None:
+    secret = "a-token-someone-pasted-without-its-role"
+    with pytest.raises(ConfigError) as refused:
+        ServiceTokens.parse(f"product:{TOKENS[Role.PRODUCT]},{secret}")
+    assert "entry 2" in str(refused.value) and secret not in str(refused.value)
+    assert secret[:5] not in str(refused.value)
+
+
+@pytest.mark.parametrize("raw", ["admin:abcdefghijklmnopqrstu", "abcdefghijklmnopqrstu:product"])
+def test_an_unknown_role_is_named_by_position_and_never_echoes_either_side(raw: str) -> None:
+    with pytest.raises(ConfigError, match="entry 1 has an unknown role") as refused:
+        ServiceTokens.parse(raw)
+    assert "abcdefghijklmnopqrstu" not in str(refused.value)
+
+
+def test_a_short_token_padded_with_spaces_is_still_too_short() -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        ServiceTokens.parse("product:x" + " " * 20)
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        ServiceTokens.parse("product:" + " " * 20 + "x")
+
+
+def test_a_token_listed_for_two_roles_is_refused_naming_both_roles_not_the_token() -> None:
+    token = "shared-token-0123456789"
+    with pytest.raises(ConfigError) as refused:
+        ServiceTokens.parse(f"product:{token},operator: {token}")
+    message = str(refused.value)
+    assert "product" in message and "operator" in message and token not in message
+
+
+def test_the_same_token_listed_twice_for_one_role_is_accepted() -> None:
+    token = "same-token-0123456789"
+    assert ServiceTokens.parse(f"product:{token},product:{token}").role_of(token) is Role.PRODUCT
+
+
+def test_tokens_are_kept_without_the_spaces_around_them() -> None:
+    token = "spaced-token-0123456789"
+    assert ServiceTokens.parse(f" support :  {token}  ").role_of(token) is Role.SUPPORT
+
+
+def test_the_token_table_never_shows_a_token_in_its_repr() -> None:
+    tokens = service_tokens()
+    assert not [t for t in TOKENS.values() if t in repr(tokens) or t in str(tokens)]

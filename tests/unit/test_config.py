@@ -2,8 +2,8 @@ import pytest
 
 from checkout_service.settings import Settings as CheckoutSettings
 from entitlement_service.settings import Settings as EntitlementSettings
-from service_runtime.config import Address, ConfigError
-from tests.support.tokens import SERVICE_TOKENS
+from service_runtime.config import Address, ConfigError, redacted_url
+from tests.support.tokens import SERVICE_TOKENS, TOKENS
 
 CHECKOUT_ENV = {
     "SERVICE_TOKENS": SERVICE_TOKENS,
@@ -72,3 +72,32 @@ def test_a_missing_or_malformed_checkout_setting_is_refused_by_name(change: dict
 def test_an_ipv6_listen_address_is_accepted() -> None:
     settings = EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS, "ENTITLEMENT_GRPC_ADDR": "[::1]:7000"})
     assert settings.grpc_addr == Address("::1", 7000)
+
+
+def test_the_checkout_settings_repr_shows_no_secret() -> None:
+    settings = CheckoutSettings.from_env(CHECKOUT_ENV | {"STRIPE_API_KEY": "sk_test_key_that_must_not_show"})
+    shown = repr(settings) + str(settings)
+    hidden = ["sk_test_key_that_must_not_show", "whsec_old", "whsec_new", *TOKENS.values()]
+    assert [s for s in hidden if s in shown] == []
+    assert "127.0.0.1" in shown and "stripe_webhook_tolerance_s=300" in shown  # still useful to read
+
+
+def test_the_entitlement_settings_repr_shows_no_token_and_no_database_password() -> None:
+    url = "postgresql://app:pa55-w0rd@db.internal:5432/selfserve"
+    settings = EntitlementSettings.from_env({"SERVICE_TOKENS": SERVICE_TOKENS, "DATABASE_URL": url})
+    shown = repr(settings) + str(settings)
+    assert "pa55-w0rd" not in shown and [t for t in TOKENS.values() if t in shown] == []
+    assert "postgresql://app:***@db.internal:5432/selfserve" in shown
+    assert settings.database_url == url  # the service still connects with the real one
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://postgres@127.0.0.1:5432/selfserve", "postgresql://postgres@127.0.0.1:5432/selfserve"),
+    ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+    ("postgresql://u:secret@h/db?password=other", "postgresql://u:***@h/db?password=***"),
+    ("postgresql:///selfserve?host=/tmp&password=other", "postgresql:///selfserve?host=/tmp&password=***"),
+    ("postgresql://u:a@b@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:a/b@h/db", "postgresql://u:***@h/db"),
+])
+def test_a_database_url_is_shown_with_its_password_replaced(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

@@ -184,3 +184,20 @@ async def test_without_an_exporter_the_callers_trace_is_current_and_no_trace_id_
     await call(FakeContext(TRACED[:2]), NO_TRACING, servicer)
     assert servicer.trace_ids == [TRACE_ID, "0" * 32]  # passed on to what the call calls; nothing without one
     assert not any("trace_id" in line for line in lines())
+
+
+@pytest.mark.parametrize("given", ["é", "x" * 129, "a b", "", "req\n42", "req;42"])
+async def test_a_request_id_outside_the_allowed_alphabet_is_replaced_by_a_fresh_one(lines: Any, given: str) -> None:
+    configure_logging("test", json=True)
+    metadata = (("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"), ("x-request-id", given))
+    assert (await call(FakeContext(metadata))).allowed
+    ids = [line["request_id"] for line in lines()]
+    assert ids[0] == ids[1] != given and re.fullmatch("[0-9a-f]{16}", ids[0])
+
+
+@pytest.mark.parametrize("given", ["req-42", "a" * 128, "A.b_c:d-9"])
+async def test_a_request_id_in_the_allowed_alphabet_is_kept(lines: Any, given: str) -> None:
+    configure_logging("test", json=True)
+    metadata = (("authorization", f"Bearer {TOKENS[Role.PRODUCT]}"), ("x-request-id", given))
+    await call(FakeContext(metadata))
+    assert [line["request_id"] for line in lines()] == [given, given]

@@ -47,3 +47,18 @@ def test_a_body_not_signed_with_a_current_secret_is_refused_with_the_reason(valu
 
 def test_a_timestamp_exactly_at_the_tolerance_is_accepted() -> None:
     assert verify(BODY, header(at=NOW - 300), ("whsec_new",), 300, NOW) == NOW - 300
+
+
+@pytest.mark.parametrize("value", [
+    "t=" + "9" * 400 + ",v1=00",  # beyond a float: the tolerance arithmetic would overflow
+    "t=" + "1" * 19 + ",v1=00",  # beyond any unix time this service will see
+    "t=\u00b2,v1=00",  # a digit to str.isdigit, not to int()
+    "t=\u0661\u0662,v1=00",  # Arabic-Indic digits: int() reads them, the provider never sends them
+    "t=-5,v1=00",
+    "t=+5,v1=00",
+    "t= 5,v1=00",
+    "t=,v1=00",
+])
+def test_a_timestamp_that_is_not_plain_ascii_digits_of_sane_length_is_refused_as_malformed(value: str) -> None:
+    with pytest.raises(SignatureError, match="no timestamp"):
+        verify(BODY, value, ("whsec_new",), 300, NOW)
