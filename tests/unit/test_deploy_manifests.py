@@ -429,6 +429,17 @@ def test_build_context_leaves_out_local_state_but_keeps_what_pip_install_reads()
         assert not any(fnmatch.fnmatch(needed, p) for p in patterns if not p.startswith("!")), needed
 
 
+def test_the_production_image_ships_no_simulator_and_no_development_tooling() -> None:
+    """The simulator answers as Stripe does with no key and signs webhooks with any secret it is
+    given: it has no place next to the real services, nor have the local stack, benchmarks or the
+    fault run."""
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    patterns = find.get("include", ["*"])
+    for tooling in ("provider_sim", "devstack", "bench", "chaos"):
+        assert not any(fnmatch.fnmatchcase(tooling, p) for p in patterns), tooling
+        assert tooling in dockerignore_patterns(), tooling
+
+
 @pytest.mark.parametrize("module", sorted(module for module, _ in SERVICES.values()))
 def test_pip_install_of_the_project_ships_every_local_package_the_service_imports(module: str) -> None:
     """The image runs the installed wheel, not the source tree, so a package left out fails at start-up."""
