@@ -92,6 +92,14 @@ class Stack:
 
         return await eventually(reached, timeout_s=20, what=f"purchase {purchase_id} to reach state {state}")
 
+    async def bought(self, account_id: str, price: str = "pro_monthly") -> pb.Purchase:
+        """A checkout paid at the provider, finalized, and every webhook it caused delivered."""
+        _, created = await self.buy(account_id, price)
+        await self.sim_control(f"checkout/sessions/{created['checkout_session_id']}/complete")
+        purchase = await self.wait_state(str(created["purchase_id"]), pb.PURCHASE_STATE_FINALIZED)
+        await self.delivered()
+        return purchase
+
 
 async def start_stack(database_url: str, extra_env: dict[str, str] | None = None) -> Stack:
     ports = {name: free_port() for name in ("sim", "ent", "ent_metrics", "co", "co_http")}

@@ -62,20 +62,12 @@ async def metric(stack: Stack, name: str, at: str | None = None, **labels: str) 
     return 0.0
 
 
-async def bought(stack: Stack, account_id: str, price: str = "pro_monthly") -> pb.Purchase:
-    _, created = await stack.buy(account_id, price)
-    await stack.sim_control(f"checkout/sessions/{created['checkout_session_id']}/complete")
-    purchase = await stack.wait_state(str(created["purchase_id"]), pb.PURCHASE_STATE_FINALIZED)
-    await stack.delivered()
-    return purchase
-
-
 async def later(stack: Stack, than: int) -> bool:
     return await stack.provider_now() > than
 
 
 async def test_a_change_whose_webhook_was_lost_is_replayed_from_the_providers_event_list(stack: Stack) -> None:
-    purchase = await bought(stack, "acct_lost_hook", "starter_monthly")
+    purchase = await stack.bought("acct_lost_hook", "starter_monthly")
     # A change stamped in the second a re-read subscription was read in sorts before that read
     # (docs/rules.md): only the sweep can tell. This test is about replay, so it changes later.
     read = await stack.provider_now()
@@ -98,7 +90,7 @@ async def test_a_change_whose_webhook_was_lost_is_replayed_from_the_providers_ev
 
 
 async def test_drift_no_event_explains_is_found_counted_and_repaired(stack: Stack) -> None:
-    purchase = await bought(stack, "acct_drift", "starter_monthly")
+    purchase = await stack.bought("acct_drift", "starter_monthly")
     await stack.sim_control("delivery", mode="drop")
     await stack.sim_control(f"subscriptions/{purchase.subscription_id}/portal", action="change_price",
                             price="pro_monthly")
@@ -133,7 +125,7 @@ def _iso(seconds: int) -> str:
 
 
 async def test_support_traces_a_purchase_by_each_of_its_ids(stack: Stack) -> None:
-    purchase = await bought(stack, "acct_trace")
+    purchase = await stack.bought("acct_trace")
     for key, value in (("purchase_id", purchase.purchase_id), ("checkout_session_id", purchase.checkout_session_id),
                        ("subscription_id", purchase.subscription_id)):
         trace = await grpcurl(stack, Role.SUPPORT, "TracePurchase", {key: value})
@@ -148,7 +140,7 @@ async def test_support_traces_a_purchase_by_each_of_its_ids(stack: Stack) -> Non
 
 
 async def test_a_duplicate_and_a_stale_event_move_their_counters(stack: Stack) -> None:
-    purchase = await bought(stack, "acct_counts")
+    purchase = await stack.bought("acct_counts")
     async def counts() -> dict[str, float]:
         return {o: await metric(stack, "provider_events_total", type="customer.subscription.updated", outcome=o)
                 for o in ("duplicate", "stale")}
@@ -171,7 +163,7 @@ async def test_a_duplicate_and_a_stale_event_move_their_counters(stack: Stack) -
 
 
 async def test_no_secret_token_or_signature_reaches_a_log_line(stack: Stack) -> None:
-    await bought(stack, "acct_logs")
+    await stack.bought("acct_logs")
     await grpcurl(stack, Role.SUPPORT, "GetEntitlements", {"account_id": "acct_logs"})
     await reconcile(stack)
     lines = [line for process in stack.processes for line in process.raw]
@@ -205,7 +197,7 @@ async def test_a_purchase_whose_webhooks_were_lost_is_finalized_by_the_reconcile
 async def test_the_periodic_reconciler_repairs_drift_on_its_own(database_url: str) -> None:
     stack = await start_stack(database_url, {"RECONCILE_INTERVAL_S": "1"})
     try:
-        purchase = await bought(stack, "acct_periodic", "starter_monthly")
+        purchase = await stack.bought("acct_periodic", "starter_monthly")
         await stack.sim_control("delivery", mode="drop")
         await stack.sim_control(f"subscriptions/{purchase.subscription_id}/portal", action="change_price",
                                 price="pro_monthly")

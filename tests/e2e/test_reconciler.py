@@ -51,16 +51,8 @@ async def provider_customers(stack: Stack, count: int) -> list[str]:
     return list(await asyncio.gather(*(create(n) for n in range(count))))
 
 
-async def bought(stack: Stack, account_id: str, price: str = "starter_monthly") -> pb.Purchase:
-    _, created = await stack.buy(account_id, price)
-    await stack.sim_control(f"checkout/sessions/{created['checkout_session_id']}/complete")
-    purchase = await stack.wait_state(str(created["purchase_id"]), pb.PURCHASE_STATE_FINALIZED)
-    await stack.delivered()
-    return purchase
-
-
 async def test_the_reconciler_sweeps_ten_thousand_accounts_to_completion(stack: Stack, database_url: str) -> None:
-    drifted = [await bought(stack, f"acct_drift_{n}") for n in range(3)]
+    drifted = [await stack.bought(f"acct_drift_{n}", "starter_monthly") for n in range(3)]
     customers = await provider_customers(stack, ACCOUNTS)
     conn = await asyncpg.connect(database_url)
     try:  # the accounts the product created and linked over the years
@@ -93,7 +85,7 @@ async def test_the_reconciler_sweeps_ten_thousand_accounts_to_completion(stack: 
 
 
 async def test_a_run_for_one_account_funds_a_renewal_whose_webhook_was_lost(stack: Stack) -> None:
-    purchase = await bought(stack, "acct_renewal", "pro_monthly")  # funds ai_credits every period
+    purchase = await stack.bought("acct_renewal", "pro_monthly")  # funds ai_credits every period
     first = (await stack.entitlements("acct_renewal", at_provider_now=True)).funding
     await stack.sim_control("delivery", mode="drop")
     await stack.sim_control("clock/advance", seconds=31 * DAY)  # the renewal: invoice.paid, never delivered
