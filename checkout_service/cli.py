@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -13,6 +15,8 @@ from checkout_service.entitlement_client import open_channel
 from checkout_service.settings import Settings
 from checkout_service.stripe.gateway import ProviderError, StripeGateway
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
+from service_runtime.auth import Role
+from service_runtime.config import ConfigError
 
 
 def read_catalog(path: Path) -> CatalogFile:
@@ -27,6 +31,17 @@ def read_catalog(path: Path) -> CatalogFile:
         raise CatalogFileError([f"{path}: {line}" for line in exc.errors]) from None
 
 
+def operator_token(settings: Settings, environ: Mapping[str, str]) -> str:
+    """Rewriting the catalog is the operator's: the command presents `ENTITLEMENT_TOKEN` (set to the
+    operator's token), else a plain `operator:` entry in `SERVICE_TOKENS`, as a local stack lists
+    every role's token; never the checkout service's own token."""
+    token = environ.get("ENTITLEMENT_TOKEN", "").strip() or settings.service_tokens.token_for(Role.OPERATOR)
+    if not token:
+        raise ConfigError("catalog apply presents the operator's token: set ENTITLEMENT_TOKEN to it (or list "
+                          "operator:<token> in SERVICE_TOKENS)")
+    return token
+
+
 def catalog_apply(path: str, dry_run: bool = False) -> int:
     try:
         file = read_catalog(Path(path))
@@ -34,11 +49,11 @@ def catalog_apply(path: str, dry_run: bool = False) -> int:
         print(f"catalog refused, nothing was written:\n{exc}")
         return 2
     settings = Settings.from_env()
-    return asyncio.run(_apply(file, settings, dry_run))
+    return asyncio.run(_apply(file, settings, operator_token(settings, os.environ), dry_run))
 
 
-async def _apply(file: CatalogFile, settings: Settings, dry_run: bool) -> int:
-    channel = open_channel(settings.entitlement_target, settings.entitlement_token)
+async def _apply(file: CatalogFile, settings: Settings, token: str, dry_run: bool) -> int:
+    channel = open_channel(settings.entitlement_target, token)
     provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
                              max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)
     try:

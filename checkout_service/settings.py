@@ -19,7 +19,8 @@ class Settings:
     http_addr: Address
     entitlement_target: str
     service_tokens: ServiceTokens
-    # The token this service presents to the entitlement service (the `checkout` role's).
+    # The token this service presents to the entitlement service (the `checkout` role's):
+    # `ENTITLEMENT_TOKEN`, else a `checkout` entry listed in plain text in `SERVICE_TOKENS`.
     entitlement_token: str = field(metadata=SECRET)
     stripe_api_key: str = field(metadata=SECRET)
     stripe_api_base: str | None = field(metadata=URL_WITH_PASSWORD)
@@ -57,9 +58,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = Env(os.environ if environ is None else environ)
         tokens = ServiceTokens.parse(env.text("SERVICE_TOKENS"))
-        checkout_token = tokens.token_for(Role.CHECKOUT)
+        checkout_token = env.optional("ENTITLEMENT_TOKEN") or tokens.token_for(Role.CHECKOUT)
         if checkout_token is None:
-            raise ConfigError("SERVICE_TOKENS needs a checkout:<token> entry to call the entitlement service")
+            raise ConfigError("ENTITLEMENT_TOKEN (or a plain checkout:<token> entry in SERVICE_TOKENS) is needed "
+                              "to call the entitlement service")
         secrets = tuple(s.strip() for s in env.text("STRIPE_WEBHOOK_SECRETS").split(",") if s.strip())
         if not secrets:
             raise ConfigError("STRIPE_WEBHOOK_SECRETS must list at least one secret")

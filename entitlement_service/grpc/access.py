@@ -20,7 +20,7 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "GetAccount": frozenset({_C, _S}),
     "LinkProviderCustomer": frozenset({_C}),
     "ApplyProviderEvents": frozenset({_C}),
-    "UpsertCatalog": frozenset({_C, _O}),
+    "UpsertCatalog": frozenset({_O}),
     "TracePurchase": frozenset({_S, _O}),
     "ExplainAccount": frozenset({_S, _O}),
     "ListMismatches": frozenset({_S, _O}),

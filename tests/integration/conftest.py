@@ -54,6 +54,10 @@ class Client:
     def product(self) -> entitlement_pb2_grpc.EntitlementServiceStub:
         return self.as_role(Role.PRODUCT)
 
+    @property
+    def operator(self) -> entitlement_pb2_grpc.EntitlementServiceStub:
+        return self.as_role(Role.OPERATOR)
+
     async def apply(self, *events: pb.ProviderEvent) -> list[pb.EventResult]:
         reply = await self.checkout.ApplyProviderEvents(pb.ApplyProviderEventsRequest(events=list(events)))
         return list(reply.results)
@@ -102,7 +106,7 @@ async def catalog_service(database_url: str) -> AsyncIterator[Client]:
     """A running service over `database_url` whose catalog is the example catalog."""
     client = await start_service(database_url)
     try:
-        await client.checkout.UpsertCatalog(example_catalog_request())
+        await client.operator.UpsertCatalog(example_catalog_request())
         yield client
     finally:
         await stop_service(client)
@@ -120,7 +124,7 @@ async def two_replicas(database_url: str) -> AsyncIterator[tuple[Client, Client]
     """Two services over one database (the example catalog loaded once)."""
     first = await start_service(database_url)
     second = await start_service(database_url)
-    await first.checkout.UpsertCatalog(example_catalog_request())
+    await first.operator.UpsertCatalog(example_catalog_request())
     yield first, second
     await stop_service(first)
     await stop_service(second)

@@ -26,7 +26,7 @@ def starter(metadata: dict[str, str], updated: datetime) -> pb.ProductSnapshot:
 
 async def change_starter(service: Client, metadata: dict[str, str], *, dry_run: bool = False
                          ) -> pb.UpsertCatalogResponse:
-    return await service.checkout.UpsertCatalog(pb.UpsertCatalogRequest(
+    return await service.operator.UpsertCatalog(pb.UpsertCatalogRequest(
         products=[starter(metadata, T0 + 12 * MONTH)], effective_at=ts(CHANGE), dry_run=dry_run))
 
 

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from service_runtime.auth import Role
 from tests.integration.conftest import Client
 from tests.support.provider import (
     MONTH,
@@ -27,7 +28,7 @@ APPLIED, DUPLICATE, STALE, REJECTED, IGNORED = (pb.EVENT_OUTCOME_APPLIED, pb.EVE
 
 
 async def test_the_example_catalog_loads_valid_and_a_second_load_changes_nothing(service: Client) -> None:
-    again = await service.checkout.UpsertCatalog(example_catalog_request())
+    again = await service.operator.UpsertCatalog(example_catalog_request())
     assert again.entries and not any(e.changed for e in again.entries)
     catalog = await service.product.ListCatalog(pb.ListCatalogRequest())
     by_key = {p.price.lookup_key: p for p in catalog.prices}
@@ -37,6 +38,16 @@ async def test_the_example_catalog_loads_valid_and_a_second_load_changes_nothing
     assert pro["ai_credits"].amount == 1200 and pro["ai_credits"].source == pb.BINDING_SOURCE_PRICE
 
 
+async def test_only_the_operator_may_rewrite_the_catalog(service: Client) -> None:
+    """The internet-facing checkout service holds the `checkout` token: it registers purchases and
+    applies events, and cannot change what any price grants."""
+    for role in (Role.CHECKOUT, Role.PRODUCT, Role.SUPPORT):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await service.as_role(role).UpsertCatalog(example_catalog_request())
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await service.operator.UpsertCatalog(example_catalog_request())).entries
+
+
 async def test_malformed_metadata_marks_the_entry_invalid_and_events_that_use_it_are_rejected(service: Client) -> None:
     request = pb.UpsertCatalogRequest(
         products=[pb.ProductSnapshot(product_id="broken", name="Broken", active=True,
@@ -44,7 +55,7 @@ async def test_malformed_metadata_marks_the_entry_invalid_and_events_that_use_it
                                      provider_updated_at=ts(T0))],
         prices=[pb.PriceSnapshot(price_id="price_broken", product_id="broken", active=True, currency="usd",
                                  unit_amount=100, interval="month", provider_updated_at=ts(T0))])
-    entries = {e.id: e for e in (await service.checkout.UpsertCatalog(request)).entries}
+    entries = {e.id: e for e in (await service.operator.UpsertCatalog(request)).entries}
     assert not entries["price_broken"].valid
     assert "grants is not valid JSON" in entries["price_broken"].invalid_reason
     [result] = await service.apply(subscription_event("evt_b1", "sub_b", T0, items=[("broken", 1)]))

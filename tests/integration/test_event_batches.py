@@ -198,7 +198,7 @@ async def test_a_catalog_change_through_one_replica_is_used_by_the_others_next_e
     assert warm.outcome == pb.EVENT_OUTCOME_APPLIED
     new_price = pb.PriceSnapshot(price_id="price_pro_v2", product_id="pro", active=True, currency="usd",
                                  unit_amount=2500, interval="month", interval_count=1, provider_updated_at=ts(T0))
-    await second.checkout.UpsertCatalog(pb.UpsertCatalogRequest(prices=[new_price]))
+    await second.operator.UpsertCatalog(pb.UpsertCatalogRequest(prices=[new_price]))
     [result] = await first.apply(subscription_event("evt_2", "sub_2", T0, account_id="acct_2", customer_id="cus_2",
                                                     price_ids={"pro_monthly": "price_pro_v2"}))
     assert result.outcome == pb.EVENT_OUTCOME_APPLIED, result.reason

@@ -112,7 +112,7 @@ def scaled_catalog(on_change: int) -> pb.UpsertCatalogRequest:
 async def test_a_mid_period_change_funds_as_the_programs_on_change_says(
     service: Client, on_change: int, toggles: list[tuple[int, int]], expected: int
 ) -> None:
-    await service.checkout.UpsertCatalog(scaled_catalog(on_change))
+    await service.operator.UpsertCatalog(scaled_catalog(on_change))
     await start_monthly(service, SCALED)
     await toggle_quantity(service, SCALED, toggles, 1000)
     entitlements = await service.entitlements()
@@ -122,7 +122,7 @@ async def test_a_mid_period_change_funds_as_the_programs_on_change_says(
 async def test_an_upgrade_whose_proration_arrives_before_the_periods_first_invoice_funds_the_highest_once(
     service: Client,
 ) -> None:
-    await service.checkout.UpsertCatalog(scaled_catalog(pb.CHANGE_POLICY_DIFFERENCE))
+    await service.operator.UpsertCatalog(scaled_catalog(pb.CHANGE_POLICY_DIFFERENCE))
     await service.apply(subscription_event("evt_1", "sub_1", T0, items=[(SCALED, 1)]))
     at = T0 + 10 * DAY
     await service.apply(subscription_event("evt_2", "sub_1", at, items=[(SCALED, 2)], start=T0))

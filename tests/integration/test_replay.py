@@ -37,7 +37,7 @@ async def test_an_event_rejected_for_an_unknown_price_applies_once_the_price_is_
 ) -> None:
     [rejected] = await service.apply(subscription_event("evt_gold", "sub_1", T0, items=[("gold_monthly", 1)]))
     assert rejected.outcome == REJECTED and rejected.reason.startswith("unknown_price: price_gold_monthly")
-    await service.checkout.UpsertCatalog(gold_catalog())
+    await service.operator.UpsertCatalog(gold_catalog())
 
     listed = await replay(service, reason="unknown_price", dry_run=True)
     assert [(e.provider_event_id, e.outcome, e.previous_reason) for e in listed.events] == [
@@ -54,13 +54,13 @@ async def test_an_event_rejected_for_an_unknown_price_applies_once_the_price_is_
 
 
 async def test_an_event_that_still_cannot_be_applied_stays_rejected_with_its_reason_now(service: Client) -> None:
-    await service.checkout.UpsertCatalog(gold_catalog(valid=False))
+    await service.operator.UpsertCatalog(gold_catalog(valid=False))
     [rejected] = await service.apply(subscription_event("evt_gold", "sub_1", T0, items=[("gold_monthly", 1)]))
     assert rejected.reason.startswith("invalid_catalog_entry")
 
     [again] = (await replay(service, account_id="acct_1")).events
     assert (again.outcome, again.reason) == (REJECTED, rejected.reason)
-    await service.checkout.UpsertCatalog(gold_catalog())
+    await service.operator.UpsertCatalog(gold_catalog())
     [fixed] = (await replay(service, reason="invalid_catalog_entry")).events
     assert fixed.outcome == APPLIED
 
@@ -86,7 +86,7 @@ async def test_a_replay_takes_only_the_rejected_events_matching_every_filter_old
 
 async def test_two_replays_of_one_event_at_once_apply_it_once(service: Client) -> None:
     await service.apply(subscription_event("evt_gold", "sub_1", T0, items=[("gold_monthly", 1)]))
-    await service.checkout.UpsertCatalog(gold_catalog())
+    await service.operator.UpsertCatalog(gold_catalog())
     first, second = await asyncio.gather(replay(service, provider_event_ids=["evt_gold"]),
                                          replay(service, provider_event_ids=["evt_gold"]))
     outcomes = sorted(e.outcome for reply in (first, second) for e in reply.events)

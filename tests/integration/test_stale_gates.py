@@ -31,7 +31,7 @@ async def replicas(database_url: str, env: Mapping[str, str]) -> AsyncIterator[t
     behind = await start_service(proxy.url, env=env)
     direct = await start_service(database_url)
     try:
-        await direct.checkout.UpsertCatalog(example_catalog_request())
+        await direct.operator.UpsertCatalog(example_catalog_request())
         await direct.apply(subscription_event("evt_1", "sub_1", T0))
         await eventually(lambda: allowed(behind), what="the proxied replica to see the plan")
         yield behind, direct, proxy

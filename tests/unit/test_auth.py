@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
@@ -86,3 +88,39 @@ def test_tokens_are_kept_without_the_spaces_around_them() -> None:
 def test_the_token_table_never_shows_a_token_in_its_repr() -> None:
     tokens = service_tokens()
     assert not [t for t in TOKENS.values() if t in repr(tokens) or t in str(tokens)]
+
+
+def digest_of(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_a_token_listed_by_its_digest_is_accepted_and_cannot_be_presented_by_this_process() -> None:
+    tokens = ServiceTokens.parse(",".join(f"{role.value}:{digest_of(token)}" for role, token in TOKENS.items()))
+    assert {role: tokens.role_of(token) for role, token in TOKENS.items()} == {role: role for role in Role}
+    assert tokens.role_of(digest_of(TOKENS[Role.PRODUCT])) is None
+    assert all(tokens.token_for(role) is None for role in Role)
+
+
+def test_plain_and_digest_entries_mix_and_only_plain_ones_can_be_presented() -> None:
+    upper_hex = hashlib.sha256(TOKENS[Role.OPERATOR].encode()).hexdigest().upper()
+    tokens = ServiceTokens.parse(f"checkout:{TOKENS[Role.CHECKOUT]},operator:sha256:{upper_hex}")
+    assert tokens.token_for(Role.CHECKOUT) == TOKENS[Role.CHECKOUT]
+    assert tokens.token_for(Role.OPERATOR) is None
+    assert tokens.role_of(TOKENS[Role.OPERATOR]) is Role.OPERATOR
+
+
+@pytest.mark.parametrize("hex_digest", ["", "abc", "g" * 64, "a" * 65, "ab" * 31 + " x"])
+def test_a_malformed_digest_is_refused_by_position_without_echoing_it(hex_digest: str) -> None:
+    with pytest.raises(ConfigError, match="entry 2: a support digest must be") as refused:
+        ServiceTokens.parse(f"product:{TOKENS[Role.PRODUCT]},support:sha256:{hex_digest}")
+    assert not hex_digest or hex_digest not in str(refused.value)
+
+
+def test_one_token_given_plain_for_one_role_and_by_digest_for_another_is_refused() -> None:
+    token = TOKENS[Role.PRODUCT]
+    with pytest.raises(ConfigError, match="gives the product token to operator too"):
+        ServiceTokens.parse(f"product:{token},operator:{digest_of(token)}")
+
+
+def test_a_presented_token_that_is_not_valid_unicode_is_simply_unknown() -> None:
+    assert service_tokens().role_of("\ud800" * 20) is None

@@ -1,7 +1,10 @@
+import hashlib
+
 import pytest
 
 from checkout_service.settings import Settings as CheckoutSettings
 from entitlement_service.settings import Settings as EntitlementSettings
+from service_runtime.auth import Role
 from service_runtime.config import Address, ConfigError, redacted_url
 from tests.support.tokens import SERVICE_TOKENS, TOKENS
 
@@ -101,3 +104,14 @@ def test_the_entitlement_settings_repr_shows_no_token_and_no_database_password()
 ])
 def test_a_database_url_is_shown_with_its_password_replaced(url: str, shown: str) -> None:
     assert redacted_url(url) == shown
+
+
+def test_checkout_can_hold_digests_only_and_present_its_own_token_from_entitlement_token() -> None:
+    digests = ",".join(f"{role.value}:sha256:{hashlib.sha256(token.encode()).hexdigest()}"
+                       for role, token in TOKENS.items())
+    settings = CheckoutSettings.from_env(CHECKOUT_ENV | {"SERVICE_TOKENS": digests,
+                                                         "ENTITLEMENT_TOKEN": TOKENS[Role.CHECKOUT]})
+    assert settings.entitlement_token == TOKENS[Role.CHECKOUT]
+    assert TOKENS[Role.CHECKOUT] not in repr(settings)
+    with pytest.raises(ConfigError, match="ENTITLEMENT_TOKEN"):
+        CheckoutSettings.from_env(CHECKOUT_ENV | {"SERVICE_TOKENS": digests})

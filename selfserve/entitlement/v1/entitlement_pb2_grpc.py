@@ -327,7 +327,7 @@ class EntitlementServiceServicer:
         now), for every account at once, in the same transaction: history before it keeps what it
         had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
         derived again; with `dry_run` nothing is kept and the answer says what would change.
-        Roles: checkout, operator.
+        Roles: operator.
         Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
         cadence, a product without product_id or a price without price_id: the message names it),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a

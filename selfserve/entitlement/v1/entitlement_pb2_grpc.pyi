@@ -168,7 +168,7 @@ class EntitlementServiceStub:
     now), for every account at once, in the same transaction: history before it keeps what it
     had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
     derived again; with `dry_run` nothing is kept and the answer says what would change.
-    Roles: checkout, operator.
+    Roles: operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
@@ -382,7 +382,7 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     now), for every account at once, in the same transaction: history before it keeps what it
     had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
     derived again; with `dry_run` nothing is kept and the answer says what would change.
-    Roles: checkout, operator.
+    Roles: operator.
     Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
     cadence, a product without product_id or a price without price_id: the message names it),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
@@ -665,7 +665,7 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         now), for every account at once, in the same transaction: history before it keeps what it
         had, and a period already paid stays funded as it was. `accounts_affected` counts the accounts
         derived again; with `dry_run` nothing is kept and the answer says what would change.
-        Roles: checkout, operator.
+        Roles: operator.
         Errors: INVALID_ARGUMENT (a configuration entry without a code, a grant program without a
         cadence, a product without product_id or a price without price_id: the message names it),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a
