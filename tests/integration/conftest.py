@@ -153,24 +153,30 @@ class Stack:
             return r.status, await r.json()
 
 
+async def start_checkout(entitlement: Client, provider: FakeProvider, env: Mapping[str, str] | None = None,
+                         tracing: Tracing = NO_TRACING) -> checkout_service.app.Running:
+    """The checkout service in front of `entitlement`, on ports of its own; `env` overrides its settings."""
+    settings = CheckoutSettings.from_env({
+        "SERVICE_TOKENS": SERVICE_TOKENS, "STRIPE_API_KEY": "sk_test_fake",
+        "STRIPE_WEBHOOK_SECRETS": f"whsec_old,{SECRET}",
+        "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
+        "CHECKOUT_HTTP_ADDR": "127.0.0.1:0", **(env or {})})
+    return await checkout_service.app.start(settings, provider, tracing)
+
+
 @asynccontextmanager
 async def open_stack(database_url: str, *, entitlement_tracing: Tracing = NO_TRACING,
                      checkout_tracing: Tracing = NO_TRACING) -> AsyncIterator[Stack]:
     """Both services, the example catalog applied to the fake provider and loaded, and an HTTP client."""
     entitlement = await start_service(database_url, free_port(), tracing=entitlement_tracing)
     provider = FakeProvider()
-    settings = CheckoutSettings.from_env({
-        "SERVICE_TOKENS": SERVICE_TOKENS, "STRIPE_API_KEY": "sk_test_fake",
-        "STRIPE_WEBHOOK_SECRETS": f"whsec_old,{SECRET}",
-        "ENTITLEMENT_TARGET": f"127.0.0.1:{entitlement.running.port}", "CHECKOUT_GRPC_ADDR": "127.0.0.1:0",
-        "CHECKOUT_HTTP_ADDR": "127.0.0.1:0"})
-    checkout = await checkout_service.app.start(settings, provider, checkout_tracing)
+    checkout = await start_checkout(entitlement, provider, tracing=checkout_tracing)
     stack = None
     try:
-        await apply(read_catalog(EXAMPLE_CATALOG), provider, entitlement.checkout)  # type: ignore[arg-type]
+        await apply(read_catalog(EXAMPLE_CATALOG), provider, entitlement.operator)  # type: ignore[arg-type]
         async with aiohttp.ClientSession() as http:
             stack = Stack(entitlement, checkout, provider, http)
             yield stack
     finally:
-        await checkout.stop(0)
-        await stop_service(stack.entitlement if stack is not None else entitlement)  # a test may have restarted it
+        await (stack.checkout if stack is not None else checkout).stop(0)  # a test may have restarted either
+        await stop_service(stack.entitlement if stack is not None else entitlement)

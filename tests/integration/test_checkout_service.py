@@ -38,7 +38,7 @@ def checkout_body(price: str = "pro_monthly", quantity: int = 1, **extra: Any) -
 
 async def test_applying_the_catalog_again_changes_nothing_at_the_provider_or_in_entitlements(stack: Stack) -> None:
     calls_before = len(stack.provider.calls)
-    report, reply = await apply(read_catalog(EXAMPLE_CATALOG), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
+    report, reply = await apply(read_catalog(EXAMPLE_CATALOG), stack.provider, stack.entitlement.operator)  # type: ignore[arg-type]
     assert report.created == [] and report.updated == [] and len(report.unchanged) == 9  # 4 products, 5 prices
     assert not any(e.changed for e in reply.entries)
     writes = [c for c in stack.provider.calls[calls_before:] if c.startswith(("create", "update"))]
@@ -55,7 +55,7 @@ async def test_a_dry_run_says_what_a_catalog_edit_would_change_and_changes_nothi
     calls_before = len(stack.provider.calls)
     edited = EXAMPLE_CATALOG.read_text().replace('"amount": 1200', '"amount": 1300').replace(
         "unit_amount = 900", "unit_amount = 990")
-    report, reply = await apply(parse_catalog(edited), stack.provider, stack.entitlement.checkout,  # type: ignore[arg-type]
+    report, reply = await apply(parse_catalog(edited), stack.provider, stack.entitlement.operator,  # type: ignore[arg-type]
                                 dry_run=True)
     assert report.updated == ["price pro_monthly"] and any("starter_monthly (new terms" in c for c in report.created)
     assert "would create 1, update 1" in report.line()
@@ -68,7 +68,7 @@ async def test_a_dry_run_says_what_a_catalog_edit_would_change_and_changes_nothi
 
 async def test_a_changed_amount_moves_the_lookup_key_to_a_new_price_and_archives_the_old(stack: Stack) -> None:
     text = EXAMPLE_CATALOG.read_text().replace("unit_amount = 900", "unit_amount = 990")
-    report, _ = await apply(parse_catalog(text), stack.provider, stack.entitlement.checkout)  # type: ignore[arg-type]
+    report, _ = await apply(parse_catalog(text), stack.provider, stack.entitlement.operator)  # type: ignore[arg-type]
     assert any("starter_monthly (new terms" in c for c in report.created)
     starters = [p for p in stack.provider.prices.values() if p["product"] == "starter"]
     assert sorted((p["unit_amount"], p["active"], p["lookup_key"]) for p in starters) == [

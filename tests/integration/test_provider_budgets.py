@@ -99,7 +99,7 @@ async def test_a_slow_provider_answers_a_checkout_503_within_the_budget(sim: Sim
     checkout = await start(settings)
     try:
         assert checkout.gateway is not None  # the service's own, from its settings
-        await apply(read_catalog(EXAMPLE_CATALOG), checkout.gateway, entitlement.checkout)
+        await apply(read_catalog(EXAMPLE_CATALOG), checkout.gateway, entitlement.operator)
         await sim.acontrol("/_sim/latency", {"delay_ms": SLOW_MS})
         body = {"account_id": "acct_1", "items": [{"price": "pro_monthly", "quantity": 1}],
                 "success_url": "https://app.example/done", "cancel_url": "https://app.example/pricing"}
