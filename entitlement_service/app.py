@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
 from entitlement_service.db.listener import EVERYTHING, listen
-from entitlement_service.db.migrate import migrate
+from entitlement_service.db.migrate import (
+    DatabaseUnreachable,
+    MigrationError,
+    migrate,
+    migrate_database,
+    wait_for_schema,
+)
 from entitlement_service.db.pool import DATABASE_ERRORS, PoolHandle, wait_for_pool
 from entitlement_service.grpc.access import ROLES_BY_METHOD, SERVICE
 from entitlement_service.grpc.convert_in import stored_event
@@ -22,9 +30,10 @@ from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
 from entitlement_service.service.metrics import GATE_CACHE_ACCOUNTS, NOTIFICATIONS_PROVEN, NOTIFICATIONS_UNPROVEN
 from entitlement_service.service.support import refresh_gauges
-from entitlement_service.settings import Settings
+from entitlement_service.settings import DEFAULT_DATABASE_URL, Settings
 from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
 from service_runtime import loop
+from service_runtime.config import Env, redacted_url
 from service_runtime.grpc_server import GrpcServer, build_grpc_server
 from service_runtime.http_probes import add_probe_routes, start_site
 from service_runtime.logs import configure_logging
@@ -100,8 +109,11 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     pool = await wait_for_pool(settings.database_url, min_size=settings.db_pool_min,
                                max_size=settings.db_pool_max, timeout_s=settings.db_connect_timeout_s,
                                tracer=runtime.tracing.tracer if runtime.tracing.recording else None)
-    async with pool.acquire() as conn:
-        await migrate(conn)
+    if settings.migrate_on_start:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    else:
+        await wait_for_schema(pool)
     runtime.pool.set(pool)
     listener = asyncio.create_task(listen(settings.database_url, runtime.pool, runtime.on_change, runtime.on_proven,
                                           heartbeat_s=settings.heartbeat_s,
@@ -186,3 +198,30 @@ def main() -> None:
     finally:
         tracing.shutdown()  # the spans still waiting in the batch go out, off the loop
     sys.exit(code)
+
+
+def migrate_command(environ: Mapping[str, str]) -> int:
+    """`python -m entitlement_service migrate`: applies the migrations as DATABASE_URL's role (the
+    owner) and, with DATABASE_RUNTIME_ROLE, grants that role what the service needs. 0 when done;
+    otherwise 1, after one line on stderr saying why."""
+    env = Env(environ)
+    url = env.text("DATABASE_URL", DEFAULT_DATABASE_URL)
+    runtime_role = env.optional("DATABASE_RUNTIME_ROLE")
+    connect_timeout_s = env.number("DB_CONNECT_TIMEOUT_S", 5, minimum=0.1)
+    configure_logging("entitlement_service", level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning",
+                                                                                        "error")))
+    try:
+        applied = asyncio.run(migrate_database(url, runtime_role, connect_timeout_s=connect_timeout_s))
+    except DatabaseUnreachable as exc:
+        print(f"entitlement_service migrate: cannot connect to DATABASE_URL ({redacted_url(url)}): {exc}",
+              file=sys.stderr)
+        return 1
+    except MigrationError as exc:
+        print(f"entitlement_service migrate: {exc}", file=sys.stderr)
+        return 1
+    log.info("migrated", applied=applied, runtime_role=runtime_role)
+    return 0
+
+
+def migrate_main() -> None:
+    sys.exit(migrate_command(os.environ))

@@ -19,6 +19,9 @@ class Settings:
     """Its repr shows the database URL without its password, and no token (settings get printed)."""
 
     database_url: str = field(metadata=URL_WITH_PASSWORD)
+    # false: the schema is migrated by `python -m entitlement_service migrate` (run as the owner
+    # role), and the service waits, not ready, until that has brought it to the latest migration.
+    migrate_on_start: bool
     grpc_addr: Address
     metrics_addr: Address
     service_tokens: ServiceTokens
@@ -52,6 +55,7 @@ class Settings:
         env = Env(os.environ if environ is None else environ)
         return cls(
             database_url=env.text("DATABASE_URL", DEFAULT_DATABASE_URL),
+            migrate_on_start=env.choice("MIGRATE_ON_START", "true", ("true", "false")) == "true",
             grpc_addr=env.address("ENTITLEMENT_GRPC_ADDR", "127.0.0.1:50051"),
             metrics_addr=env.address("ENTITLEMENT_METRICS_ADDR", "127.0.0.1:9464"),
             service_tokens=ServiceTokens.parse(env.text("SERVICE_TOKENS")),
