@@ -2,6 +2,7 @@ import hashlib
 
 import pytest
 
+from checkout_service.cli import operator_token
 from checkout_service.settings import Settings as CheckoutSettings
 from entitlement_service.settings import Settings as EntitlementSettings
 from service_runtime.auth import Role
@@ -115,3 +116,16 @@ def test_checkout_can_hold_digests_only_and_present_its_own_token_from_entitleme
     assert TOKENS[Role.CHECKOUT] not in repr(settings)
     with pytest.raises(ConfigError, match="ENTITLEMENT_TOKEN"):
         CheckoutSettings.from_env(CHECKOUT_ENV | {"SERVICE_TOKENS": digests})
+
+
+def test_catalog_apply_presents_the_operator_token_never_the_checkout_services_own() -> None:
+    plain = CheckoutSettings.from_env(CHECKOUT_ENV)
+    assert operator_token(plain, {}) == TOKENS[Role.OPERATOR]
+    given = "an-operator-token-0123456789"
+    assert operator_token(plain, {"ENTITLEMENT_TOKEN": given}) == given
+    digests_only = CheckoutSettings.from_env(CHECKOUT_ENV | {
+        "SERVICE_TOKENS": f"checkout:sha256:{hashlib.sha256(TOKENS[Role.CHECKOUT].encode()).hexdigest()}",
+        "ENTITLEMENT_TOKEN": TOKENS[Role.CHECKOUT]})
+    assert operator_token(digests_only, {"ENTITLEMENT_TOKEN": TOKENS[Role.OPERATOR]}) == TOKENS[Role.OPERATOR]
+    with pytest.raises(ConfigError, match="operator's token"):
+        operator_token(digests_only, {})
