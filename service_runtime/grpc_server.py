@@ -12,6 +12,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.config import Address
+from service_runtime.tls import ServerTls
 
 log = structlog.get_logger("server")
 
@@ -61,10 +62,12 @@ def build_grpc_server(
     register: Callable[[GenericHandlersOnly], None],
     *,
     max_in_flight: int | None = None,
+    tls: ServerTls | None = None,
 ) -> GrpcServer:
     """`max_in_flight` caps the calls in progress, open streams included (None: no cap); one more is
     refused at once with RESOURCE_EXHAUSTED before any handler runs, so an overloaded server sheds
-    work instead of queueing calls past their deadlines."""
+    work instead of queueing calls past their deadlines. With `tls` the port speaks TLS only (every
+    service on it, health and reflection included); without it, plaintext only."""
     server = grpc.aio.server(maximum_concurrent_rpcs=max_in_flight)
     handlers = GenericHandlersOnly(server)
     register(handlers)
@@ -73,7 +76,10 @@ def build_grpc_server(
     names = (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
     # What reflection.enable_server_reflection does for a grpc.aio server, which `handlers` is not.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), handlers)
-    port = server.add_insecure_port(str(address))
+    if tls is None:
+        port = server.add_insecure_port(str(address))
+    else:
+        port = server.add_secure_port(str(address), tls.credentials())
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return GrpcServer(server, health, tuple(service_names), port)
