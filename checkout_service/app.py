@@ -40,6 +40,7 @@ def build_server(settings: Settings, deps: Deps, hooks: WebhookDeps, tracing: Tr
         [SERVICE],
         lambda server: checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(wrapped, server),  # type: ignore[arg-type]
         max_in_flight=settings.grpc_max_in_flight,
+        tls=settings.tls,
     )
 
 
@@ -70,7 +71,7 @@ class Running:
 async def start(settings: Settings, provider: Provider | None = None, tracing: Tracing = NO_TRACING) -> Running:
     """Serves until stopped. `tracing` is the caller's to shut down; without it, incoming trace
     context is passed on and nothing is recorded."""
-    channel = open_channel(settings.entitlement_target, settings.entitlement_token, tracing)
+    channel = open_channel(settings.entitlement_target, settings.entitlement_token, tracing, settings.entitlement_tls)
     gateway = None if provider else StripeGateway(
         settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
         max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)

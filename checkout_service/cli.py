@@ -53,7 +53,7 @@ def catalog_apply(path: str, dry_run: bool = False) -> int:
 
 
 async def _apply(file: CatalogFile, settings: Settings, token: str, dry_run: bool) -> int:
-    channel = open_channel(settings.entitlement_target, token)
+    channel = open_channel(settings.entitlement_target, token, tls=settings.entitlement_tls)
     provider = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s,
                              max_retries=settings.stripe_max_retries, deadline_s=settings.stripe_deadline_s)
     try:

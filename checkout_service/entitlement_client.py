@@ -15,6 +15,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.trace import Span
 
+from service_runtime.tls import ChannelTls
 from service_runtime.tracing import NO_TRACING, Tracing, current_span, finish, inject
 
 
@@ -93,9 +94,15 @@ RETRY_SERVICE_CONFIG = {
 }
 
 
-def open_channel(target: str, token: str, tracing: Tracing = NO_TRACING) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, interceptors=[_CallMetadata(token, tracing)],
-                                     options=[("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))])
+def open_channel(target: str, token: str, tracing: Tracing = NO_TRACING, tls: ChannelTls | None = None
+                 ) -> grpc.aio.Channel:
+    """Plaintext without `tls`; with it, TLS only, and mutual when `tls` holds a client certificate."""
+    interceptors = [_CallMetadata(token, tracing)]
+    options = [("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))]
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=options + tls.options(),
+                                   interceptors=interceptors)
 
 
 async def is_serving(channel: grpc.aio.Channel, timeout_s: float = 1.0) -> bool:

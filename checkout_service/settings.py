@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from service_runtime.auth import Role, ServiceTokens
 from service_runtime.config import SECRET, URL_WITH_PASSWORD, Address, ConfigError, Env, redacted_repr
+from service_runtime.tls import ChannelTls, ServerTls
 from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 
@@ -18,6 +19,9 @@ class Settings:
     grpc_addr: Address
     http_addr: Address
     entitlement_target: str
+    # TLS on the channel to the entitlement service, mutual with a client certificate
+    # (ENTITLEMENT_TLS_*); None: plaintext.
+    entitlement_tls: ChannelTls | None
     service_tokens: ServiceTokens
     # The token this service presents to the entitlement service (the `checkout` role's):
     # `ENTITLEMENT_TOKEN`, else a `checkout` entry listed in plain text in `SERVICE_TOKENS`.
@@ -48,6 +52,8 @@ class Settings:
     # than queued behind work the process cannot finish in time.
     http_max_in_flight: int
     grpc_max_in_flight: int
+    # TLS on the gRPC port, mutual with a client CA (GRPC_TLS_*); None: plaintext.
+    tls: ServerTls | None
     # Which exporters spans go to (none by default: incoming trace context is only passed on).
     tracing: TracingSettings
 
@@ -70,6 +76,7 @@ class Settings:
             grpc_addr=env.address("CHECKOUT_GRPC_ADDR", "127.0.0.1:50052"),
             http_addr=http_addr,
             entitlement_target=str(env.address("ENTITLEMENT_TARGET", "127.0.0.1:50051")),
+            entitlement_tls=ChannelTls.from_env(env, "ENTITLEMENT_TLS"),
             service_tokens=tokens,
             entitlement_token=checkout_token,
             stripe_api_key=env.text("STRIPE_API_KEY"),
@@ -87,6 +94,7 @@ class Settings:
             reconcile_interval_s=env.number("RECONCILE_INTERVAL_S", 300),
             http_max_in_flight=int(env.number("CHECKOUT_HTTP_MAX_IN_FLIGHT", 256, minimum=1)),
             grpc_max_in_flight=int(env.number("CHECKOUT_GRPC_MAX_IN_FLIGHT", 256, minimum=1)),
+            tls=ServerTls.from_env(env),
             tracing=read_tracing_settings(env, "checkout-service"),
         )
 

@@ -101,6 +101,7 @@ def build_server(settings: Settings, runtime: Runtime) -> GrpcServer:
         [SERVICE],
         lambda server: entitlement_pb2_grpc.add_EntitlementServiceServicer_to_server(wrapped, server),  # type: ignore[arg-type]
         max_in_flight=settings.grpc_max_in_flight,
+        tls=settings.tls,
     )
 
 

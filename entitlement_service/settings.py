@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from service_runtime.auth import ServiceTokens
 from service_runtime.config import URL_WITH_PASSWORD, Address, Env, redacted_repr
+from service_runtime.tls import ServerTls
 from service_runtime.tracing import TracingSettings, read_tracing_settings
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/selfserve"
@@ -44,6 +45,8 @@ class Settings:
     # gRPC calls in progress, WatchEntitlements streams included; beyond it a call is refused at
     # once with RESOURCE_EXHAUSTED.
     grpc_max_in_flight: int
+    # TLS on the gRPC port, mutual with a client CA (GRPC_TLS_*); None: plaintext.
+    tls: ServerTls | None
     # Which exporters spans go to (none by default: incoming trace context is only passed on).
     tracing: TracingSettings
 
@@ -73,5 +76,6 @@ class Settings:
             watch_wake_spread_s=env.number("WATCH_WAKE_SPREAD_S", 1, minimum=0),
             watch_wakes_per_s=env.number("WATCH_WAKES_PER_S", 200, minimum=1),
             grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 4096, minimum=1)),
+            tls=ServerTls.from_env(env),
             tracing=read_tracing_settings(env, "entitlement-service"),
         )
