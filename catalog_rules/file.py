@@ -30,6 +30,11 @@ from catalog_rules.model import (
 INTERVALS = ("day", "week", "month", "year")
 # Stripe refuses longer metadata values; finding out here keeps a half-applied catalog impossible.
 STRIPE_METADATA_VALUE_MAX = 500
+# What the provider's and the services' integers hold: a plan's priority and a price's
+# interval_count are 32-bit, an amount 64-bit. TOML's own integers are 64-bit, tomllib's unbounded.
+INT32 = (-(2**31), 2**31 - 1)
+INT64_MAX = 2**63 - 1
+NUL = "\x00"
 
 _SECTION_KEYS: dict[str, frozenset[str]] = {
     "groups": frozenset({"stackable"}),
@@ -147,20 +152,24 @@ class _Entry:
             return None
         if not isinstance(value, str) or not value.strip():
             self.error(f"{key} must be a non-empty string, not {_kind(value)}")
+        elif NUL in value:
+            self.error(f"{key} must not contain a NUL character")
         elif choices and value not in choices:
             self.error(f"{key} must be one of {', '.join(choices)}, not {value!r}")
         else:
             return value
         return None
 
-    def integer(self, key: str, minimum: int | None = None, optional: bool = False) -> int | None:
+    def integer(self, key: str, minimum: int, maximum: int, optional: bool = False) -> int | None:
         value = self.raw.get(key)
         if not self.present(key, optional):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(f"{key} must be an integer, not {_kind(value)}")
-        elif minimum is not None and value < minimum:
+        elif value < minimum:
             self.error(f"{key} must be at least {minimum}, not {value}")
+        elif value > maximum:
+            self.error(f"{key} must be at most {maximum}, not {value}")
         else:
             return value
         return None
@@ -191,6 +200,8 @@ class _Entry:
                            f"not {_kind(value)}")
             elif not value.strip():
                 self.error(f"metadata {key!r} is empty (Stripe deletes a metadata key set to an empty string)")
+            elif NUL in value:
+                self.error(f"metadata {key!r} must not contain a NUL character")
             elif len(value) > STRIPE_METADATA_VALUE_MAX:
                 self.error(f"metadata {key!r} is {len(value)} characters; Stripe allows {STRIPE_METADATA_VALUE_MAX}")
         return dict(raw) if len(self.errors) == count else None
@@ -208,6 +219,8 @@ def _section(
         entry = _Entry(body, f"{key}.{code}", _SECTION_KEYS[key], errors[key])
         if not code.strip():
             entry.error("a code must not be empty")
+        elif NUL in code:
+            entry.error("a code must not contain a NUL character")
         entries[code] = read(code, entry)
     return entries
 
@@ -217,7 +230,7 @@ def _group(code: str, entry: _Entry) -> Group:
 
 
 def _plan(code: str, entry: _Entry) -> Plan:
-    priority = entry.integer("priority")
+    priority = entry.integer("priority", *INT32)
     kind = entry.string("kind", choices=tuple(PlanKind), optional=True)
     return Plan(code=code, priority=priority or 0, kind=PlanKind(kind or PlanKind.BASE))
 
@@ -238,6 +251,8 @@ def _gate_bundle(code: str, entry: _Entry) -> GateBundle:
         entry.error("gates is missing")
     elif not isinstance(gates, list) or not all(isinstance(g, str) and g.strip() for g in gates):
         entry.error("gates must be a list of non-empty strings")
+    elif any(NUL in g for g in gates):
+        entry.error("gates must not contain a NUL character")
     else:
         return GateBundle(code=code, gates=tuple(gates))
     return GateBundle(code=code, gates=())
@@ -296,13 +311,13 @@ def _price(entry: _Entry, lookup_keys: dict[str, str]) -> tuple[PriceSpec, bool]
         if lookup_key in lookup_keys:
             entry.error(f"lookup_key {lookup_key!r} is already used by {lookup_keys[lookup_key]}")
         lookup_keys.setdefault(lookup_key, entry.label)
-    unit_amount = entry.integer("unit_amount", minimum=0)
+    unit_amount = entry.integer("unit_amount", 0, INT64_MAX)
     currency = entry.string("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()
                                      and currency.islower()):
         entry.error(f"currency must be three lowercase letters (an ISO 4217 code), not {currency!r}")
     interval = entry.string("interval", choices=INTERVALS, optional=True)
-    interval_count = entry.integer("interval_count", minimum=1, optional=True)
+    interval_count = entry.integer("interval_count", 1, INT32[1], optional=True)
     if "interval_count" in entry.raw and "interval" not in entry.raw:
         entry.error("interval_count needs an interval (a one-time price has neither)")
     if interval is not None and interval_count is None:
