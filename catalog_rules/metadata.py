@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from catalog_rules.model import CatalogConfig, GrantSpec, Price, Product, ResolvedPrice, Source
+from catalog_rules.model import MAX_GRANT_AMOUNT, CatalogConfig, GrantSpec, Price, Product, ResolvedPrice, Source
 
 SUBSCRIPTION_GROUP = "subscription_group"
 BILLING_PLAN_CODE = "billing_plan_code"
@@ -228,6 +228,8 @@ def _spec(where: str, code: str, entry: Mapping[str, object], source: Source) ->
         raise MetadataError(f"{where}: amount must be an integer, not {_show(amount)}")
     if amount < 0:
         raise MetadataError(f"{where}: amount must not be negative, not {amount}")
+    if amount > MAX_GRANT_AMOUNT:
+        raise MetadataError(f"{where}: amount must be at most {MAX_GRANT_AMOUNT}, not {amount}")
     scale = entry.get("scale_by_quantity", True)
     if not isinstance(scale, bool):
         raise MetadataError(f"{where}: scale_by_quantity must be true or false, not {_show(scale)}")

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+# The largest quantity and the largest grant amount kept: a grant scaled by its quantity is then at
+# most 10^18, which fits the 64-bit integers of the wire format and the database.
+MAX_QUANTITY = 1_000_000_000
+MAX_GRANT_AMOUNT = 1_000_000_000
+
 
 class Cadence(StrEnum):
     PER_PERIOD = "per_period"

@@ -31,6 +31,9 @@ CONFLICTED = asyncpg.TransactionRollbackError
 # What a use case that is safe to run again (its effects deduplicated) retries by itself.
 RETRYABLE = (*CONNECTION_LOST, CONFLICTED)
 POOL_EXHAUSTED = asyncpg.TooManyConnectionsError
+# Text the database cannot hold (a NUL character, in a text column or in JSON) that the request's
+# own checks let through: the caller's data, and the transaction is rolled back whole.
+UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
 # Anything a background task talking to the database may meet and outlive.
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from catalog_rules.metadata import group_of_items
-from catalog_rules.model import CatalogConfig, ResolvedPrice
+from catalog_rules.model import MAX_QUANTITY, CatalogConfig, ResolvedPrice
 from entitlement_service.domain.model import Mode
 
 # The account's subscriptions holding each group now, winners and conflict losers alike.
@@ -77,6 +77,9 @@ def validate_selection(items: Sequence[tuple[str, int]], found: Mapping[str, Res
             continue
         if quantity < 1:
             problems.append(Problem("bad_quantity", index, ref, f"items[{index}].quantity must be at least 1"))
+        elif quantity > MAX_QUANTITY:
+            problems.append(Problem("bad_quantity", index, ref,
+                                    f"items[{index}].quantity must be at most {MAX_QUANTITY}"))
         if resolved.price_id in seen:
             problems.append(Problem("duplicate_price", index, ref, f"price {ref!r} appears more than once"))
         seen.add(resolved.price_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from catalog_rules.model import (
+    MAX_QUANTITY,
     Cadence,
     CatalogConfig,
     ChangePolicy,
@@ -57,17 +58,57 @@ CHANGE_POLICIES = {pb.CHANGE_POLICY_UNSPECIFIED: ChangePolicy.NONE, pb.CHANGE_PO
 KINDS = {pb.PLAN_KIND_BASE: PlanKind.BASE, pb.PLAN_KIND_ADDON: PlanKind.ADDON, pb.PLAN_KIND_UNSPECIFIED: PlanKind.BASE}
 
 
+# The longest id kept: provider ids are far shorter, and a longer one may not fit an index entry
+# (PostgreSQL's limit is about 2.7 kB).
+MAX_ID_CHARS = 255
+# What a Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+# What the database's 32-bit integer columns hold (a price's interval_count).
+INT32_MAX = 2**31 - 1
+MAX_LEASE_S = 86_400
+
+
+def identifier(value: str, field: str) -> str:
+    """`value` without the spaces around it; InvalidRequest naming `field` when it holds a NUL
+    character (PostgreSQL text cannot) or is longer than an id may be."""
+    text = value.strip()
+    if "\x00" in text:
+        raise InvalidRequest(f"{field} must not contain a NUL character")
+    if len(text) > MAX_ID_CHARS:
+        raise InvalidRequest(f"{field} must be at most {MAX_ID_CHARS} characters")
+    return text
+
+
 def required(value: str, field: str) -> str:
     if not value.strip():
         raise InvalidRequest(f"{field} is required")
-    return value.strip()
+    return identifier(value, field)
+
+
+def optional(value: str, field: str) -> str | None:
+    return identifier(value, field) or None
 
 
 def time_or_none(message: object, name: str) -> datetime | None:
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
     ts: Timestamp = getattr(message, name)
+    if ts.seconds not in TIMESTAMP_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidRequest(f"{name} is not a time a Timestamp can hold (seconds {ts.seconds}, nanos {ts.nanos})")
     return ts.ToDatetime(tzinfo=UTC)
+
+
+def lease_ttl(r: pb.LeaseReconcilerRequest) -> timedelta:
+    """A lease lasts minutes: a day is past any reconciler run; 0 gives the lease up."""
+    if not 0 <= r.ttl.seconds <= MAX_LEASE_S or not 0 <= r.ttl.nanos < 1_000_000_000:
+        raise InvalidRequest(f"ttl must be from 0 to {MAX_LEASE_S} s")
+    return r.ttl.ToTimedelta()
+
+
+def quantity(value: int, field: str, minimum: int = 0) -> int:
+    if not minimum <= value <= MAX_QUANTITY:
+        raise InvalidRequest(f"{field} must be from {minimum} to {MAX_QUANTITY}, not {value}")
+    return value
 
 
 def required_time(message: object, name: str, field: str) -> datetime:
@@ -87,6 +128,8 @@ def product(p: pb.ProductSnapshot, fallback_at: datetime, field: str = "product"
 
 
 def price(p: pb.PriceSnapshot, fallback_at: datetime, field: str = "price") -> Price:
+    if p.interval_count > INT32_MAX:
+        raise InvalidRequest(f"{field}.interval_count must be at most {INT32_MAX}")
     return Price(required(p.price_id, f"{field}.price_id"), p.product_id or (p.product.product_id if
                  p.HasField("product") else ""), p.lookup_key or None, p.active,
                  p.unit_amount, p.currency, p.interval or None, p.interval_count or (1 if p.interval else None),
@@ -126,7 +169,8 @@ def subscription(s: pb.SubscriptionSnapshot, event_id: str, at: datetime, refetc
     return SubscriptionSnapshot(
         subscription_id=required(s.subscription_id, "subscription.subscription_id"),
         provider_customer_id=s.provider_customer_id, status=STATUSES[s.status], at=at, event_id=event_id,
-        items=tuple(ItemSnapshot(i.item_id, price(i.price, at, f"subscription.items[{n}].price"), i.quantity,
+        items=tuple(ItemSnapshot(i.item_id, price(i.price, at, f"subscription.items[{n}].price"),
+                                 quantity(i.quantity, f"subscription.items[{n}].quantity"),
                                  _expanded(i.price, at), time_or_none(i, "current_period_start"),
                                  time_or_none(i, "current_period_end")) for n, i in enumerate(s.items)),
         start_date=time_or_none(s, "start_date") or time_or_none(s, "created"), trial_end=time_or_none(s, "trial_end"),
@@ -142,7 +186,8 @@ def checkout_session(c: pb.CheckoutSessionSnapshot, at: datetime) -> CheckoutSes
         purchase_id=c.purchase_id or c.metadata.get("purchase_id") or None,
         provider_customer_id=c.provider_customer_id or None, mode=MODES.get(c.mode, Mode.SUBSCRIPTION),
         status=c.status, payment_status=c.payment_status, subscription_id=c.subscription_id or None,
-        line_items=tuple(LineItem(price(li.price, at, f"checkout_session.line_items[{n}].price"), li.quantity,
+        line_items=tuple(LineItem(price(li.price, at, f"checkout_session.line_items[{n}].price"),
+                                  quantity(li.quantity, f"checkout_session.line_items[{n}].quantity"),
                                   _expanded(li.price, at)) for n, li in enumerate(c.line_items)),
         at=at, metadata=dict(c.metadata),
     )
@@ -153,9 +198,10 @@ def invoice(i: pb.InvoiceSnapshot, at: datetime) -> InvoiceSnapshot:
         invoice_id=required(i.invoice_id, "invoice.invoice_id"), subscription_id=i.subscription_id or None,
         provider_customer_id=i.provider_customer_id or None, paid=i.paid or i.status == "paid",
         billing_reason=i.billing_reason,
-        lines=tuple(InvoiceLine(line.price_id, line.quantity, time_or_none(line, "period_start") or at,
-                                time_or_none(line, "period_end") or at, line.proration, line.amount)
-                    for line in i.lines if line.price_id),
+        lines=tuple(InvoiceLine(line.price_id, quantity(line.quantity, f"invoice.lines[{n}].quantity"),
+                                time_or_none(line, "period_start") or at, time_or_none(line, "period_end") or at,
+                                line.proration, line.amount)
+                    for n, line in enumerate(i.lines) if line.price_id),
         at=at, paid_at=time_or_none(i, "paid_at"),
     )
 
@@ -215,6 +261,8 @@ def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
     selection = items(r.items)
     if not selection:
         raise InvalidRequest("items must hold at least one item")
+    for i, (_, count) in enumerate(selection):
+        quantity(count, f"items[{i}].quantity", minimum=1)
     return NewPurchase(
         purchase_id=required(r.purchase_id, "purchase_id"), account_id=required(r.account_id, "account_id"),
         checkout_session_id=required(r.checkout_session_id, "checkout_session_id"), items=selection,
@@ -261,7 +309,7 @@ def reconciliation(r: pb.ApplyReconciliationRequest) -> Reconciliation:
 def replay_selection(r: pb.ReplayEventsRequest) -> ReplaySelection:
     ids = tuple(required(i, f"provider_event_ids[{n}]") for n, i in enumerate(r.provider_event_ids))
     selection = ReplaySelection(
-        provider_event_ids=ids, reason=r.reason or None, account_id=r.account_id or None,
+        provider_event_ids=ids, reason=r.reason or None, account_id=optional(r.account_id, "account_id"),
         created_from=time_or_none(r, "created_from"), created_until=time_or_none(r, "created_until"),
         limit=min(r.limit or 100, 1000))
     if not (ids or selection.reason or selection.account_id or selection.created_from or selection.created_until):

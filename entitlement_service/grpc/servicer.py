@@ -35,7 +35,8 @@ def exactly_one(**fields: str) -> tuple[str, str]:
     given = [(name, value) for name, value in fields.items() if value]
     if len(given) != 1:
         raise InvalidRequest(f"exactly one of {', '.join(fields)} is required")
-    return given[0]
+    name, value = given[0]
+    return name, cin.identifier(value, name)
 
 
 class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
@@ -61,7 +62,7 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
             yield pb.WatchEntitlementsResponse(entitlements=out.entitlements(view), initial=initial)
 
     async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> pb.ListCatalogResponse:
-        return out.catalog(await catalog.list_catalog(self.deps, request.account_id or None))
+        return out.catalog(await catalog.list_catalog(self.deps, cin.optional(request.account_id, "account_id")))
 
     async def ValidatePurchase(self, request: pb.ValidatePurchaseRequest,
                                context: Context) -> pb.ValidatePurchaseResponse:
@@ -77,7 +78,7 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
     async def MarkPurchaseReturned(self, request: pb.MarkPurchaseReturnedRequest,
                                    context: Context) -> pb.MarkPurchaseReturnedResponse:
         view = await purchases.mark_returned(self.deps, cin.required(request.purchase_id, "purchase_id"),
-                                             request.checkout_session_id or None)
+                                             cin.optional(request.checkout_session_id, "checkout_session_id"))
         return pb.MarkPurchaseReturnedResponse(purchase=out.purchase(view))
 
     async def GetPurchase(self, request: pb.GetPurchaseRequest, context: Context) -> pb.GetPurchaseResponse:
@@ -134,13 +135,15 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
         return out.trace(found)
 
     async def ListMismatches(self, request: pb.ListMismatchesRequest, context: Context) -> pb.ListMismatchesResponse:
-        found, token = await support.list_mismatches(self.deps, request.account_id or None, request.include_closed,
+        account_id = cin.optional(request.account_id, "account_id")
+        found, token = await support.list_mismatches(self.deps, account_id, request.include_closed,
                                                      request.page_size, request.page_token)
         return pb.ListMismatchesResponse(mismatches=[out.mismatch(m) for m in found], next_page_token=token)
 
     async def GetReconcileState(self, request: pb.GetReconcileStateRequest,
                                 context: Context) -> pb.GetReconcileStateResponse:
-        state = await reconciliation.reconcile_state(self.deps, request.account_id or None, request.page_size)
+        account_id = cin.optional(request.account_id, "account_id")
+        state = await reconciliation.reconcile_state(self.deps, account_id, request.page_size)
         return pb.GetReconcileStateResponse(
             events_checkpoint=out.ts(state.checkpoint),
             accounts=[pb.ReconcileAccount(account_id=a, provider_customer_id=c) for a, c in state.accounts],
@@ -159,7 +162,7 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
     async def LeaseReconciler(self, request: pb.LeaseReconcilerRequest,
                               context: Context) -> pb.LeaseReconcilerResponse:
         lease = await reconciliation.lease_reconciler(self.deps, cin.required(request.holder, "holder"),
-                                                      request.ttl.ToTimedelta())
+                                                      cin.lease_ttl(request))
         return pb.LeaseReconcilerResponse(granted=lease.granted, holder=lease.holder or "",
                                           expires_at=out.ts(lease.expires_at))
 
