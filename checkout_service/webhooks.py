@@ -4,6 +4,7 @@ payload lacks, forward it, and acknowledge only once the entitlement service rec
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,13 +96,23 @@ def verified_event(raw: bytes, signature: str | None, secrets: tuple[str, ...], 
     return event
 
 
+# Twenty digits in a row: maybe an integer past 64 bits, which orjson reads as a float, inexactly.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def loads(raw: bytes) -> Any:
-    """The JSON body; what orjson refuses and JSON allows (an integer beyond 64 bits, a lone
-    surrogate's escape) is read by the standard library, so the event can still be kept."""
+    """The JSON body; what orjson refuses or reads inexactly and JSON allows (an integer beyond 64
+    bits, a lone surrogate's escape) is read by the standard library, so the event can still be
+    kept. JSON nested deeper than the standard library can follow is a ValueError."""
+    if not _LONG_DIGITS.search(raw):
+        try:
+            return orjson.loads(raw)
+        except ValueError:
+            pass
     try:
-        return orjson.loads(raw)
-    except ValueError:
         return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 async def handle(w: WebhookDeps, raw: bytes, signature: str | None) -> Accepted:
