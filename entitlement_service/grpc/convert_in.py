@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from catalog_rules.file import INTERVALS
 from catalog_rules.model import (
     MAX_QUANTITY,
     Cadence,
@@ -128,6 +129,8 @@ def product(p: pb.ProductSnapshot, fallback_at: datetime, field: str = "product"
 
 
 def price(p: pb.PriceSnapshot, fallback_at: datetime, field: str = "price") -> Price:
+    if p.interval and p.interval not in INTERVALS:
+        raise InvalidRequest(f"{field}.interval must be one of {', '.join(INTERVALS)}, not {p.interval!r}")
     if p.interval_count > INT32_MAX:
         raise InvalidRequest(f"{field}.interval_count must be at most {INT32_MAX}")
     return Price(required(p.price_id, f"{field}.price_id"), p.product_id or (p.product.product_id if
