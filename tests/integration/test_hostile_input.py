@@ -8,6 +8,7 @@ table's row count, and a signed event that cannot be read is kept as exactly one
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import time
@@ -23,6 +24,8 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from catalog_rules.file import CatalogFileError, parse_catalog
 from catalog_rules.model import MAX_QUANTITY
@@ -61,6 +64,11 @@ class Watched:
     logged: list[dict[str, Any]]
     caplog: pytest.LogCaptureFixture
     counts_before: dict[str, int] = field(default_factory=dict)
+
+    def forget_logs(self) -> None:
+        """What was logged so far is dropped: one property example is judged by its own lines."""
+        self.logged.clear()
+        self.caplog.clear()
 
     async def counted(self) -> None:
         self.counts_before = await row_counts(self.database_url)
@@ -180,6 +188,13 @@ def envelope(**changes: Any) -> bytes:
 
 
 
+def price_event(**recurring: Any) -> dict[str, Any]:
+    price = {"id": "price_new", "object": "price", "product": "pro", "active": True, "currency": "usd",
+             "unit_amount": 2000, "recurring": {"interval": "month", "interval_count": 1, **recurring}}
+    return {"id": "evt_price", "object": "event", "type": "price.updated", "created": 1_767_225_600,
+            "data": {"object": price}}
+
+
 def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
@@ -254,6 +269,8 @@ WEBHOOK_BODIES = [
                  id="a subscription id of 10,000 characters"),
     pytest.param(event("evt_nul_sub", id="sub_\x00"), Recorded("evt_nul_sub", "rejected"),
                  id="a NUL escape in the subscription id"),
+    pytest.param(json.dumps(price_event(interval="fortnight")).encode(), Recorded("evt_price", "rejected"),
+                 id="a price billed every fortnight"),
 ]
 
 
@@ -662,6 +679,9 @@ GRPC = [
     pytest.param(ent("UpsertCatalog", catalog_with(products=[pb.ProductSnapshot(product_id="prod_x", name="X\x00")]),
                      Role.OPERATOR), INVALID, id="entitlement: product name with NUL"),
     pytest.param(ent("UpsertCatalog", catalog_with(prices=[pb.PriceSnapshot(
+        price_id="price_x", product_id="prod_x", interval="fortnight")]), Role.OPERATOR), INVALID,
+        id="entitlement: price billed every fortnight"),
+    pytest.param(ent("UpsertCatalog", catalog_with(prices=[pb.PriceSnapshot(
         price_id="price_x", product_id="prod_x", unit_amount=-1, interval="month", interval_count=2**40)]),
         Role.OPERATOR), INVALID, id="entitlement: price interval_count 2^40"),
     # Authorization metadata.
@@ -865,3 +885,157 @@ def test_service_tokens(raw: str, says: str) -> None:
 def test_service_tokens_accepted(raw: str) -> None:
     tokens = ServiceTokens.parse(raw)
     assert tokens.role_of(TOKEN) is Role.PRODUCT and TOKEN not in repr(tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property-based fuzzers.
+
+# What may stand in for any value: the types a field should not have, and the values that broke
+# parsers before (NUL, lone surrogates, integers past 64 bits, deep and empty containers).
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12), st.sampled_from(["", "\x00", "\ud800", "abc", "1e400", "frozen", "\u00b2", " "]),
+    st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**30, MAX_QUANTITY + 1]))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+
+
+def paths_in(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document: each key of each object and each index of each array."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths_in(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths_in(item, (*path, index))
+    return found
+
+
+def mutated(document: Any, path: tuple[Any, ...], how: str, value: Any) -> Any:
+    """A copy of `document` with the value at `path` deleted, replaced by `value`, turned into a
+    string, or wrapped in a list or an object."""
+    copy = json.loads(json.dumps(document))
+    parent = copy
+    for step in path[:-1]:
+        parent = parent[step]
+    last, current = path[-1], parent[path[-1]]
+    if how == "delete":
+        del parent[last]
+    else:
+        parent[last] = {"replace": value, "stringify": str(current), "wrap in a list": [current],
+                        "wrap in an object": {"value": current}}[how]
+    return copy
+
+
+MUTATIONS = st.sampled_from(["delete", "replace", "replace", "stringify", "wrap in a list", "wrap in an object"])
+# The codes each refusal of a session request may carry (docs/contract.md, the HTTP error table).
+SESSION_ANSWERS = {201: {None}, 400: {"malformed_json"}, 404: {"not_found"},
+                   409: {"group_conflict", "failed_precondition"}, 422: {"invalid_request", "invalid_selection"}}
+PORTAL_BODY = {"account_id": "acct_1", "return_url": "https://app.example/account"}
+
+
+@st.composite
+def session_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A path and a body: random bytes, a random JSON value, or a valid request mutated."""
+    path, valid = draw(st.sampled_from([(SESSIONS, checkout_body()), (PORTALS, PORTAL_BODY)]))
+    kind = draw(st.sampled_from(["bytes", "json", "mutated", "mutated"]))
+    if kind == "bytes":
+        return path, draw(st.binary(max_size=64))
+    if kind == "json":
+        return path, json.dumps(draw(JSON_VALUES)).encode()
+    body = valid
+    for _ in range(draw(st.integers(1, 3))):
+        places = paths_in(body)
+        if not places:
+            break
+        body = mutated(body, draw(st.sampled_from(places)), draw(MUTATIONS), draw(JSON_VALUES))
+    return path, json.dumps(body).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=session_requests())
+async def test_any_session_request_body_is_answered_as_documented(watched: Watched, request: tuple[str, bytes]
+                                                                   ) -> None:
+    path, body = request
+    stack = watched.stack
+    watched.forget_logs()
+    before = await row_counts(watched.database_url)
+    async with stack.http.post(stack.url(path), data=body, headers={**PRODUCT, "Content-Type": "application/json"}
+                               ) as r:
+        status, reply = r.status, await r.json()
+    code = reply.get("error", {}).get("code") if isinstance(reply, dict) else None
+    assert status in SESSION_ANSWERS and code in SESSION_ANSWERS[status], (status, reply, body)
+    if status >= 400:
+        assert await row_counts(watched.database_url) == before, (status, reply, body)
+    watched.assert_quiet()
+
+
+FIXTURES = json.loads((Path(__file__).resolve().parents[1] / "support" / "stripe_fixtures.json").read_text())[
+    "resources"]
+
+
+def stripe_event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "evt_base", "object": "event", "type": kind, "created": 1_767_225_600, "api_version": "2026-08-27",
+            "livemode": False, "data": {"object": obj}}
+
+
+# Realistic events to start from: ours, which applies, and Stripe's example objects.
+BASE_EVENTS = [
+    subscription_payload("evt_base"),
+    stripe_event("customer.subscription.updated", {**FIXTURES["subscription"], "metadata": {"account_id": "acct_f"}}),
+    stripe_event("invoice.paid", FIXTURES["invoice"]),
+    stripe_event("checkout.session.completed", {**FIXTURES["checkout.session"], "mode": "subscription"}),
+    stripe_event("price.updated", FIXTURES["price"]),
+    stripe_event("product.updated", FIXTURES["product"]),
+    stripe_event("customer.updated", FIXTURES["customer"]),
+]
+
+
+def has_envelope(event: Any) -> bool:
+    """What docs/contract.md calls a provider event: an id, a type, an integer created time and an
+    object. Only a body without one is refused; every other signed event is recorded."""
+    if not isinstance(event, dict):
+        return False
+    data, created = event.get("data"), event.get("created")
+    return (isinstance(event.get("id"), str) and bool(event["id"]) and isinstance(event.get("type"), str)
+            and bool(event["type"]) and isinstance(created, int) and not isinstance(created, bool)
+            and isinstance(data, dict) and isinstance(data.get("object"), dict))
+
+
+_fuzzed = itertools.count()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_any_mutated_signed_event_is_recorded_once_or_refused_for_its_envelope(
+    watched: Watched, data: st.DataObject
+) -> None:
+    watched.forget_logs()
+    event = {**data.draw(st.sampled_from(BASE_EVENTS)), "id": f"evt_fuzz_{next(_fuzzed)}"}
+    for _ in range(data.draw(st.integers(1, 4))):
+        event = mutated(event, data.draw(st.sampled_from(paths_in(event))), data.draw(MUTATIONS),
+                        data.draw(JSON_VALUES))
+    raw = json.dumps(event).encode()  # lone surrogates travel as \ud800 escapes, big integers as digits
+    before = len(await stored_events(watched.database_url))
+    async with watched.stack.http.post(watched.stack.url("/webhooks/stripe"), data=raw,
+                                       headers={"Stripe-Signature": signed(raw, int(time.time()))}) as r:
+        status, reply = r.status, await r.json()
+    if has_envelope(event):
+        assert status == 200, (reply, event)
+        [row] = await stored(watched.database_url, reply["id"])
+        assert bytes(row["payload"]) == raw or reply["outcome"] == "duplicate"
+        added = len(await stored_events(watched.database_url)) - before
+        assert added == (0 if reply["outcome"] == "duplicate" else 1), reply
+    else:
+        assert (status, reply["error"]["code"]) == (400, "malformed_body"), (reply, event)
+        assert len(await stored_events(watched.database_url)) == before
+    watched.assert_quiet()
+
+
+async def stored_events(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch("SELECT provider_event_id FROM provider_events")
+    finally:
+        await conn.close()
