@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
@@ -12,6 +13,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.config import Address
+from service_runtime.rpc import decoding_or_undecodable
 from service_runtime.tls import ServerTls
 
 log = structlog.get_logger("server")
@@ -38,22 +40,30 @@ class GrpcServer:
 
 class GenericHandlersOnly:
     """What the generated `add_*Servicer_to_server` functions are handed instead of the server: it
-    passes each service's generic handler on and drops the same methods' registration.
+    serves each service's methods through one generic handler, made from their registration.
 
     Those functions register every method twice, as a generic handler and as "registered" methods.
     grpc.aio's accept loop keeps one pending request per registered method and waits on all of them
     with `asyncio.wait` for every call it accepts; with about twenty methods here, that wait is a
     visible share of what a cached CheckGate answer costs. Served through generic handlers alone,
-    it waits on one."""
+    it waits on one.
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    The methods of `guarded` services read their request with `decoding_or_undecodable`: a message
+    that does not decode reaches the call pipeline, which answers INVALID_ARGUMENT, where gRPC
+    itself would answer UNKNOWN naming a Python exception."""
+
+    def __init__(self, server: grpc.aio.Server, guarded: Sequence[str] = ()) -> None:
         self._server = server
+        self._guarded = frozenset(guarded)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
+        """Made again from the same methods in `add_registered_method_handlers`."""
 
-    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
-        """The generic handler added beside these serves the same methods."""
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
+        if service in self._guarded:
+            handlers = {name: h._replace(request_deserializer=decoding_or_undecodable(h.request_deserializer))
+                        for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
 
 def build_grpc_server(
@@ -69,7 +79,7 @@ def build_grpc_server(
     work instead of queueing calls past their deadlines. With `tls` the port speaks TLS only (every
     service on it, health and reflection included); without it, plaintext only."""
     server = grpc.aio.server(maximum_concurrent_rpcs=max_in_flight)
-    handlers = GenericHandlersOnly(server)
+    handlers = GenericHandlersOnly(server, service_names)
     register(handlers)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, handlers)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import grpc
 import structlog
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 from opentelemetry.trace import Span
 
 from service_runtime.auth import AuthError, Role, ServiceTokens, authorize
@@ -32,6 +33,23 @@ CODE_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}
 # (OpenTelemetry's semantic conventions for gRPC).
 SERVER_ERRORS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
                            grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+
+
+class Undecodable:
+    """Stands for a request message that did not decode, so the pipeline can refuse it by name."""
+
+
+UNDECODABLE = Undecodable()
+
+
+def decoding_or_undecodable(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return UNDECODABLE
+
+    return decode
 
 
 class CallContext(Protocol):
@@ -81,6 +99,7 @@ class _Method:
     # Its server span's name (`package.Service/Method`) and the attributes every call of it has.
     span_name: str
     span_attributes: Mapping[str, str]
+    input_type: str  # the request message's full name
 
 
 class RpcPipeline:
@@ -112,7 +131,8 @@ class RpcPipeline:
             fields = method.input_type.fields_by_name
             resolved = _Method(name, self._roles.get(name, frozenset()), tuple(f for f in LOGGED_FIELDS if f in fields),
                                RPC_METRICS.method(name), name[1:],
-                               {"rpc.system": "grpc", "rpc.service": service.full_name, "rpc.method": method.name})
+                               {"rpc.system": "grpc", "rpc.service": service.full_name, "rpc.method": method.name},
+                               method.input_type.full_name)
             inner = getattr(servicer, method.name)
             behavior = self._stream(resolved, inner) if method.server_streaming else self._unary(resolved, inner)
             setattr(wrapped, method.name, behavior)
@@ -189,6 +209,10 @@ class RpcPipeline:
             code = grpc.StatusCode.UNAUTHENTICATED if exc.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
             _finish(method, request, request_id, span, started, code, str(exc))
             return request_id, span, (code, str(exc))
+        if request is UNDECODABLE:
+            message = f"the request is not a {method.input_type} message"
+            _finish(method, request, request_id, span, started, grpc.StatusCode.INVALID_ARGUMENT, message)
+            return request_id, span, (grpc.StatusCode.INVALID_ARGUMENT, message)
         return request_id, span, None
 
     async def _failed(self, method: _Method, request: Any, request_id: str, span: Span | None,
@@ -219,7 +243,7 @@ def _finish(method: _Method, request: Any, request_id: str, span: Span | None, s
     code_name = CODE_NAMES[code]
     method.calls.record(code_name, seconds)
     fields = {"method": method.name, "code": code_name, "duration_ms": round(seconds * 1000, 3)}
-    for name in method.logged:
+    for name in method.logged if request is not UNDECODABLE else ():
         if value := getattr(request, name):
             fields[name] = value
     if message:

@@ -776,6 +776,34 @@ async def test_grpc(watched: Watched, rpc: Rpc, expected: grpc.StatusCode | str)
     watched.assert_quiet()
 
 
+UNDECODABLE = [
+    pytest.param("entitlement", "selfserve.entitlement.v1.EntitlementService/CheckGate", b"\xff\xff\xff\x07junk",
+                 id="entitlement: CheckGate bytes that are no message"),
+    pytest.param("entitlement", "selfserve.entitlement.v1.EntitlementService/ApplyProviderEvents", b"\x0a\x05ab",
+                 id="entitlement: ApplyProviderEvents cut short"),
+    pytest.param("checkout", "selfserve.checkout.v1.CheckoutService/GetPurchase", b"\x08",
+                 id="checkout: GetPurchase a varint cut short"),
+    pytest.param("checkout", "selfserve.checkout.v1.CheckoutService/CreateCheckoutSession", b"\x12\xff\xff",
+                 id="checkout: CreateCheckoutSession a length past the end"),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "raw"), UNDECODABLE)
+async def test_grpc_request_bytes_that_do_not_decode(watched: Watched, service: str, method: str, raw: bytes) -> None:
+    stack = watched.stack
+    await watched.counted()
+    port = stack.entitlement.running.port if service == "entitlement" else stack.checkout.port
+    role = Role.CHECKOUT if method.endswith("ApplyProviderEvents") else Role.PRODUCT
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{method}", request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(raw, metadata=bearer(role), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"is not a {method.split('/')[0].rsplit('.', 1)[0]}." in (refused.value.details() or "")
+    await watched.assert_unchanged()
+    watched.assert_quiet()
+
+
 # ---------------------------------------------------------------------------------------------
 # The catalog file: parse_catalog, and `catalog apply` refusing it before anything is written.
 
