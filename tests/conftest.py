@@ -14,18 +14,10 @@ import pytest
 
 from devstack.pg import ensure_database, server_url_for
 from entitlement_service.db.migrate import migrate
+from tests.support.pg import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 _names = itertools.count()
-
-
-async def _admin(url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def _migrate(url: str) -> None:
@@ -48,28 +40,28 @@ def pg_admin_url() -> Iterator[str]:
 def template_database(pg_admin_url: str) -> Iterator[str]:
     """A database with every migration applied, cloned by each test that needs its own."""
     name = f"selfserve_tpl_{os.getpid()}"
-    asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
     asyncio.run(_migrate(server_url_for(pg_admin_url, name)))
     yield name
-    asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def fresh_database_url(pg_admin_url: str) -> AsyncIterator[str]:
     """An empty database of its own, dropped afterwards."""
     name = f"selfserve_t_{os.getpid()}_{next(_names)}"
-    await _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    await execute(pg_admin_url, f'CREATE DATABASE "{name}"')
     yield server_url_for(pg_admin_url, name)
-    await _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 async def database_url(pg_admin_url: str, template_database: str) -> AsyncIterator[str]:
     """A migrated database of its own (cloned from the template), for tests that commit."""
     name = f"selfserve_t_{os.getpid()}_{next(_names)}"
-    await _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await execute(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     yield server_url_for(pg_admin_url, name)
-    await _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +69,9 @@ def shared_database(pg_admin_url: str, template_database: str) -> Iterator[str]:
     """A migrated database shared by tests that roll back; never connected to the template so
     that cloning the template is never blocked."""
     name = f"selfserve_shared_{os.getpid()}"
-    asyncio.run(_admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    asyncio.run(execute(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     yield name
-    asyncio.run(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
 from tests.integration.conftest import start_service, stop_service
+from tests.support.pg import execute
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.provider import (
@@ -61,32 +62,23 @@ def with_user(url: str, user: str, password: str) -> str:
     return parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}").geturl()
 
 
-async def admin(url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def roles(pg_admin_url: str) -> AsyncIterator[Roles]:
     """The two roles and the database as deploy/README.md creates them, dropped afterwards."""
     suffix = f"{os.getpid()}_{next(_names)}"
     database, owner, runtime = f"selfserve_roles_{suffix}", f"selfserve_owner_{suffix}", f"selfserve_app_{suffix}"
-    await admin(pg_admin_url, f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-password'",
-                f"CREATE ROLE {runtime} LOGIN PASSWORD 'app-password'",
-                f"CREATE DATABASE {database} OWNER {owner}")
-    await admin(server_url_for(pg_admin_url, database), "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-                f"GRANT CONNECT ON DATABASE {database} TO {runtime}")
+    await execute(pg_admin_url, f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-password'",
+                  f"CREATE ROLE {runtime} LOGIN PASSWORD 'app-password'",
+                  f"CREATE DATABASE {database} OWNER {owner}")
+    await execute(server_url_for(pg_admin_url, database), "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                  f"GRANT CONNECT ON DATABASE {database} TO {runtime}")
     url = server_url_for(pg_admin_url, database)
     try:
         yield Roles(database, owner, with_user(url, owner, "owner-password"), runtime,
                     with_user(url, runtime, "app-password"))
     finally:
-        await admin(pg_admin_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", f"DROP ROLE IF EXISTS {runtime}",
-                    f"DROP ROLE IF EXISTS {owner}")
+        await execute(pg_admin_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+                      f"DROP ROLE IF EXISTS {runtime}", f"DROP ROLE IF EXISTS {owner}")
 
 
 async def migrate_command(env: dict[str, str], *args: str) -> tuple[int, str]:
