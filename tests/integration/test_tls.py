@@ -275,30 +275,31 @@ CHANNEL_MISTAKES: list[tuple[str, Callable[[Pki, Path], dict[str, str]], tuple[s
 ]
 
 
+def assert_refused_naming(settings: type[Settings] | type[CheckoutSettings], env: dict[str, str],
+                          named: tuple[str, ...], pki: Pki) -> None:
+    """Start-up refuses `env` naming every variable in `named`, and shows nothing a file holds."""
+    with pytest.raises(ConfigError) as refused:
+        settings.from_env(env)
+    message = str(refused.value)
+    assert all(name in message for name in named), message
+    assert not any(line in message for line in key_material(pki)), message
+    assert not any(text.strip() in message for text in NOT_PEM) and "BEGIN" not in message
+
+
 @pytest.mark.parametrize("settings", [Settings, CheckoutSettings], ids=["entitlement", "checkout"])
 @pytest.mark.parametrize(("mistake", "named"), [pytest.param(m, n, id=i) for i, m, n in SERVER_MISTAKES])
 def test_a_server_tls_mistake_is_refused_naming_its_variables_and_showing_no_key(
     settings: type[Settings] | type[CheckoutSettings], mistake: Callable[[Pki, Path], dict[str, str]],
     named: tuple[str, ...], pki: Pki, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError) as refused:
-        settings.from_env({**CHECKOUT_ENV, **mistake(pki, tmp_path)})
-    message = str(refused.value)
-    assert all(name in message for name in named), message
-    assert not any(line in message for line in key_material(pki)), message
-    assert not any(text.strip() in message for text in NOT_PEM) and "BEGIN" not in message
+    assert_refused_naming(settings, {**CHECKOUT_ENV, **mistake(pki, tmp_path)}, named, pki)
 
 
 @pytest.mark.parametrize(("mistake", "named"), [pytest.param(m, n, id=i) for i, m, n in CHANNEL_MISTAKES])
 def test_a_channel_tls_mistake_is_refused_naming_its_variables_and_showing_no_key(
     mistake: Callable[[Pki, Path], dict[str, str]], named: tuple[str, ...], pki: Pki, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError) as refused:
-        CheckoutSettings.from_env({**CHECKOUT_ENV, **mistake(pki, tmp_path)})
-    message = str(refused.value)
-    assert all(name in message for name in named), message
-    assert not any(line in message for line in key_material(pki)), message
-    assert not any(text.strip() in message for text in NOT_PEM) and "BEGIN" not in message
+    assert_refused_naming(CheckoutSettings, {**CHECKOUT_ENV, **mistake(pki, tmp_path)}, named, pki)
 
 
 def test_without_tls_variables_both_services_stay_plaintext() -> None:
