@@ -22,7 +22,8 @@ RETURNING {", ".join("a." + c for c in ACCOUNT_COLUMNS.split(", "))},
 # customer another account holds is not linked; that account is returned as `holder`. (One that
 # another transaction links meanwhile still meets the unique constraint.) The events that waited
 # for the customer are the rejected ones whose reason ($3) says their account was unknown and
-# whose type ($4, patterns) is one that belongs to an account.
+# whose type ($4, patterns) is one that belongs to an account: they join the account's history,
+# not summarized (the account's next derivation reads it whole and summarizes them).
 LINK_ACCOUNTS = """
 WITH wanted AS (
     SELECT l.account_id, l.customer_id,
@@ -40,7 +41,13 @@ WITH wanted AS (
     FROM linked l
     WHERE e.provider_customer_id = l.provider_customer_id AND e.outcome = 'rejected'
       AND e.reason = $3 AND e.type LIKE ANY($4::text[])
-    RETURNING e.account_id
+    RETURNING e.account_id, e.provider_event_id, e.subscription_id, e.type, e.created, e.snapshot
+), joined AS (
+    INSERT INTO account_history (account_id, provider_event_id, subscription_id, invoice, provider_at, summarized,
+                                 snapshot)
+    SELECT account_id, provider_event_id, coalesce(subscription_id, ''), type = 'invoice.paid', created, false,
+        snapshot
+    FROM adopted WHERE snapshot IS NOT NULL
 )
 SELECT w.account_id, w.holder, (SELECT count(*) FROM adopted d WHERE d.account_id = w.account_id) AS adopted
 FROM wanted w"""

@@ -4,14 +4,15 @@ between subscriptions that claim one non-stackable group at the same time."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from catalog_rules.model import CatalogConfig, ResolvedPrice
 from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
 from entitlement_service.domain.price_book import PriceBook
 from entitlement_service.domain.provider import SubscriptionSnapshot
-from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, ItemRow, derive
+from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, Earlier, ItemRow, derive
 from entitlement_service.domain.windows import Window
 
 R = TypeVar("R", AssignmentRow, BindingRow)
@@ -58,21 +59,29 @@ class AccountState:
 
 def rebuild(
     histories: Mapping[str, list[SubscriptionSnapshot]], prices: PriceBook | Mapping[str, ResolvedPrice],
-    config: CatalogConfig
+    config: CatalogConfig, earlier: Mapping[str, Earlier] | None = None, since: datetime | None = None,
 ) -> AccountState:
     """Derives each subscription, then in every non-stackable group keeps exactly one holder at any
     instant: the losers' assignments and bindings over the lost windows are kept but marked with
-    the winner, and grant nothing."""
-    derived = [derive(snaps, prices, config.plans) for _, snaps in sorted(histories.items()) if snaps]
-    lost = _losses_by_subscription_and_group([c for d in derived for c in d.claims], config)
+    the winner, and grant nothing.
+
+    With `since`, each history holds the snapshots from the last one before `since` on (`earlier`
+    says what came before, per subscription whose history is partial), and the claims, assignments
+    and bindings are what holds from `since` on. Precedence at an instant depends only on the
+    claims at that instant, so those are exact; items are each price's latest run in what was given."""
+    earlier = earlier or {}
+    derived = [derive(snaps, prices, config.plans, earlier.get(sub)) for sub, snaps in sorted(histories.items())
+               if snaps]
+    claims = [replace(c, window=w) for d in derived for c in d.claims if (w := c.window.since(since)) is not None]
+    lost = _losses_by_subscription_and_group(claims, config)
     assignments: list[PlacedAssignment] = []
     bindings: list[PlacedBinding] = []
     for d in derived:
         for a in d.assignments:
-            for window, winner in split_by_losses(a.window, lost.get((a.subscription_id, a.subscription_group), [])):
+            for window, winner in _placed(a.window, since, lost.get((a.subscription_id, a.subscription_group), [])):
                 assignments.append(PlacedAssignment(a, window, winner))
         for b in d.bindings:
-            for window, winner in split_by_losses(b.window, lost.get((b.subscription_id, b.subscription_group), [])):
+            for window, winner in _placed(b.window, since, lost.get((b.subscription_id, b.subscription_group), [])):
                 bindings.append(PlacedBinding(b, window, winner))
     return AccountState(
         subscriptions=tuple(derived),
@@ -81,6 +90,11 @@ def rebuild(
         bindings=tuple(bindings),
         lost=lost,
     )
+
+
+def _placed(window: Window, since: datetime | None, lost: list[Loss]) -> list[tuple[Window, str | None]]:
+    held = window.since(since)
+    return split_by_losses(held, lost) if held is not None else []
 
 
 def _losses_by_subscription_and_group(claims: list[Claim], config: CatalogConfig) -> dict[tuple[str, str], list[Loss]]:

@@ -16,7 +16,7 @@ from entitlement_service.domain.provider import (
     SubscriptionSnapshot,
 )
 from entitlement_service.domain.records import EventResult, SubscriptionRecord
-from entitlement_service.domain.timeline import order_key
+from entitlement_service.domain.timeline import ended_at, order_key
 
 # The reason an event that needs an account, and whose account cannot be found, is rejected with;
 # such an event is applied once its customer is linked to an account.
@@ -35,6 +35,26 @@ def needs_account(event: ProviderEvent) -> bool:
     return not event.malformed and (isinstance(obj, SubscriptionSnapshot) or (
         isinstance(obj, InvoiceSnapshot) and event.type == "invoice.paid" and obj.paid
         and obj.subscription_id is not None))
+
+
+def in_history(event: ProviderEvent) -> bool:
+    """Whether the event, applied (or stale), joins its account's history: a subscription snapshot
+    or paid invoice of one of ACCOUNT_EVENT_TYPES."""
+    return needs_account(event) and any(
+        event.type.startswith(p[:-1]) if p.endswith("%") else event.type == p for p in ACCOUNT_EVENT_TYPES)
+
+
+def derived_since(event: ProviderEvent) -> datetime | None:
+    """The earliest provider time from which applying the event can change its account's
+    derivation (domain/partial.py): a snapshot's own time, or the end it gives its subscription if
+    earlier; a paid invoice's earliest period end (the periods it funds). None for other events."""
+    obj = event.object
+    if isinstance(obj, SubscriptionSnapshot):
+        end = ended_at(obj)
+        return min(obj.at, end) if end is not None else obj.at
+    if isinstance(obj, InvoiceSnapshot):
+        return min((line.period_end for line in obj.lines), default=obj.at)
+    return None
 
 
 def outcome_without_account(event: ProviderEvent) -> EventResult | None:

@@ -110,11 +110,15 @@ def invoice_issues(
     invoices: Iterable[InvoiceSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice],
     programs: Mapping[str, GrantProgram],
     known: Iterable[str], lost: Mapping[tuple[str, str], Sequence[Loss]], issued: Iterable[IssuedGrantRecord],
+    since: datetime | None = None,
 ) -> list[Issue]:
     """The issues the paid invoices of the `known` subscriptions call for that `issued` does not
     hold yet (the module docstring states the rule), each line read with its price's resolution in
     force when the invoice was paid. Invoices are taken in the order they were paid; a period's
-    total never exceeds the highest amount paid for in it, in any order."""
+    total never exceeds the highest amount paid for in it, in any order.
+
+    With `since`, lines whose period ended before it are left alone: an earlier derivation settled
+    them, and `issued` need only hold what funds periods ending at or after `since`."""
     book = prices if isinstance(prices, PriceBook) else PriceBook.constant(prices)
     subscriptions = set(known)
     ledger = _Ledger.of(issued)
@@ -122,6 +126,8 @@ def invoice_issues(
     paid = [i for i in invoices if i.paid and i.subscription_id in subscriptions]
     for invoice in sorted(paid, key=lambda i: (i.paid_at or i.at, i.invoice_id)):
         for line in invoice.lines:
+            if since is not None and line.period_end < since:
+                continue
             resolved = book.at(line.price_id, invoice.paid_at or invoice.at)
             if resolved is None or not resolved.valid:
                 continue

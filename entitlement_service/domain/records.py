@@ -11,8 +11,8 @@ from catalog_rules.model import Cadence
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.funding import Issue
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
-from entitlement_service.domain.provider import ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.timeline import ItemRow, OrderKey, provider_order
+from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
+from entitlement_service.domain.timeline import Earlier, ItemRow, OrderKey, ended_at, provider_order
 from entitlement_service.domain.windows import Window
 
 
@@ -268,7 +268,9 @@ class OperationsCounts:
 class StoredAccount:
     """One account's stored state, as its derivation reads it (with its row locked)."""
 
-    history: tuple[bytes, ...] = ()  # its subscriptions' and paid invoices' snapshots, in provider order
+    # Its subscriptions' snapshots and paid invoices: all of them, or with `since` set, the part a
+    # derivation from `since` on reads (see `load_accounts`).
+    history: tuple[bytes, ...] = ()
     subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
     items: tuple[ItemRow, ...] = ()
     assignments: dict[int, PlacedAssignment] = field(default_factory=dict)  # by row id
@@ -276,3 +278,36 @@ class StoredAccount:
     purchases: tuple[PurchaseRecord, ...] = ()  # its subscription purchases
     issued: tuple[IssuedGrantRecord, ...] = ()  # everything issued to it, to be issued never again
     open_mismatches: dict[str, str] = field(default_factory=dict)  # fingerprint -> kind
+    # Set when the history is partial: the derivation holds from `since` on, and assignments and
+    # bindings hold only the rows still open at `since`; `earlier` summarizes what each
+    # subscription's snapshots before its part held.
+    since: datetime | None = None
+    earlier: dict[str, Earlier] = field(default_factory=dict)
+    unsummarized: frozenset[bytes] = frozenset()  # history rows not summarized yet (see HistoryEntry)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One snapshot of an account's history, with what reading a part of the history needs to
+    know without decoding it: a subscription snapshot's provider time and the end it gives its
+    subscription, a paid invoice's latest period end."""
+
+    account_id: str
+    provider_event_id: str
+    subscription_id: str
+    invoice: bool
+    provider_at: datetime
+    ended_at: datetime | None
+    reaches: datetime | None
+    snapshot: bytes
+
+    @classmethod
+    def of(cls, event: ProviderEvent, account_id: str) -> HistoryEntry:
+        obj = event.object
+        if isinstance(obj, InvoiceSnapshot):
+            reaches = max((max(line.period_start, line.period_end) for line in obj.lines), default=obj.at)
+            return cls(account_id, event.provider_event_id, obj.subscription_id or "", True, obj.at, None, reaches,
+                       event.snapshot)
+        assert isinstance(obj, SubscriptionSnapshot), f"{event.type} is not part of an account's history"
+        return cls(account_id, event.provider_event_id, obj.subscription_id, False, obj.at, ended_at(obj), None,
+                   event.snapshot)

@@ -109,16 +109,37 @@ class Derived:
     claims: tuple[Claim, ...]
 
 
-def segments(snapshots: list[SubscriptionSnapshot]) -> list[Segment]:
+@dataclass(frozen=True)
+class Earlier:
+    """What a subscription's snapshots before a partial history tell its derivation: when the
+    first of all was (provider time) and the earliest end any snapshot gave it (None: none)."""
+
+    first_at: datetime
+    ended_at: datetime | None
+
+
+def ended_at(snapshot: SubscriptionSnapshot) -> datetime | None:
+    """When the subscription ended, if this snapshot says it did."""
+    return snapshot.ended_at if snapshot.status in ENDED else None
+
+
+def segments(snapshots: list[SubscriptionSnapshot], earlier: Earlier | None = None) -> list[Segment]:
     """Orders snapshots by provider time (tie rule above); each holds until the next. The first
     reaches back to the subscription's start, so a lost `created` event loses no time. Nothing
-    holds past the subscription's `ended_at`, even when the snapshot saying so arrived later."""
+    holds past the subscription's `ended_at`, even when the snapshot saying so arrived later.
+
+    With `earlier`, the snapshots are the end of a longer history: from the last one before some
+    instant on. The first of them is then not the subscription's first, and an end given before
+    them still holds."""
     ordered = sorted({s.event_id: s for s in snapshots}.values(), key=order_key)
-    ended = min((s.ended_at for s in ordered if s.ended_at is not None and s.status in ENDED), default=None)
+    ends = [e for s in ordered if (e := ended_at(s)) is not None]
+    if earlier is not None and earlier.ended_at is not None:
+        ends.append(earlier.ended_at)
+    ended = min(ends, default=None)
     out: list[Segment] = []
     for i, snapshot in enumerate(ordered):
         start = snapshot.at
-        if not out and snapshot.start_date is not None and snapshot.start_date < start:
+        if not out and earlier is None and snapshot.start_date is not None and snapshot.start_date < start:
             start = snapshot.start_date
         end = ordered[i + 1].at if i + 1 < len(ordered) else None
         window = Window(start, end).clipped(ended) if ended is None or ended > start else None
@@ -162,18 +183,21 @@ class _GrantKey:
 
 
 def derive(
-    snapshots: list[SubscriptionSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice], plans: Mapping[str, Plan]
+    snapshots: list[SubscriptionSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice], plans: Mapping[str, Plan],
+    earlier: Earlier | None = None,
 ) -> Derived:
     """The subscription's items, plan assignments, grant bindings and group claims over its whole
     history, each stretch of it read with the resolution of its prices in force then (a catalog
     change cuts a window where it takes effect). Items whose price the catalog cannot resolve
     contribute nothing; a snapshot whose items span several groups contributes nothing and is
-    reported as a group mismatch."""
+    reported as a group mismatch. With `earlier` (see `segments`), what it derives holds from the
+    first snapshot given on."""
     book = prices if isinstance(prices, PriceBook) else PriceBook.constant(prices)
-    parts = segments(snapshots)
+    parts = segments(snapshots, earlier)
     latest = max(snapshots, key=order_key)
     sub = latest.subscription_id
-    started_at = latest.start_date or min(s.at for s in snapshots)
+    first_at = min(s.at for s in snapshots)
+    started_at = latest.start_date or (min(first_at, earlier.first_at) if earlier else first_at)
     plan_pieces: list[tuple[_PlanKey, Window]] = []
     grant_pieces: list[tuple[_GrantKey, Window]] = []
     claim_pieces: list[tuple[tuple[str, int], Window]] = []

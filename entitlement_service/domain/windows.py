@@ -28,6 +28,14 @@ class Window:
         end = self.end if stop is None or (self.end is not None and self.end <= stop) else stop
         return None if end is not None and end <= self.start else Window(self.start, end)
 
+    def since(self, instant: datetime | None) -> Window | None:
+        """The part of this window from `instant` on; None when it ends by then."""
+        if instant is None:
+            return self
+        if self.end is not None and self.end <= instant:
+            return None
+        return self if self.start >= instant else Window(instant, self.end)
+
 
 def coalesce(pieces: Iterable[tuple[K, Window]]) -> list[tuple[K, Window]]:
     """Merges pieces with the same key whose windows touch or overlap, so that an unchanged

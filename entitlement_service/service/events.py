@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -21,19 +22,22 @@ from entitlement_service.db import accounts, events
 from entitlement_service.db.pool import RETRYABLE, Conn
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.model import Outcome
+from entitlement_service.domain.partial import PartialHistory
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.records import (
     AuditEntry,
     EventResult,
+    HistoryEntry,
     RecordedEvent,
     StoredAccount,
     SubscriptionRecord,
 )
 from entitlement_service.service.catalog import rederive_queued
+from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, hold_event_accounts
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
-from entitlement_service.service.metrics import EVENTS, LATE_EVENTS
+from entitlement_service.service.metrics import DERIVATIONS, EVENTS, LATE_EVENTS
 from entitlement_service.service.rebuild import Rebuild, load_accounts
 from entitlement_service.service.transactions import write_transaction
 from entitlement_service.service.writes import Writes
@@ -208,27 +212,65 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
             derive.append((e, account))
         except Rejected as exc:
             results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
-    existing = [(e, a) for e, a in derive if a not in new_accounts]
-    stored, heads = await load_accounts(conn, [a for _, a in existing], [
-        e.object.subscription_id for e, _ in existing if isinstance(e.object, SubscriptionSnapshot)]
-    ) if existing else ({}, {})
+    heads = await _derive_all(conn, deps, cached, [(e, a) for e, a in derive if a not in new_accounts], writes)
     # A new account's history is its one event of this batch; it has no other rows to read. A
     # subscription its event names, if held at all, belongs to another account: its row as
     # recording the event found it orders the event.
-    stored.update((a, StoredAccount(history=(e.snapshot,))) for e, a in derive if a in new_accounts)
-    decoded = {e.snapshot: e for e, _ in derive}
     for e, account in derive:
+        if account in new_accounts:
+            Rebuild(deps, cached, StoredAccount(history=(e.snapshot,)), writes, account, policy.cause_of(e),
+                    e.provider_event_id, policy.completion_time(e), {e.snapshot: e}).run()
+            DERIVATIONS.labels("whole").inc()
+    for e, account in derive:
+        if policy.in_history(e):
+            writes.history.append(HistoryEntry.of(e, account))
         stale = None
         if isinstance(e.object, SubscriptionSnapshot):
             held = held_at_insert[e.provider_event_id] if account in new_accounts else heads.get(
                 e.object.subscription_id)
             stale = policy.stale_reason(e.object, held)
-        Rebuild(deps, cached, stored[account], writes, account, policy.cause_of(e), e.provider_event_id,
-                policy.completion_time(e), decoded).run()
         late = policy.arrived_late(e, held_at_insert.get(e.provider_event_id))
         results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.STALE if stale else Outcome.APPLIED,
                                                    stale or "", account, late)
     return results
+
+
+async def _derive_all(conn: Conn, deps: Deps, cached: CachedCatalog, derive: list[tuple[ProviderEvent, str]],
+                      writes: Writes) -> dict[str, SubscriptionRecord]:
+    """Derives each event's account (one event per account) from the instant its event can change
+    it on, or whole when that cannot be exact (domain/partial.py); returns the subscriptions held
+    for the accounts and the events, as read before."""
+    if not derive:
+        return {}
+    since = {a: policy.derived_since(e) for e, a in derive}
+    subscription_ids = [e.object.subscription_id for e, _ in derive if isinstance(e.object, SubscriptionSnapshot)]
+    stored, heads = await load_accounts(conn, since, subscription_ids)
+    whole: list[tuple[ProviderEvent, str]] = []
+    for e, account in derive:
+        try:
+            _rebuild(deps, cached, stored[account], writes, e, account)
+            DERIVATIONS.labels("part" if stored[account].since else "whole").inc()
+        except PartialHistory:
+            whole.append((e, account))
+    if whole:
+        again, _ = await load_accounts(conn, {a: None for _, a in whole})
+        for e, account in whole:
+            _rebuild(deps, cached, again[account], writes, e, account)
+        DERIVATIONS.labels("whole").inc(len(whole))
+    return heads
+
+
+def _rebuild(deps: Deps, cached: CachedCatalog, stored: StoredAccount, writes: Writes, event: ProviderEvent,
+             account: str) -> None:
+    """The account's derivation with the event's snapshot in its history (it is written with the
+    rest). One from an instant on whose event's subscription has no snapshot before it (a new
+    subscription, or its earliest snapshot arriving late) is derived whole."""
+    obj = event.object
+    if stored.since is not None and isinstance(obj, SubscriptionSnapshot) and obj.subscription_id not in stored.earlier:
+        raise PartialHistory(f"{obj.subscription_id} has no snapshot before {event.provider_event_id}")
+    stored = replace(stored, history=(*stored.history, event.snapshot))
+    Rebuild(deps, cached, stored, writes, account, policy.cause_of(event), event.provider_event_id,
+            policy.completion_time(event), {event.snapshot: event}).run()
 
 
 async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent, replay: bool) -> EventResult:

@@ -46,3 +46,10 @@ NOTIFICATIONS_UNPROVEN = Counter(
     "change_notifications_unproven_total",
     "Times this replica's change notifications stopped being proven (a missed heartbeat or a lost connection).",
 )
+DERIVATIONS = Counter(
+    "account_derivations_total",
+    "Account derivations by the history they read: `part` (from the instant the event can change on, "
+    "which does not grow with the account's history) or `whole` (a new account or subscription, a late "
+    "first snapshot, an account that ever had a group conflict, a catalog change, a replay or link).",
+    ["history"],
+)

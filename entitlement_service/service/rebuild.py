@@ -12,25 +12,27 @@ from entitlement_service.db import history, purchases
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
-from entitlement_service.domain.event_policy import ACCOUNT_EVENT_TYPES, HISTORY_OUTCOMES
 from entitlement_service.domain.findings import derivation_findings, derivation_resolutions
 from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState
+from entitlement_service.domain.partial import check_exact, joined, joined_items
 from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.purchases import next_state, subscription_outcome
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
     AuditEntry,
+    HistoryEntry,
     Issuance,
     PurchaseRecord,
     StoredAccount,
     SubscriptionRecord,
     TransitionRecord,
 )
+from entitlement_service.domain.timeline import ItemRow
 from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
-from entitlement_service.service.metrics import FINALIZE_SECONDS
+from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS
 from entitlement_service.service.writes import Writes
 
 
@@ -38,18 +40,26 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _assignment_key(p: PlacedAssignment) -> tuple[object, ...]:
-    """What makes two placed assignments the same row (the row's own window aside: a stored
-    row's is its placed window)."""
+def _assignment_identity(p: PlacedAssignment) -> tuple[object, ...]:
+    """What makes two placed assignments the same row, windows aside (the row's own window too: a
+    stored row's is its placed window)."""
     r = p.row
     return (r.subscription_id, r.subscription_group, r.price_id, r.billing_plan_code, r.priority, r.gate_bundle,
-            r.started_at, p.window, p.conflict_with)
+            r.started_at, p.conflict_with)
+
+
+def _binding_identity(p: PlacedBinding) -> tuple[object, ...]:
+    r = p.row
+    return (r.subscription_id, r.subscription_group, r.price_id, r.product_id, r.grant_program_code, r.amount,
+            r.scale_by_quantity, r.quantity, r.source, p.conflict_with)
+
+
+def _assignment_key(p: PlacedAssignment) -> tuple[object, ...]:
+    return (*_assignment_identity(p), p.window)
 
 
 def _binding_key(p: PlacedBinding) -> tuple[object, ...]:
-    r = p.row
-    return (r.subscription_id, r.subscription_group, r.price_id, r.product_id, r.grant_program_code, r.amount,
-            r.scale_by_quantity, r.quantity, r.source, p.window, p.conflict_with)
+    return (*_binding_identity(p), p.window)
 
 
 def _window_detail(p: PlacedAssignment | PlacedBinding) -> dict[str, Any]:
@@ -59,10 +69,11 @@ def _window_detail(p: PlacedAssignment | PlacedBinding) -> dict[str, Any]:
     return detail
 
 
-async def load_accounts(conn: Conn, account_ids: Sequence[str], subscription_ids: Sequence[str] = ()
+async def load_accounts(conn: Conn, since: Mapping[str, datetime | None], subscription_ids: Sequence[str] = ()
                         ) -> tuple[dict[str, StoredAccount], dict[str, SubscriptionRecord]]:
-    """The accounts' stored state with their histories, and the subscriptions named."""
-    return await history.load_accounts(conn, account_ids, ACCOUNT_EVENT_TYPES, HISTORY_OUTCOMES, subscription_ids)
+    """The accounts' stored state, each with its whole history or (with an instant) the part a
+    derivation from that instant on reads; and the subscriptions named."""
+    return await history.load_accounts(conn, since, subscription_ids)
 
 
 class Rebuild:
@@ -83,21 +94,32 @@ class Rebuild:
 
     def run(self) -> bool:
         """True when anything the account is entitled to, or any of its rows, changed; the account
-        then moves to a new revision when the writes are flushed."""
+        then moves to a new revision when the writes are flushed. Raises PartialHistory, having
+        written nothing, when the history read from an instant on cannot derive it exactly."""
         subscriptions: dict[str, list[SubscriptionSnapshot]] = {}
         invoices: list[InvoiceSnapshot] = []
+        summaries: list[HistoryEntry] = []
         for stored in self.stored.history:
-            event = self.decoded.get(stored)
-            obj = (event or self.deps.decode_event(stored)).object
+            event = self.decoded.get(stored) or self.deps.decode_event(stored)
+            if stored in self.stored.unsummarized:
+                summaries.append(HistoryEntry.of(event, self.account_id))
+            obj = event.object
             if isinstance(obj, SubscriptionSnapshot):
                 subscriptions.setdefault(obj.subscription_id, []).append(obj)
             elif isinstance(obj, InvoiceSnapshot):
                 invoices.append(obj)
         config = self.catalog.config
-        state = account_rules.rebuild(subscriptions, self.catalog.book, config)
+        since, earlier = self.stored.since, self.stored.earlier
+        state = account_rules.rebuild(subscriptions, self.catalog.book, config, earlier, since)
+        items = list(state.items)
+        if since is not None:
+            check_exact(state, self.stored.open_mismatches, self.stored.purchases, set(earlier))
+            begins = {sub: min(s.at for s in subscriptions[sub]) for sub in earlier if sub in subscriptions}
+            items = joined_items(self.stored.items, items, begins)
+        self.writes.history.extend(summaries)
         stackable = {code: g.stackable for code, g in config.groups.items()}
         changed = self._subscriptions(state)
-        changed = self._items(state) or changed
+        changed = self._items(items) or changed
         changed = self._assignments(state, stackable) or changed
         changed = self._bindings(state) or changed
         changed = self._funding(state, invoices, config.grant_programs) or changed
@@ -123,10 +145,10 @@ class Rebuild:
                        "subscription_group": d.subscription_group})
         return changed
 
-    def _items(self, state: AccountState) -> bool:
+    def _items(self, items: list[ItemRow]) -> bool:
         stored = {(i.subscription_id, i.price_id): i for i in self.stored.items}
         changed = False
-        for item in state.items:
+        for item in items:
             held = stored.pop((item.subscription_id, item.price_id), None)
             if held and (held.quantity, held.item_id, held.window, held.current_period_end) == (
                     item.quantity, item.item_id, item.window, item.current_period_end):
@@ -145,7 +167,8 @@ class Rebuild:
 
     def _assignments(self, state: AccountState, stackable: dict[str, bool]) -> bool:
         stored = {_assignment_key(p): (row_id, p) for row_id, p in self.stored.assignments.items()}
-        wanted = {_assignment_key(p): p for p in state.assignments}
+        wanted = {_assignment_key(p): p for p in joined(self.stored.assignments.values(), state.assignments,
+                                                        self.stored.since, _assignment_identity)}
         gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
         self.writes.removed_assignments.extend(row_id for row_id, _ in gone)
@@ -160,7 +183,8 @@ class Rebuild:
 
     def _bindings(self, state: AccountState) -> bool:
         stored = {_binding_key(p): (row_id, p) for row_id, p in self.stored.bindings.items()}
-        wanted = {_binding_key(p): p for p in state.bindings}
+        wanted = {_binding_key(p): p for p in joined(self.stored.bindings.values(), state.bindings,
+                                                     self.stored.since, _binding_identity)}
         gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
         self.writes.removed_bindings.extend(row_id for row_id, _ in gone)
@@ -177,7 +201,8 @@ class Rebuild:
     def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
                  programs: Mapping[str, GrantProgram]) -> bool:
         known = [d.latest.subscription_id for d in state.subscriptions]
-        issues = invoice_issues(invoices, self.catalog.book, programs, known, state.lost, self.stored.issued)
+        issues = invoice_issues(invoices, self.catalog.book, programs, known, state.lost, self.stored.issued,
+                                self.stored.since)
         for issue in issues:
             self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
             self.note("issued_grant", issue.issue_key, "insert",
@@ -219,11 +244,12 @@ async def rebuild_accounts(conn: Conn, deps: Deps, causes: Mapping[str, str], ca
                            provider_at: datetime | None = None) -> list[str]:
     """Each account's rebuild (`causes` maps it to the id its audit entries name), read and written
     together, the accounts' row locks held by the caller; returns the accounts that changed."""
-    stored, _ = await load_accounts(conn, list(causes))
+    stored, _ = await load_accounts(conn, dict.fromkeys(causes))
     catalog = await deps.catalog.view(conn)
     writes = Writes()
     changed = [account_id for account_id, cause_id in causes.items()
                if Rebuild(deps, catalog, stored[account_id], writes, account_id, cause, cause_id, provider_at).run()]
+    DERIVATIONS.labels("whole").inc(len(causes))
     await writes.flush(conn)
     return changed
 

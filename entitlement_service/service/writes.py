@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from entitlement_service.db import derived, events, purchases, support
+from entitlement_service.db import derived, events, history, purchases, support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.records import (
     AccountAssignment,
@@ -13,6 +13,7 @@ from entitlement_service.domain.records import (
     AuditEntry,
     EventResult,
     Finding,
+    HistoryEntry,
     Issuance,
     Resolution,
     SubscriptionRecord,
@@ -42,6 +43,7 @@ class Writes:
     resolutions: list[Resolution] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     outcomes: list[EventResult] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)  # snapshots joining, or summarized in, a history
     changed_accounts: list[str] = field(default_factory=list)
 
     async def flush(self, conn: Conn) -> None:
@@ -57,3 +59,4 @@ class Writes:
         await support.close_mismatches(conn, self.resolutions)
         await support.open_mismatches(conn, self.findings)
         await events.set_event_outcomes(conn, self.outcomes)
+        await history.insert_history(conn, self.history)

@@ -23,13 +23,14 @@ from entitlement_service.domain.records import (
     AccountBinding,
     AuditEntry,
     EventResult,
+    HistoryEntry,
     Issuance,
     PurchaseRecord,
     RecordedEvent,
     SubscriptionRecord,
     TransitionRecord,
 )
-from entitlement_service.domain.timeline import AssignmentRow, BindingRow, ItemRow
+from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Earlier, ItemRow
 from entitlement_service.domain.windows import Window
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,6 +47,11 @@ def recorded(event_id: str, *, type_: str = "customer.subscription.updated", acc
              customer: str | None = "cus_1", subscription: str | None = "sub_1") -> RecordedEvent:
     return RecordedEvent(event_id, type_, T0, T0, "2026-08-27", subscription or "", subscription, None, account,
                          customer, Outcome.APPLIED, "", b'{"id": "x"}', b"snapshot-" + event_id.encode())
+
+
+def snapshot_entry(event_id: str, at: datetime, *, ended_at: datetime | None = None, invoice: bool = False,
+                   reaches: datetime | None = None) -> HistoryEntry:
+    return HistoryEntry("acct_1", event_id, "sub_1", invoice, at, ended_at, reaches, b"snapshot-" + event_id.encode())
 
 
 def subscription_row(account: str = "acct_1", *, event_id: str = "evt_1", status: Status = Status.ACTIVE
@@ -124,10 +130,11 @@ ITEM = ItemRow("sub_1", "price_pro", "si_1", "pro", 2, Window(T0, None), T0, T0 
 async def test_derived_rows_written_together_read_back_as_the_same_values(db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"))
     await events.insert_events(db, [recorded("evt_1")])
+    await history.insert_history(db, [snapshot_entry("evt_1", T0)])
     audit = AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {"status": "active"})
     await derived.write_rows(db, [subscription_row()], [ITEM], [AccountAssignment("acct_1", False, ASSIGNED)],
                              [AccountBinding("acct_1", BOUND)], [audit], ["acct_1"])
-    stored, heads = await history.load_accounts(db, ["acct_1"], policy.ACCOUNT_EVENT_TYPES, policy.HISTORY_OUTCOMES)
+    stored, heads = await history.load_accounts(db, {"acct_1": None})
     account = stored["acct_1"]
     assert heads == {"sub_1": subscription_row()} and account.subscriptions == heads
     assert account.items == (ITEM,)
@@ -142,12 +149,49 @@ async def test_derived_rows_written_together_read_back_as_the_same_values(db: as
     assert written["at"] == await db.fetchval("SELECT now()")  # stamped when written
 
 
+async def test_an_account_read_from_an_instant_holds_only_what_a_derivation_from_there_reads(
+        db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
+    await history.insert_history(db, [
+        *(snapshot_entry(f"evt_{day}", T0 + day * DAY) for day in range(10)),
+        snapshot_entry("evt_end", T0 + 3 * DAY, ended_at=T0 + 2 * DAY),
+        snapshot_entry("inv_old", T0, invoice=True, reaches=T0 + 5 * DAY),
+        snapshot_entry("inv_new", T0 + 5 * DAY, invoice=True, reaches=T0 + 35 * DAY)])
+    closed = PlacedAssignment(replace(ASSIGNED.row, window=Window(T0, T0 + 2 * DAY)), Window(T0, T0 + 2 * DAY))
+    still = PlacedAssignment(replace(ASSIGNED.row, window=Window(T0 + 2 * DAY, None)), Window(T0 + 2 * DAY, None))
+    await derived.write_rows(db, [], [], [AccountAssignment("acct_1", False, closed),
+                                         AccountAssignment("acct_1", False, still)], [], [], [])
+    stored, _ = await history.load_accounts(db, {"acct_1": T0 + 7 * DAY + timedelta(hours=1)})
+    account = stored["acct_1"]
+    assert sorted(account.history) == sorted([b"snapshot-evt_7", b"snapshot-evt_8", b"snapshot-evt_9",
+                                              b"snapshot-inv_new"])
+    assert account.earlier == {"sub_1": Earlier(T0, T0 + 2 * DAY)}
+    assert [p.window for p in account.assignments.values()] == [still.window]
+    whole, _ = await history.load_accounts(db, {"acct_1": None})
+    assert len(whole["acct_1"].history) == 13 and whole["acct_1"].since is None
+    assert len(whole["acct_1"].assignments) == 2
+
+
+async def test_an_account_with_a_history_row_not_summarized_is_read_whole(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", "cus_1"))
+    await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
+    await history.insert_history(db, [snapshot_entry(f"evt_{day}", T0 + day * DAY) for day in range(3)])
+    await db.execute("UPDATE account_history SET summarized = false WHERE provider_event_id = 'evt_0'")
+    stored, _ = await history.load_accounts(db, {"acct_1": T0 + 2 * DAY})
+    assert stored["acct_1"].since is None and len(stored["acct_1"].history) == 3
+    assert stored["acct_1"].unsummarized == {b"snapshot-evt_0"}
+    await history.insert_history(db, [snapshot_entry("evt_0", T0)])  # summarized by writing it again
+    stored, _ = await history.load_accounts(db, {"acct_1": T0 + 2 * DAY})
+    assert stored["acct_1"].since == T0 + 2 * DAY and not stored["acct_1"].unsummarized
+
+
 async def test_a_subscription_row_is_replaced_by_a_later_state_but_never_moves_account(db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"), ("acct_2", None))
     await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
     later = subscription_row("acct_2", event_id="evt_2", status=Status.CANCELED)
     await derived.write_rows(db, [later], [], [], [], [], [])
-    _, heads = await history.load_accounts(db, [], policy.ACCOUNT_EVENT_TYPES, policy.HISTORY_OUTCOMES, ["sub_1"])
+    _, heads = await history.load_accounts(db, {}, ["sub_1"])
     assert heads["sub_1"] == replace(later, account_id="acct_1")
 
 
