@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from . import checkgate, entitlements, propagation, signature, watchers, webhook
+from . import checkgate, entitlements, history, propagation, signature, watchers, webhook
 from .context import Context
 from .db import Server
 from .report import NOT_MEASURED, Row, failed_row, table, write
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "entitlements": (entitlements.run, entitlements.NAME, entitlements.TARGET),
     "propagation": (propagation.run, propagation.NAME, propagation.TARGET),
     "watchers": (watchers.run, watchers.NAME, watchers.TARGET),
+    "history": (history.run, history.NAME, history.TARGET),
 }
 
 
