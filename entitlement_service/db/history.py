@@ -61,9 +61,10 @@ HISTORY_WHOLE = "SELECT account_id, snapshot, summarized FROM account_history WH
 # Per subscription of the accounts: the provider time of its last snapshot before `since` (its part
 # begins there; none: it is whole), its first snapshot's and its earliest end; then its snapshots
 # from that point, and the paid invoices reaching `since`. A row with no snapshot says the account
-# holds a row not summarized yet. Every lookup is an index range.
+# holds a row not summarized yet. Every lookup is an index range (`subs` is computed first, so its
+# `base` bounds the range rather than filtering every row).
 HISTORY_SINCE = f"""
-WITH c AS ({_SINCE}), subs AS (
+WITH c AS ({_SINCE}), subs AS MATERIALIZED (
     SELECT c.account_id, s.subscription_id,
         (SELECT max(h.provider_at) FROM account_history h WHERE h.account_id = c.account_id
             AND h.subscription_id = s.subscription_id AND NOT h.invoice AND h.provider_at < c.since) AS base,
@@ -74,8 +75,10 @@ WITH c AS ({_SINCE}), subs AS (
     FROM c JOIN subscriptions s ON s.account_id = c.account_id
 )
 SELECT subs.account_id, subs.subscription_id, subs.base, subs.first_at, subs.ended_at, h.snapshot, h.summarized
-FROM subs JOIN account_history h ON h.account_id = subs.account_id AND h.subscription_id = subs.subscription_id
-    AND NOT h.invoice AND h.provider_at >= coalesce(subs.base, '-infinity')
+FROM subs CROSS JOIN LATERAL (
+    SELECT h.snapshot, h.summarized FROM account_history h WHERE h.account_id = subs.account_id
+        AND h.subscription_id = subs.subscription_id AND NOT h.invoice
+        AND h.provider_at >= coalesce(subs.base, '-infinity')) h
 UNION ALL
 SELECT c.account_id, NULL, NULL, NULL, NULL, h.snapshot, h.summarized
 FROM c JOIN account_history h ON h.account_id = c.account_id AND h.invoice AND h.reaches >= c.since
