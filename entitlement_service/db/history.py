@@ -58,15 +58,12 @@ async def load_accounts(conn: Conn, account_ids: Sequence[str], history_types: S
             "AND outcome = ANY($2::text[]) AND snapshot IS NOT NULL AND type LIKE ANY($3::text[]) "
             "ORDER BY account_id, created, provider_event_id", accounts, list(history_outcomes), list(history_types)):
         loading[r["account_id"]].history.append(r["snapshot"])
-    account_of = {}
     for sub_id, head in heads.items():
         if head.account_id in loading:
             loading[head.account_id].subscriptions[sub_id] = head
-            account_of[sub_id] = head.account_id
-    for r in await conn.fetch(f"SELECT {ITEM.select()} FROM subscription_items WHERE subscription_id = ANY($1)",
-                              list(account_of)):
-        item = ITEM.read(r)
-        loading[account_of[item.subscription_id]].items.append(item)
+    for r in await conn.fetch(f"SELECT account_id, {ITEM.select()} FROM subscription_items WHERE account_id = ANY($1)",
+                              accounts):
+        loading[r["account_id"]].items.append(ITEM.read(r, 1))
     for r in await conn.fetch(f"SELECT account_id, {ASSIGNMENT_SELECT} FROM plan_assignments "
                               "WHERE account_id = ANY($1) ORDER BY account_id, lower(effective), id", accounts):
         loading[r["account_id"]].assignments[r["id"]] = placed_assignment(r)
