@@ -9,7 +9,7 @@
 -- (purchase_id) and (issue_key)). They keep a unique constraint of their own beside the new
 -- key; docs/scaling.md says what each becomes on a distributed database.
 --
--- Indexes whose columns the new key now leads with are dropped: the key serves their reads.
+-- Indexes on account_id alone, or on (account_id, id), are dropped: the new key serves their reads.
 
 -- Subscriptions and their children. The foreign keys to a subscription go while its key changes
 -- and come back referencing its id, which stays unique.
@@ -85,6 +85,7 @@ ALTER TABLE mismatches
     ALTER COLUMN account_id SET NOT NULL,
     DROP CONSTRAINT mismatches_pkey,
     ADD PRIMARY KEY (account_id, mismatch_id);
+-- Mismatches are read by account in id order, which the key serves; ListMismatches without an
+-- account pages through every account's in id order.
 DROP INDEX mismatches_account;
--- ListMismatches without an account pages through every account's mismatches in id order.
 CREATE INDEX mismatches_in_order ON mismatches (mismatch_id);
