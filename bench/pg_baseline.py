@@ -34,12 +34,12 @@ VALUES ('acct_pg_' || :aid, 'provider_event', 'evt_pg_' || :eid, 'subscription',
 COMMIT;
 """
 
-ITEM = """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
-    current_period_start, current_period_end)
-VALUES ('sub_pg_' || :eid, '{price}', 'si_pg_' || :eid || '_{n}', '{product}', 1, tstzrange(now(), NULL), now(),
-    now() + interval '30 days')
-ON CONFLICT (subscription_id, price_id) DO UPDATE SET quantity = excluded.quantity, effective = excluded.effective,
-    updated_at = now();"""
+ITEM = """INSERT INTO subscription_items (account_id, subscription_id, price_id, item_id, product_id, quantity,
+    effective, current_period_start, current_period_end)
+VALUES ('acct_pg_' || :aid, 'sub_pg_' || :eid, '{price}', 'si_pg_' || :eid || '_{n}', '{product}', 1,
+    tstzrange(now(), NULL), now(), now() + interval '30 days')
+ON CONFLICT (account_id, subscription_id, price_id) DO UPDATE SET quantity = excluded.quantity,
+    effective = excluded.effective, updated_at = now();"""
 
 
 def script(payload: bytes) -> str:

@@ -35,12 +35,13 @@ STATEMENTS = (
         SELECT sub || '_seats', account_id, 'cus_seed_' || i, 'addons', 'active', s, 'evt_seed_' || i || '_seats',
                s, s, s + interval '30 days', jsonb_build_object('account_id', account_id)
         FROM ({BASE}) b WHERE i % 5 = 0""",
-    f"""INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective,
-            current_period_start, current_period_end)
-        SELECT sub, price, 'si_seed_' || i, plan, 1, tstzrange(s, NULL), s, s + interval '30 days' FROM ({BASE}) b
+    f"""INSERT INTO subscription_items (account_id, subscription_id, price_id, item_id, product_id, quantity,
+            effective, current_period_start, current_period_end)
+        SELECT account_id, sub, price, 'si_seed_' || i, plan, 1, tstzrange(s, NULL), s, s + interval '30 days'
+        FROM ({BASE}) b
         UNION ALL
-        SELECT sub || '_seats', '{SEATS}', 'si_seed_' || i || '_seats', 'team_seats', 3, tstzrange(s, NULL), s,
-               s + interval '30 days' FROM ({BASE}) b WHERE i % 5 = 0""",
+        SELECT account_id, sub || '_seats', '{SEATS}', 'si_seed_' || i || '_seats', 'team_seats', 3,
+               tstzrange(s, NULL), s, s + interval '30 days' FROM ({BASE}) b WHERE i % 5 = 0""",
     f"""INSERT INTO plan_assignments (account_id, subscription_group, stackable, subscription_id, price_id,
             billing_plan_code, priority, gate_bundle, started_at, effective)
         SELECT account_id, 'core', false, sub, price, plan, priority, plan, s, tstzrange(s, NULL) FROM ({BASE}) b

@@ -299,8 +299,7 @@ async def load_price_book(conn: Conn, current: dict[str, ResolvedPrice]) -> Pric
 QUEUE_TOUCHED = """
 INSERT INTO catalog_rederive (account_id, cause_id)
 SELECT DISTINCT account_id, $5 FROM (
-    SELECT s.account_id FROM subscription_items i JOIN subscriptions s USING (subscription_id)
-    WHERE i.price_id = ANY($1::text[])
+    SELECT account_id FROM subscription_items WHERE price_id = ANY($1::text[])
     UNION ALL SELECT account_id FROM plan_assignments
     WHERE billing_plan_code = ANY($2::text[]) OR subscription_group = ANY($4::text[])
     UNION ALL SELECT account_id FROM grant_bindings

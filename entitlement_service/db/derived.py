@@ -17,6 +17,7 @@ from entitlement_service.domain.model import Status
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
+    AccountItem,
     AuditEntry,
     Issuance,
     SubscriptionRecord,
@@ -40,6 +41,15 @@ ITEM = Shape(ItemRow, (
     window("effective", field="window"),
     Column("current_period_start", "timestamptz"), Column("current_period_end", "timestamptz"),
 ))
+
+
+def _item_values(a: AccountItem) -> tuple[Any, ...]:
+    i = a.item
+    return (a.account_id, i.subscription_id, i.price_id, i.item_id, i.product_id, i.quantity, i.window,
+            i.current_period_start, i.current_period_end)
+
+
+ACCOUNT_ITEM = Shape(AccountItem, (Column("account_id", "text"), *ITEM.columns), values=_item_values)
 
 
 def _assignment_values(a: AccountAssignment) -> tuple[Any, ...]:
@@ -71,9 +81,21 @@ BINDING = Shape(AccountBinding, (
     Column("conflict_with_subscription_id", "text"),
 ), values=_binding_values)
 
+
+def _stored_account(account_id: str | None) -> str:
+    return account_id or ""
+
+
+def _read_account(stored: str) -> str | None:
+    return stored or None
+
+
+# An entry about no account is stored under account '' (its key leads with the account) and read
+# back as None.
 AUDIT = Shape(AuditEntry, (
-    Column("account_id", "text"), Column("cause", "text"), Column("cause_id", "text"), Column("entity", "text"),
-    Column("entity_id", "text"), Column("action", "text"), Column("detail", "jsonb"), Column("at", "timestamptz"),
+    Column("account_id", "text", decode=_read_account, encode=_stored_account), Column("cause", "text"),
+    Column("cause_id", "text"), Column("entity", "text"), Column("entity_id", "text"), Column("action", "text"),
+    Column("detail", "jsonb"), Column("at", "timestamptz"),
 ))
 
 
@@ -131,8 +153,8 @@ WITH subscriptions_written AS (
        OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
        OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
 ), items_written AS (
-    INSERT INTO subscription_items ({ITEM.select()}) SELECT * FROM {_params.unnest(ITEM)}
-    ON CONFLICT (subscription_id, price_id) DO UPDATE SET {ITEM.updates("subscription_id", "price_id")},
+    INSERT INTO subscription_items ({ACCOUNT_ITEM.select()}) SELECT * FROM {_params.unnest(ACCOUNT_ITEM)}
+    ON CONFLICT (account_id, subscription_id, price_id) DO UPDATE SET {ITEM.updates("subscription_id", "price_id")},
         updated_at = now()
 ), assignments_written AS (
     INSERT INTO plan_assignments ({ASSIGNMENT.select()}) SELECT * FROM {_params.unnest(ASSIGNMENT)}
@@ -149,38 +171,43 @@ WITH subscriptions_written AS (
 SELECT account_id, revision, pg_notify({_params.next()}, revision || ':' || account_id) FROM bumped"""
 
 
-async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord], items: Sequence[ItemRow],
+async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord], items: Sequence[AccountItem],
                      assignments: Sequence[AccountAssignment], bindings: Sequence[AccountBinding],
                      audit: Sequence[AuditEntry], changed_accounts: Sequence[str]) -> list[tuple[str, int]]:
-    """WRITE_ROWS: the last of each subscription, and of each subscription's item for a price, wins.
+    """WRITE_ROWS: the last of each subscription, and of each account's item of a subscription for a price, wins.
     Returns each changed account with its new revision."""
     if not (subscriptions or items or assignments or bindings or audit or changed_accounts):
         return []
     latest_subscriptions = {s.subscription_id: s for s in subscriptions}
-    latest_items = {(i.subscription_id, i.price_id): i for i in items}
+    latest_items = {(i.account_id, i.item.subscription_id, i.item.price_id): i for i in items}
     bumped = await conn.fetch(
-        WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ITEM.arrays(latest_items.values()),
+        WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ACCOUNT_ITEM.arrays(latest_items.values()),
         *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), list(changed_accounts),
         CHANGES_CHANNEL)
     return [(row["account_id"], row["revision"]) for row in bumped]
 
 
-async def delete_assignments(conn: Conn, ids: Sequence[int]) -> None:
-    if ids:
-        await conn.execute("DELETE FROM plan_assignments WHERE id = ANY($1)", list(ids))
+async def delete_assignments(conn: Conn, keys: Sequence[tuple[str, int]]) -> None:
+    """Entries of (account id, row id): the row's key."""
+    if keys:
+        await conn.execute("DELETE FROM plan_assignments p USING unnest($1::text[], $2::bigint[]) AS k(a, id) "
+                           "WHERE p.account_id = k.a AND p.id = k.id", [a for a, _ in keys], [i for _, i in keys])
 
 
-async def delete_bindings(conn: Conn, ids: Sequence[int]) -> None:
-    if ids:
-        await conn.execute("DELETE FROM grant_bindings WHERE id = ANY($1)", list(ids))
+async def delete_bindings(conn: Conn, keys: Sequence[tuple[str, int]]) -> None:
+    """Entries of (account id, row id): the row's key."""
+    if keys:
+        await conn.execute("DELETE FROM grant_bindings b USING unnest($1::text[], $2::bigint[]) AS k(a, id) "
+                           "WHERE b.account_id = k.a AND b.id = k.id", [a for a, _ in keys], [i for _, i in keys])
 
 
-async def delete_items(conn: Conn, keys: Sequence[tuple[str, str]]) -> None:
-    """Entries of (subscription id, price id)."""
+async def delete_items(conn: Conn, keys: Sequence[tuple[str, str, str]]) -> None:
+    """Entries of (account id, subscription id, price id): the row's key."""
     if keys:
         await conn.execute(
-            "DELETE FROM subscription_items i USING unnest($1::text[], $2::text[]) AS k(s, p) "
-            "WHERE i.subscription_id = k.s AND i.price_id = k.p", [s for s, _ in keys], [p for _, p in keys])
+            "DELETE FROM subscription_items i USING unnest($1::text[], $2::text[], $3::text[]) AS k(a, s, p) "
+            "WHERE i.account_id = k.a AND i.subscription_id = k.s AND i.price_id = k.p",
+            [a for a, _, _ in keys], [s for _, s, _ in keys], [p for _, _, p in keys])
 
 
 INSERT_ISSUES = f"""

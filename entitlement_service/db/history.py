@@ -139,15 +139,12 @@ async def load_accounts(conn: Conn, since: Mapping[str, datetime | None], subscr
         loading[r["account_id"]].add(r["snapshot"], r["summarized"])
     accounts = list(loading)
     instants = [found.since or EARLIEST for found in loading.values()]
-    account_of = {}
     for sub_id, head in heads.items():
         if head.account_id in loading:
             loading[head.account_id].subscriptions[sub_id] = head
-            account_of[sub_id] = head.account_id
-    for r in await conn.fetch(f"SELECT {ITEM.select()} FROM subscription_items WHERE subscription_id = ANY($1)",
-                              list(account_of)):
-        item = ITEM.read(r)
-        loading[account_of[item.subscription_id]].items.append(item)
+    for r in await conn.fetch(f"SELECT account_id, {ITEM.select()} FROM subscription_items WHERE account_id = ANY($1)",
+                              accounts):
+        loading[r["account_id"]].items.append(ITEM.read(r, 1))
     for r in await conn.fetch(f"WITH c AS ({_SINCE}) SELECT p.account_id, {_prefixed('p', ASSIGNMENT_SELECT)} "
                               "FROM c JOIN plan_assignments p ON p.account_id = c.account_id "
                               "AND coalesce(upper(p.effective), 'infinity') >= c.since "

@@ -76,6 +76,7 @@ async def transitions(conn: Conn, purchase_id: str) -> list[TransitionRecord]:
 
 
 # Each state's time is kept on the purchase itself; a failure or a conflict also keeps its reason.
+# A transition is recorded under its purchase's account (none found: the NOT NULL refuses it).
 MOVE_PURCHASES = f"""
 WITH moved AS (
     SELECT * FROM {TRANSITION.unnest(1)} AS v({TRANSITION.select()})
@@ -88,8 +89,10 @@ WITH moved AS (
         conflict_at = CASE WHEN m.to_state = 'conflict' THEN m.at ELSE p.conflict_at END,
         reason = CASE WHEN m.to_state IN ('failed', 'conflict') THEN m.reason END
     FROM moved m WHERE p.purchase_id = m.purchase_id
+    RETURNING p.account_id, p.purchase_id
 )
-INSERT INTO purchase_transitions ({TRANSITION.select()}) SELECT * FROM moved"""
+INSERT INTO purchase_transitions (account_id, {TRANSITION.select()})
+SELECT u.account_id, {TRANSITION.select("m")} FROM moved m LEFT JOIN updated u ON u.purchase_id = m.purchase_id"""
 
 
 async def record_transitions(conn: Conn, moves: Sequence[TransitionRecord]) -> None:

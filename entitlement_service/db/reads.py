@@ -34,9 +34,11 @@ async def issued_grants(conn: Conn, account_id: str) -> list[IssuedGrantRecord]:
     return [ISSUED.read(r) for r in found]
 
 
-async def subscription_items(conn: Conn, subscription_ids: list[str]) -> list[ItemRow]:
-    found = await conn.fetch(f"SELECT {ITEM.select()} FROM subscription_items WHERE subscription_id = ANY($1) "
-                             "ORDER BY subscription_id, price_id", subscription_ids)
+async def subscription_items(conn: Conn, account_id: str, subscription_ids: list[str]) -> list[ItemRow]:
+    """The items the account holds for these subscriptions."""
+    found = await conn.fetch(f"SELECT {ITEM.select()} FROM subscription_items WHERE account_id = $1 "
+                             "AND subscription_id = ANY($2) ORDER BY subscription_id, price_id",
+                             account_id, subscription_ids)
     return [ITEM.read(r) for r in found]
 
 

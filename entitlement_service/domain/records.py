@@ -65,6 +65,14 @@ class SubscriptionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountItem:
+    """A subscription item to write, with the account whose derivation holds it."""
+
+    account_id: str
+    item: ItemRow
+
+
+@dataclass(frozen=True, slots=True)
 class AccountAssignment:
     """A plan assignment to write, with its account and whether its group is stackable (which the
     database's exclusion constraint reads)."""

@@ -61,7 +61,7 @@ async def account_rows(conn: Conn, account_id: str) -> AccountRows:
     account = await accounts.get_account(conn, account_id)
     subscriptions = await reads.subscriptions_of(conn, account_id)
     items: dict[str, list[ItemRow]] = {}
-    for item in await reads.subscription_items(conn, [s.subscription_id for s in subscriptions]):
+    for item in await reads.subscription_items(conn, account_id, [s.subscription_id for s in subscriptions]):
         items.setdefault(item.subscription_id, []).append(item)
     return AccountRows(
         account_id=account_id,

@@ -21,6 +21,7 @@ from entitlement_service.domain.purchases import next_state, subscription_outcom
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
+    AccountItem,
     AuditEntry,
     HistoryEntry,
     Issuance,
@@ -153,13 +154,13 @@ class Rebuild:
             if held and (held.quantity, held.item_id, held.window, held.current_period_end) == (
                     item.quantity, item.item_id, item.window, item.current_period_end):
                 continue
-            self.writes.items.append(item)
+            self.writes.items.append(AccountItem(self.account_id, item))
             changed = True
             self.note("subscription_item", f"{item.subscription_id}/{item.price_id}", "upsert",
                       {"quantity": item.quantity, "effective_from": _iso(item.window.start),
                        "effective_until": _iso(item.window.end)})
         if stored:
-            self.writes.removed_items.extend(stored)
+            self.writes.removed_items.extend((self.account_id, s, p) for s, p in stored)
             for key in stored:
                 self.note("subscription_item", "/".join(key), "delete", {})
             changed = True
@@ -171,7 +172,7 @@ class Rebuild:
                                                         self.stored.since, _assignment_identity)}
         gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
-        self.writes.removed_assignments.extend(row_id for row_id, _ in gone)
+        self.writes.removed_assignments.extend((self.account_id, row_id) for row_id, _ in gone)
         self.writes.assignments.extend(
             AccountAssignment(self.account_id, stackable.get(p.row.subscription_group, False), p) for p in new)
         for _, p in gone:
@@ -187,7 +188,7 @@ class Rebuild:
                                                      self.stored.since, _binding_identity)}
         gone = [held for key, held in stored.items() if key not in wanted]
         new = [p for key, p in wanted.items() if key not in stored]
-        self.writes.removed_bindings.extend(row_id for row_id, _ in gone)
+        self.writes.removed_bindings.extend((self.account_id, row_id) for row_id, _ in gone)
         self.writes.bindings.extend(AccountBinding(self.account_id, p) for p in new)
         for _, p in gone:
             self.note("grant_binding", f"{p.row.subscription_id}/{p.row.price_id}/{p.row.grant_program_code}",

@@ -136,7 +136,8 @@ async def _held(conn: Conn, subscription_id: str, at: datetime) -> HeldSubscript
     head = await reads.subscription(conn, subscription_id)
     if head is None:
         return None
-    items = frozenset((i.price_id, i.quantity) for i in await reads.subscription_items(conn, [subscription_id])
+    items = frozenset((i.price_id, i.quantity)
+                      for i in await reads.subscription_items(conn, head.account_id, [subscription_id])
                       if i.window.contains(at) or i.window.end is None)
     return HeldSubscription(head.status, head.cancel_at_period_end, head.cancel_at, items)
 

@@ -10,6 +10,7 @@ from entitlement_service.db.pool import Conn
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
+    AccountItem,
     AuditEntry,
     EventResult,
     Finding,
@@ -19,7 +20,6 @@ from entitlement_service.domain.records import (
     SubscriptionRecord,
     TransitionRecord,
 )
-from entitlement_service.domain.timeline import ItemRow
 from entitlement_service.service import transactions
 
 
@@ -30,11 +30,11 @@ class Writes:
     end."""
 
     subscriptions: list[SubscriptionRecord] = field(default_factory=list)
-    items: list[ItemRow] = field(default_factory=list)
-    removed_items: list[tuple[str, str]] = field(default_factory=list)  # (subscription id, price id)
-    removed_assignments: list[int] = field(default_factory=list)
+    items: list[AccountItem] = field(default_factory=list)
+    removed_items: list[tuple[str, str, str]] = field(default_factory=list)  # (account, subscription, price)
+    removed_assignments: list[tuple[str, int]] = field(default_factory=list)  # (account, row id)
     assignments: list[AccountAssignment] = field(default_factory=list)
-    removed_bindings: list[int] = field(default_factory=list)
+    removed_bindings: list[tuple[str, int]] = field(default_factory=list)  # (account, row id)
     bindings: list[AccountBinding] = field(default_factory=list)
     issues: list[Issuance] = field(default_factory=list)
     purchase_subscriptions: list[tuple[str, str]] = field(default_factory=list)  # (purchase id, subscription id)

@@ -106,3 +106,63 @@ async def test_a_provider_event_id_is_recorded_once(conn: asyncpg.Connection) ->
     with pytest.raises(asyncpg.UniqueViolationError):
         async with conn.transaction():
             await conn.execute(insert, T0)
+
+
+async def _apply(conn: asyncpg.Connection, migrations: list[Migration], *statements: str) -> None:
+    await migrate(conn, migrations)
+    for statement in statements:
+        await conn.execute(statement, T0)
+
+
+async def test_keys_led_by_the_account_carry_the_rows_stored_before_them(fresh_database_url: str) -> None:
+    """Rows stored before the keys led with the account keep their accounts: an item its
+    subscription's, a transition its purchase's; an audit entry or a mismatch about no account
+    is stored under ''. The identities held by one account stay unique across accounts."""
+    migrations = load_migrations()
+    [keyed] = [m for m in migrations if m.name == "lead_keys_with_account"]
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await _apply(
+            conn, [m for m in migrations if m.version < keyed.version],
+            "INSERT INTO accounts (account_id, created_at) VALUES ('acct_1', $1), ('acct_2', $1)",
+            """INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, status,
+                   provider_updated_at) VALUES ('sub_1', 'acct_1', 'cus_1', 'active', $1)""",
+            """INSERT INTO subscription_items (subscription_id, price_id, item_id, product_id, quantity, effective)
+               VALUES ('sub_1', 'price_1', 'si_1', 'prod_1', 1, tstzrange($1, NULL))""",
+            """INSERT INTO purchases (purchase_id, account_id, state, mode, items, checkout_session_id, success_url,
+                   cancel_url, expires_at, timeout_at)
+               VALUES ('pur_1', 'acct_2', 'pending', 'subscription', '[]', 'cs_1', 'https://s', 'https://c', $1, $1)""",
+            "INSERT INTO purchase_transitions (purchase_id, to_state, at) VALUES ('pur_1', 'pending', $1)",
+            """INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, at)
+               VALUES (NULL, 'provider_event', 'evt_1', 'provider_event', 'evt_1', 'replayed', $1),
+                      ('acct_1', 'provider_event', 'evt_2', 'subscription', 'sub_1', 'upsert', $1)""",
+            """INSERT INTO mismatches (kind, account_id, fingerprint, diff, opened_at)
+               VALUES ('stuck_purchase', NULL, 'stuck_purchase:cs_1', '{}', $1)""",
+            """INSERT INTO issued_grants (issue_key, account_id, grant_program_code, cadence, unit, amount, source,
+                   price_id, invoice_id, issued_at, provider_event_id)
+               VALUES ('in_1:price_1:credits', 'acct_1', 'credits', 'one_time', 'credit', 5, 'price', 'price_1',
+                   'in_1', $1, 'evt_3')""",
+        )
+        assert await migrate(conn) == [m.version for m in migrations if m.version >= keyed.version]
+        assert await conn.fetchval("SELECT account_id FROM subscription_items") == "acct_1"
+        assert await conn.fetchval("SELECT account_id FROM purchase_transitions") == "acct_2"
+        assert [r["account_id"] for r in await conn.fetch("SELECT account_id FROM audit_log ORDER BY id")] == [
+            "", "acct_1"]
+        assert await conn.fetchval("SELECT account_id FROM mismatches") == ""
+        for held_once in (
+            """INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, status,
+                   provider_updated_at) VALUES ('sub_1', 'acct_2', 'cus_1', 'active', now())""",
+            """INSERT INTO purchases (purchase_id, account_id, state, mode, items, checkout_session_id, success_url,
+                   cancel_url, expires_at, timeout_at)
+               VALUES ('pur_1', 'acct_1', 'pending', 'subscription', '[]', 'cs_2', 'https://s', 'https://c', now(),
+                   now())""",
+            """INSERT INTO issued_grants (issue_key, account_id, grant_program_code, cadence, unit, amount, source,
+                   price_id, invoice_id, issued_at, provider_event_id)
+               VALUES ('in_1:price_1:credits', 'acct_2', 'credits', 'one_time', 'credit', 5, 'price', 'price_1',
+                   'in_1', now(), 'evt_4')""",
+        ):
+            with pytest.raises(asyncpg.UniqueViolationError):
+                async with conn.transaction():
+                    await conn.execute(held_once)
+    finally:
+        await conn.close()

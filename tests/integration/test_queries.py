@@ -21,6 +21,7 @@ from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Statu
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
+    AccountItem,
     AuditEntry,
     EventResult,
     HistoryEntry,
@@ -132,7 +133,8 @@ async def test_derived_rows_written_together_read_back_as_the_same_values(db: as
     await events.insert_events(db, [recorded("evt_1")])
     await history.insert_history(db, [snapshot_entry("evt_1", T0)])
     audit = AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {"status": "active"})
-    await derived.write_rows(db, [subscription_row()], [ITEM], [AccountAssignment("acct_1", False, ASSIGNED)],
+    await derived.write_rows(db, [subscription_row()], [AccountItem("acct_1", ITEM)],
+                             [AccountAssignment("acct_1", False, ASSIGNED)],
                              [AccountBinding("acct_1", BOUND)], [audit], ["acct_1"])
     stored, heads = await history.load_accounts(db, {"acct_1": None})
     account = stored["acct_1"]
