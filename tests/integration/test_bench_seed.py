@@ -1,6 +1,7 @@
-"""The benchmark's stored billing histories (bench/seed.py) are what the service itself records and
-derives: accounts seeded with COPY hold the same rows, table by table, as the same accounts built
-by applying their webhooks' events one by one through the service."""
+"""The benchmark's stored billing histories (bench/seed.py) are what the services themselves make of
+the same webhooks: each seeded event is what the checkout service's normalizer and the entitlement
+service's encoder make of its body, and accounts seeded with COPY hold the same rows, table by
+table, as the same accounts built by applying those events one by one through the service."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ import asyncpg
 import pytest
 
 from bench.provider_history import capture
-from bench.seed import HISTORY_TABLES, account_events, has_table, history_seed, periods, plan_of, seed_histories
+from bench.seed import (
+    HISTORY_TABLES,
+    RECEIVED_AFTER_S,
+    account_webhooks,
+    has_table,
+    history_seed,
+    normalized,
+    periods,
+    plan_of,
+    seed_histories,
+)
 from devstack.pg import server_url_for
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.integration.conftest import catalog_service
@@ -60,11 +71,13 @@ async def test_seeded_accounts_hold_the_rows_their_events_leave_when_applied(
 
     async with catalog_service(applied_url) as client:
         for i in ACCOUNTS:
-            for event in account_events(seed, i):
-                message = pb.ProviderEvent.FromString(event.snapshot)
-                message.raw_payload = event.raw_payload
+            for body, snapshot in account_webhooks(seed, i):
+                message = pb.ProviderEvent.FromString(snapshot)
+                assert normalized(body, message.created.seconds + RECEIVED_AFTER_S, captured.products).snapshot \
+                    == snapshot
+                message.raw_payload = body
                 (result,) = await client.apply(message)
-                assert result.outcome == pb.EVENT_OUTCOME_APPLIED, (event.provider_event_id, result.reason)
+                assert result.outcome == pb.EVENT_OUTCOME_APPLIED, (message.provider_event_id, result.reason)
     async with catalog_service(database_url):
         pass  # the same catalog, loaded the same way
     stored = await seed_histories(database_url, seed, ACCOUNTS.start, ACCOUNTS.stop - 1)
