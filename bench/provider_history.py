@@ -75,7 +75,10 @@ def _subscription_of(event: Json) -> str:
     return str(obj["parent"]["subscription_details"]["subscription"])
 
 
-async def capture(log_dir: Path, lookup_keys: Sequence[str]) -> Captured:
+async def capture(work: Path, lookup_keys: Sequence[str]) -> Captured:
+    """Runs a simulator of its own (logging in `work`/provider_history) for the captures."""
+    log_dir = work / "provider_history"
+    log_dir.mkdir(exist_ok=True)
     child, sim = await start_simulator(log_dir)
     gateway = StripeGateway(API_KEY, sim, timeout_s=10, max_retries=0, deadline_s=30)
     try:
