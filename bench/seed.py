@@ -1,9 +1,14 @@
-"""Accounts with realistic rows, written straight into the schema: one INSERT ... SELECT per table.
+"""Accounts with realistic rows, written straight into the schema. Every seeding statement and column
+list of the benchmarks is here.
 
-Account i holds a base subscription in `core` (Starter when i % 3 = 0, else Pro), with its item, plan
-assignment, grant binding (Pro: ai_credits) and three issued monthly grants; every fifth account
-also holds a team-seats add-on (3 seats). Four audit rows per subscription. Windows start between 0
-and 364 days ago and stay open. Provider events (raw payloads) are not seeded: reads never touch them."""
+`seed` (the reads of scenario d): one INSERT ... SELECT per table. Account i holds a base
+subscription in `core` (Starter when i % 3 = 0, else Pro), with its item, plan assignment, grant
+binding (Pro: ai_credits) and three issued monthly grants; every fifth account also holds a
+team-seats add-on (3 seats). Four audit rows per subscription. Windows start between 0 and 364 days
+ago and stay open. Provider events (raw payloads) are not seeded: reads never touch them.
+
+`seed_histories` (webhook_large): accounts with their stored billing history, written with COPY;
+see "Stored billing histories" below."""
 
 from __future__ import annotations
 
