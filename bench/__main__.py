@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from . import checkgate, entitlements, history, propagation, signature, watchers, webhook
+from . import checkgate, entitlements, history, propagation, signature, watchers, webhook, webhook_large
 from .context import Context
 from .db import Server
 from .report import NOT_MEASURED, Row, failed_row, table, write
@@ -22,6 +22,7 @@ from .report import NOT_MEASURED, Row, failed_row, table, write
 Scenario = Callable[[Context], Awaitable[list[Row]]]
 SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "webhook": (webhook.run, webhook.NAME, webhook.TARGET),
+    "webhook_large": (webhook_large.run, webhook_large.NAME, webhook_large.TARGET),
     "signature": (signature.run, signature.NAME, signature.TARGET),
     "checkgate": (checkgate.run, checkgate.NAME, checkgate.TARGET),
     "entitlements": (entitlements.run, entitlements.NAME, entitlements.TARGET),
@@ -37,7 +38,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="5 s loads instead of 10 s (a smoke run)")
     parser.add_argument("--accounts", type=int, default=1_000_000,
-                        help="accounts in the larger GetEntitlements database (default 1,000,000)")
+                        help="accounts in the larger GetEntitlements and CheckGate database (default 1,000,000)")
+    parser.add_argument("--history-accounts", type=int, default=100_000,
+                        help="accounts whose billing history webhook_large stores (default 100,000: 1.1 million "
+                             "events)")
     parser.add_argument("--profile", action="store_true",
                         help="attach py-spy to the server under test; writes results/profile-*.txt and "
                              "the table to results/profiled.md instead of latest.md")
@@ -54,7 +58,7 @@ async def main(args: argparse.Namespace) -> list[Row]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             ctx = Context(server, Path(work), load_s=5 if args.quick else 10, profile=args.profile,
-                          accounts=args.accounts)
+                          accounts=args.accounts, history_accounts=args.history_accounts)
             for name in args.scenarios or list(SCENARIOS):
                 run, title, target = SCENARIOS[name]
                 print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -15,7 +15,8 @@ class Context:
     load_s: float = 10.0  # each measured load
     warmup_s: float = 2.0
     profile: bool = False  # attach py-spy to the server under test (numbers then carry its overhead)
-    accounts: int = 1_000_000  # the larger database of the GetEntitlements scenario
+    accounts: int = 1_000_000  # the larger database of the GetEntitlements and CheckGate scenario
+    history_accounts: int = 100_000  # accounts whose billing history webhook_large stores
 
     def path(self, name: str) -> Path:
         return self.work / name

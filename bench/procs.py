@@ -219,6 +219,38 @@ def meter(children: Mapping[str, int], with_postgres: bool = True) -> CpuMeter:
     return CpuMeter(groups)
 
 
+def _busy_s() -> float:
+    """CPU seconds every core has spent on anything but idling, since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+class MachineMeter:
+    """Cores busy on the whole machine while the `async with` block runs, so a figure can say how
+    much of the machine other work took meanwhile."""
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self._start = (0.0, 0.0)
+
+    async def __aenter__(self) -> MachineMeter:
+        self._start = (_busy_s(), time.monotonic())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        busy, started = self._start
+        self.busy = round((_busy_s() - busy) / max(time.monotonic() - started, 1e-9), 2)
+
+    def others(self, used: Mapping[str, float]) -> float:
+        """Cores busy beyond those `used` accounts for (with a CpuMeter's figures for the same block)."""
+        return round(max(self.busy - sum(used.values()), 0.0), 2)
+
+
+def machine_meter() -> MachineMeter:
+    return MachineMeter()
+
+
 def describe_cpu(used: Mapping[str, float]) -> str:
     return "CPU cores used: " + ", ".join(f"{name} {value:.2f}" for name, value in used.items())
 

@@ -16,7 +16,7 @@ import asyncpg
 from .context import Context
 from .db import execute
 from .pg_baseline import run_baseline
-from .procs import LOAD_CPU, describe_cpu, meter, python_module, run_tool
+from .procs import LOAD_CPU, describe_cpu, machine_meter, meter, python_module, run_tool
 from .profiling import profiled
 from .report import Row, ratio
 from .stack import Stack, start_stack
@@ -81,57 +81,105 @@ async def _open_loop(ctx: Context, stack: Stack, template: dict[str, Any], rate:
     return result
 
 
+@dataclass(frozen=True)
+class Ingest:
+    """One database's ingest figures: the closed-loop load of new accounts, the open-loop run at a
+    fixed rate, and the renewal burst of the accounts the load created."""
+
+    template: dict[str, Any]
+    warmup_ok_per_s: float
+    load: WrkResult
+    duration_s: float
+    done: Finalized
+    cpu: dict[str, float]
+    half: dict[str, Any]
+    half_done: Finalized
+    renewed: WrkResult
+    renewal_done: Finalized
+    renewal_cpu: dict[str, float]
+    others: float  # cores busy with processes other than the stack's and PostgreSQL's during the load
+
+    @property
+    def unique_ok(self) -> float:
+        return self.load.counts["ok"] - self.load.counts["wrapped"]
+
+    @property
+    def rate(self) -> float:
+        return self.unique_ok / self.load.seconds
+
+    @property
+    def p99_ms(self) -> float:
+        return float(self.load.counts["p99_us"]) / 1000
+
+    @property
+    def renewal_ok(self) -> float:
+        return self.renewed.counts["ok"] - self.renewed.counts["wrapped"]
+
+    @property
+    def renewal_rate(self) -> float:
+        return self.renewal_ok / self.renewed.seconds
+
+
+async def measure_ingest(ctx: Context, stack: Stack, database_url: str, half_rate: float | None = None) -> Ingest:
+    """Warm-up, ANALYZE, the measured load, the open-loop run (at `half_rate`, else at half the
+    measured rate) and the renewal burst, on a running stack."""
+    template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
+    await _delivered(stack)
+    warm = await _closed_loop(stack, _signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
+    # Planner statistics for the tables the warm-up filled, as autovacuum keeps them in a running
+    # system (and as the baseline's VACUUM ANALYZE does for its accounts).
+    await execute(database_url, "ANALYZE")
+    duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
+    count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
+    created = int(time.time())
+    requests = _signed(ctx, stack, template, "bench_m", count, created)  # signed before the CPU meter starts
+    async with meter(stack.pids()) as cpu, machine_meter() as machine, profiled(ctx.profile, {
+            "webhook-entitlement": stack.children["entitlement"].pid,
+            "webhook-checkout": stack.children["checkout"].pid}):
+        load = await _closed_loop(stack, requests, duration)
+    done = await finalized(database_url, "bench_m")
+    unique_ok = load.counts["ok"] - load.counts["wrapped"]
+    rate = unique_ok / load.seconds
+    half = await _open_loop(ctx, stack, template, half_rate or rate / 2)
+    half_done = await finalized(database_url, "bench_h")
+    # Each account the measured load created renewed once, fewer than would run out at the
+    # creation rate, so none is sent twice.
+    renewing = write_signed(ctx.path("bench_m_renewal.requests"),
+                            renewals(template, "bench_m", int(unique_ok), created), stack.secret)
+    renewal_s = max(3.0, min(duration, 0.6 * unique_ok / max(rate, 1)))
+    async with meter(stack.pids()) as renewal_cpu:
+        renewed = await _closed_loop(stack, renewing, renewal_s)
+    renewal_done = await finalized(database_url, "bench_m", "renewal_")
+    cpu_used = {**cpu.used, "wrk": load.run.cores}
+    return Ingest(template, warm.ok_per_s, load, duration, done, cpu_used, half, half_done, renewed, renewal_done,
+                  {**renewal_cpu.used, "wrk": renewed.run.cores}, machine.others(cpu_used))
+
+
 async def run(ctx: Context) -> list[Row]:
     database_url = await ctx.server.create("webhook", migrated=False)
     stack = await start_stack(database_url, ctx.work)
     try:
-        template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
-        await _delivered(stack)
-        warm = await _closed_loop(stack, _signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
-        # Planner statistics for the tables the warm-up filled, as autovacuum keeps them in a running
-        # system (and as the baseline's VACUUM ANALYZE does for its accounts).
-        await execute(database_url, "ANALYZE")
-        duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
-        count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
-        created = int(time.time())
-        requests = _signed(ctx, stack, template, "bench_m", count, created)  # signed before the CPU meter starts
-        async with meter(stack.pids()) as cpu, profiled(ctx.profile, {
-                "webhook-entitlement": stack.children["entitlement"].pid,
-                "webhook-checkout": stack.children["checkout"].pid}):
-            load = await _closed_loop(stack, requests, duration)
-        done = await finalized(database_url, "bench_m")
-        unique_ok = load.counts["ok"] - load.counts["wrapped"]
-        rate = unique_ok / load.seconds
-        half = await _open_loop(ctx, stack, template, rate / 2)
-        half_done = await finalized(database_url, "bench_h")
-        # Each account the measured load created renewed once, fewer than would run out at the
-        # creation rate, so none is sent twice.
-        renewing = write_signed(ctx.path("bench_m_renewal.requests"),
-                                renewals(template, "bench_m", int(unique_ok), created), stack.secret)
-        renewal_s = max(3.0, min(duration, 0.6 * unique_ok / max(rate, 1)))
-        async with meter(stack.pids()) as renewal_cpu:
-            renewed = await _closed_loop(stack, renewing, renewal_s)
-        renewal_done = await finalized(database_url, "bench_m", "renewal_")
+        got = await measure_ingest(ctx, stack, database_url)
     finally:
         await stack.stop()
     baseline_url = await ctx.server.create("pgbench")
     async with meter({}) as pg_cpu:
-        base = await run_baseline(baseline_url, json.dumps(template).encode(), ctx.work, clients=CONCURRENCY,
-                                  duration_s=duration)
-    value = ratio(rate, base.tps)
-    all_final = done.applied >= unique_ok and done.assignments >= unique_ok
-    cpu_used = {**cpu.used, "wrk": load.run.cores}
+        base = await run_baseline(baseline_url, json.dumps(got.template).encode(), ctx.work, clients=CONCURRENCY,
+                                  duration_s=got.duration_s)
+    load, done, half, half_done = got.load, got.done, got.half, got.half_done
+    value = ratio(got.rate, base.tps)
+    all_final = done.applied >= got.unique_ok and done.assignments >= got.unique_ok
     ingest = Row(
-        NAME, f"{rate:,.0f} events/s ({unique_ok} distinct 2xx in {load.seconds:.1f} s, p99 "
-              f"{load.counts['p99_us'] / 1000:.0f} ms)",
+        NAME, f"{got.rate:,.0f} events/s ({got.unique_ok:.0f} distinct 2xx in {load.seconds:.1f} s, p99 "
+              f"{got.p99_ms:.0f} ms)",
         f"{base.tps:,.0f} TPS pgbench ({base.transactions} tx, {base.latency_ms:.1f} ms avg)",
         value, TARGET, value is not None and value >= 0.50 and all_final and load.errors == 0,
         f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU}); pgbench -c{CONCURRENCY} -j2 -M prepared (core {LOAD_CPU})",
         f"finalized: {done.applied} applied events, {done.assignments} plan assignments, {load.errors} errors; "
         "ANALYZE after a 1,500-event warm-up; "
-        f"services and PostgreSQL unpinned; {describe_cpu(cpu_used)}; pgbench run: postgres "
+        f"services and PostgreSQL unpinned; {describe_cpu(got.cpu)}; pgbench run: postgres "
         f"{pg_cpu.used['postgres']:.2f}, pgbench {base.run.cores:.2f}",
-        {"wrk": load.counts, "warmup_ok_per_s": warm.ok_per_s, "finalized": done.__dict__, "cpu": cpu_used,
+        {"wrk": load.counts, "warmup_ok_per_s": got.warmup_ok_per_s, "finalized": done.__dict__, "cpu": got.cpu,
          "pgbench": {"tps": base.tps, "transactions": base.transactions, "latency_ms": base.latency_ms,
                      "failed": base.failed, "cpu": {"postgres": pg_cpu.used["postgres"], "pgbench": base.run.cores}}})
     p99 = float(half["p99_ms"])
@@ -144,17 +192,14 @@ async def run(ctx: Context) -> list[Row]:
         f"request's due time to its answer (sent only after the commit); max dispatch lag "
         f"{half['max_dispatch_lag_ms']} ms",
         {"openloop": half, "finalized": half_done.__dict__})
-    renewal_ok = renewed.counts["ok"] - renewed.counts["wrapped"]
-    renewal_rate = renewal_ok / renewed.seconds
+    renewed, renewal_done = got.renewed, got.renewal_done
     renewal = Row(
-        RENEWAL_NAME, f"{renewal_rate:,.0f} events/s ({renewal_ok} distinct 2xx in {renewed.seconds:.1f} s, p99 "
-                      f"{renewed.counts['p99_us'] / 1000:.0f} ms)",
-        ingest.baseline, ratio(renewal_rate, base.tps), RENEWAL_TARGET, None,
+        RENEWAL_NAME, f"{got.renewal_rate:,.0f} events/s ({got.renewal_ok:.0f} distinct 2xx in {renewed.seconds:.1f} "
+                      f"s, p99 {renewed.counts['p99_us'] / 1000:.0f} ms)",
+        ingest.baseline, ratio(got.renewal_rate, base.tps), RENEWAL_TARGET, None,
         f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU})",
         f"`customer.subscription.updated` one period on for accounts the measured load created (each read "
         f"and derived again from its history); finalized: {renewal_done.applied} applied of "
-        f"{renewal_done.recorded} recorded, {renewed.errors} errors; "
-        f"{describe_cpu({**renewal_cpu.used, 'wrk': renewed.run.cores})}",
-        {"wrk": renewed.counts, "finalized": renewal_done.__dict__,
-         "cpu": {**renewal_cpu.used, "wrk": renewed.run.cores}})
+        f"{renewal_done.recorded} recorded, {renewed.errors} errors; {describe_cpu(got.renewal_cpu)}",
+        {"wrk": renewed.counts, "finalized": renewal_done.__dict__, "cpu": got.renewal_cpu})
     return [ingest, latency, renewal]
