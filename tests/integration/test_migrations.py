@@ -4,7 +4,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from entitlement_service.db import events
 from entitlement_service.db.migrate import Migration, MigrationError, load_migrations, migrate
+from entitlement_service.domain.records import RecordedEvent
+from entitlement_service.grpc.convert_in import provider_event
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from tests.integration.conftest import catalog_service
+from tests.support.provider import MONTH, invoice_event, subscription_event, ts
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -164,5 +170,62 @@ async def test_keys_led_by_the_account_carry_the_rows_stored_before_them(fresh_d
             with pytest.raises(asyncpg.UniqueViolationError):
                 async with conn.transaction():
                     await conn.execute(held_once)
+    finally:
+        await conn.close()
+
+
+async def test_history_recorded_before_its_table_is_copied_and_summarized_by_the_next_derivation(
+        fresh_database_url: str) -> None:
+    """Events applied before account_history existed join it unsummarized; the account's next
+    derivation reads its whole history once, summarizes them, and holds what the same events
+    applied today hold."""
+    def life(account: str) -> list[pb.ProviderEvent]:
+        sub, cus = f"sub_{account}", f"cus_{account}"
+        return [
+            subscription_event(f"evt_{account}_1", sub, T0, items=[("team_seats_monthly", 2)], account_id=account,
+                               customer_id=cus, event_type="customer.subscription.created"),
+            invoice_event(f"evt_{account}_2", f"in_{account}", sub, T0, customer_id=cus,
+                          lines=[("team_seats_monthly", 2, T0, T0 + MONTH)]),
+            subscription_event(f"evt_{account}_3", sub, T0 + MONTH / 2, status="canceled", ended_at=T0 + MONTH / 2,
+                               items=[("team_seats_monthly", 2)], account_id=account, customer_id=cus, start=T0,
+                               event_type="customer.subscription.deleted"),
+        ]
+
+    migrations = load_migrations()
+    [history] = [m for m in migrations if m.name == "keep_account_history"]
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await migrate(conn, [m for m in migrations if m.version < history.version])
+        await conn.execute("INSERT INTO accounts (account_id, provider_customer_id) "
+                           "VALUES ('acct_old', 'cus_acct_old')")
+        await events.insert_events(conn, [RecordedEvent.of(provider_event(e), "acct_old") for e in life("acct_old")])
+        await migrate(conn)
+        copied = await conn.fetch("SELECT provider_event_id, invoice, provider_at, summarized FROM account_history "
+                                  "ORDER BY provider_event_id")
+        assert [tuple(r.values()) for r in copied] == [
+            ("evt_acct_old_1", False, T0, False), ("evt_acct_old_2", True, T0, False),
+            ("evt_acct_old_3", False, T0 + MONTH / 2, False)]
+    finally:
+        await conn.close()
+    async with catalog_service(fresh_database_url) as client:
+        await client.apply(*life("acct_new"))
+        later = subscription_event("evt_acct_old_4", "sub_acct_old", T0 + MONTH, status="canceled",
+                                   ended_at=T0 + MONTH / 2, items=[("team_seats_monthly", 2)], account_id="acct_old",
+                                   customer_id="cus_acct_old", start=T0)
+        await client.apply(later, subscription_event(
+            "evt_acct_new_4", "sub_acct_new", T0 + MONTH, status="canceled", ended_at=T0 + MONTH / 2,
+            items=[("team_seats_monthly", 2)], account_id="acct_new", customer_id="cus_acct_new", start=T0))
+        for at in (T0 + MONTH / 4, T0 + MONTH):
+            old, new = [await client.entitlements(a, ts(at)) for a in ("acct_old", "acct_new")]
+            for entitlements in (old, new):  # how many changes each took to get there differs
+                entitlements.ClearField("revision")
+            assert str(old).replace("acct_old", "acct") == str(new).replace("acct_new", "acct")
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        summarized = await conn.fetch("SELECT provider_event_id, ended_at, reaches FROM account_history "
+                                      "WHERE account_id = 'acct_old' AND summarized ORDER BY 1")
+        assert [tuple(r.values()) for r in summarized] == [
+            ("evt_acct_old_1", None, None), ("evt_acct_old_2", None, T0 + MONTH),
+            ("evt_acct_old_3", T0 + MONTH / 2, None), ("evt_acct_old_4", T0 + MONTH / 2, None)]
     finally:
         await conn.close()
