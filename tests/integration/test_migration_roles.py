@@ -261,4 +261,4 @@ async def test_a_runtime_role_that_cannot_be_confined_is_refused_before_anything
 
 async def test_an_unknown_argument_prints_the_usage() -> None:
     code, err = await migrate_command({}, "migrat")
-    assert code == 1 and err.strip() == "usage: python -m entitlement_service [migrate]"
+    assert code == 1 and err.strip() == "usage: python -m entitlement_service [migrate | prune-events]"
