@@ -83,22 +83,22 @@ async def first_times(conn: Conn, event_ids: Sequence[str]) -> dict[str, datetim
 TAKE_REJECTED = f"""
 WITH taken AS (
     UPDATE provider_events e SET outcome = 'applied', reason = '', account_id = coalesce(v.account_id, e.account_id)
-    FROM unnest($1::text[], $2::text[]) AS v(provider_event_id, account_id)
-    WHERE e.provider_event_id = v.provider_event_id AND e.outcome = 'rejected'
+    FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS v(provider_event_id, created, account_id)
+    WHERE e.provider_event_id = v.provider_event_id AND e.created = v.created AND e.outcome = 'rejected'
     RETURNING e.provider_event_id, e.subscription_id
 ), held AS (
-    SELECT * FROM subscriptions WHERE subscription_id = ANY($3::text[])
+    SELECT * FROM subscriptions WHERE subscription_id = ANY($4::text[])
 )
 SELECT t.provider_event_id AS recorded, {SUBSCRIPTION.select("h")}
 FROM taken t LEFT JOIN held h ON h.subscription_id = t.subscription_id"""
 
 
-async def take_rejected(conn: Conn, taken: Sequence[tuple[str, str | None]], subscription_ids: Sequence[str | None]
-                        ) -> dict[str, SubscriptionRecord | None]:
-    """Of `taken` (event id, the account found for it now), the events still rejected, each with the
-    row of the subscription it names (of `subscription_ids`)."""
-    found = await conn.fetch(TAKE_REJECTED, [e for e, _ in taken], [a for _, a in taken],
-                             [s for s in subscription_ids if s])
+async def take_rejected(conn: Conn, taken: Sequence[tuple[str, datetime, str | None]],
+                        subscription_ids: Sequence[str | None]) -> dict[str, SubscriptionRecord | None]:
+    """Of `taken` (event id, created, the account found for it now), the events still rejected, each
+    with the row of the subscription it names (of `subscription_ids`)."""
+    found = await conn.fetch(TAKE_REJECTED, [e for e, _, _ in taken], [c for _, c, _ in taken],
+                             [a for _, _, a in taken], [s for s in subscription_ids if s])
     return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
 
 

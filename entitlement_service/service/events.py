@@ -154,7 +154,7 @@ async def _record(conn: Conn, batch: Sequence[ProviderEvent], account_of: Mappin
                   ) -> dict[str, SubscriptionRecord | None]:
     """The events recorded now (or, replaying, taken again), each with its subscription's row."""
     if replay:
-        taken = [(e.provider_event_id, account_of[e.provider_event_id]) for e in batch]
+        taken = [(e.provider_event_id, e.created, account_of[e.provider_event_id]) for e in batch]
         return await events.take_rejected(conn, taken, [e.subscription_id for e in batch])
     return await events.insert_events(conn, [RecordedEvent.of(e, account_of[e.provider_event_id]) for e in batch])
 
