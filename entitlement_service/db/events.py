@@ -1,7 +1,7 @@
 """Provider events: recorded once under their id, in the transaction of the change they cause,
 with their outcome, raw payload and normalized snapshot. The table is partitioned by the
-provider's time (`created`, migration 0008): a statement that knows an event's time names it, so
-it reads one partition."""
+provider's time (`created`; the migration `partition_provider_events`): a statement that knows
+an event's time names it, so it reads one partition."""
 
 from __future__ import annotations
 

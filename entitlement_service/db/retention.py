@@ -1,7 +1,8 @@
-"""The partitions of `provider_events` and the retention of raw payloads (migration 0008 defines
-the layout and the functions that change it): month partitions made ahead, a month past the
-retention age folded into the compact archive, and the payloads the archive still holds pruned
-where they lie. The functions run as their owner, so the runtime role may call them."""
+"""The partitions of `provider_events` and the retention of raw payloads (the migration
+`partition_provider_events` defines the layout and the functions that change it): month
+partitions made ahead, a month past the retention age folded into the compact archive, and the
+payloads the archive still holds pruned where they lie. The functions run as their owner, so the
+runtime role may call them."""
 
 from __future__ import annotations
 
