@@ -15,11 +15,11 @@
 -- the primary key (provider_event_id, created) still records an event once, and a duplicate of an
 -- archived event still meets its row there.
 --
--- The functions below change the layout: made ahead (provider_events_add_months), a month past the
--- retention age folded into the archive (provider_events_bound_archive, _validate_archive, then
--- _fold_month), and the payloads the archive holds pruned where they lie. The service runs them
--- as its runtime role, which owns nothing: they run as their owner (SECURITY DEFINER), and only
--- the roles granted EXECUTE may call them.
+-- The functions below change the layout: months made ahead (provider_events_add_months), a month
+-- past the retention age folded into the archive (provider_events_bound_archive,
+-- _validate_archive, then _fold_month). The service runs them as its runtime role, which owns
+-- nothing: they run as their owner (SECURITY DEFINER), and only the roles granted EXECUTE may
+-- call them. The payloads the archive itself holds are pruned where they lie, by plain updates.
 --
 -- The rows already recorded stay where they are: the table becomes the archive (with its raw
 -- payloads, pruned in place once past the retention age), and the rows of this month and later
