@@ -18,7 +18,7 @@ INSERT INTO provider_events (provider_event_id, type, created, received_at, api_
     account_id, provider_customer_id, outcome, payload)
 VALUES ('evt_pg_' || :eid, 'customer.subscription.created', now(), now(), '2026-10-28', 'sub_pg_' || :eid,
     'sub_pg_' || :eid, 'acct_pg_' || :aid, 'cus_pg_' || :aid, 'applied', convert_to('{payload}', 'UTF8'))
-ON CONFLICT (provider_event_id) DO NOTHING;
+ON CONFLICT (provider_event_id, created) DO NOTHING;
 INSERT INTO subscriptions (subscription_id, account_id, provider_customer_id, subscription_group, status,
     provider_updated_at, provider_event_id, started_at, current_period_start, current_period_end, metadata)
 VALUES ('sub_pg_' || :eid, 'acct_pg_' || :aid, 'cus_pg_' || :aid, 'core', 'active', now(), 'evt_pg_' || :eid, now(),

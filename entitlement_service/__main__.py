@@ -1,11 +1,12 @@
 """`python -m entitlement_service` serves; `python -m entitlement_service migrate` applies the
-migrations as DATABASE_URL's role, grants DATABASE_RUNTIME_ROLE what the service needs, and exits."""
+migrations as DATABASE_URL's role, grants DATABASE_RUNTIME_ROLE what the service needs, and exits;
+`python -m entitlement_service prune-events` runs the event retention once and exits."""
 
 import sys
 
 from service_runtime.config import ConfigError
 
-USAGE = "usage: python -m entitlement_service [migrate]"
+USAGE = "usage: python -m entitlement_service [migrate | prune-events]"
 
 try:
     args = sys.argv[1:]
@@ -17,6 +18,10 @@ try:
         from entitlement_service.app import migrate_main
 
         migrate_main()
+    elif args == ["prune-events"]:
+        from entitlement_service.app import prune_events_main
+
+        prune_events_main()
     else:
         sys.exit(USAGE)
 except ConfigError as exc:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
@@ -29,6 +29,7 @@ from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
 from entitlement_service.service.metrics import GATE_CACHE_ACCOUNTS, NOTIFICATIONS_PROVEN, NOTIFICATIONS_UNPROVEN
+from entitlement_service.service.retention import keep_events_pruned, run_once
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import DEFAULT_DATABASE_URL, Settings
 from selfserve.entitlement.v1 import entitlement_pb2, entitlement_pb2_grpc
@@ -122,7 +123,12 @@ async def connect_database(runtime: Runtime, server: GrpcServer) -> None:
     await runtime.listening.wait()
     await server.set_serving(True)
     log.info("ready")
-    await asyncio.gather(listener, keep_gauges_fresh(runtime.deps, settings.gauges_interval_s))
+    background = [listener, keep_gauges_fresh(runtime.deps, settings.gauges_interval_s)]
+    if settings.event_retention_interval_s > 0:
+        background.append(keep_events_pruned(settings.database_url, settings.db_connect_timeout_s,
+                                             settings.event_payload_retention, settings.event_retention_interval_s,
+                                             utc_now))
+    await asyncio.gather(*background)
 
 
 async def keep_gauges_fresh(deps: Deps, interval_s: float) -> None:
@@ -226,3 +232,27 @@ def migrate_command(environ: Mapping[str, str]) -> int:
 
 def migrate_main() -> None:
     sys.exit(migrate_command(os.environ))
+
+
+def prune_events_command(environ: Mapping[str, str]) -> int:
+    """`python -m entitlement_service prune-events`: one event retention run, as the service runs
+    every EVENT_RETENTION_INTERVAL_S (with DATABASE_URL and EVENT_PAYLOAD_RETENTION_DAYS read the
+    same way), for a scheduled job when that is 0. 0 when done, or skipped because a replica was
+    running one; otherwise 1, after one line on stderr saying why."""
+    env = Env(environ)
+    url = env.text("DATABASE_URL", DEFAULT_DATABASE_URL)
+    retention_days = env.number("EVENT_PAYLOAD_RETENTION_DAYS", 90, minimum=1)
+    connect_timeout_s = env.number("DB_CONNECT_TIMEOUT_S", 5, minimum=0.1)
+    configure_logging("entitlement_service", level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning",
+                                                                                        "error")))
+    try:
+        asyncio.run(run_once(url, connect_timeout_s, timedelta(days=retention_days), utc_now()))
+    except (*DATABASE_ERRORS, TimeoutError) as exc:
+        print(f"entitlement_service prune-events: {type(exc).__name__}: {exc} (DATABASE_URL {redacted_url(url)})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def prune_events_main() -> None:
+    sys.exit(prune_events_command(os.environ))

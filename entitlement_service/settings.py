@@ -49,6 +49,12 @@ class Settings:
     tls: ServerTls | None
     # Which exporters spans go to (none by default: incoming trace context is only passed on).
     tracing: TracingSettings
+    # Raw payloads of provider events older than this (by provider time) are dropped; everything
+    # else about an event is kept, and a rejected event keeps its payload.
+    event_payload_retention: timedelta
+    # How often a replica runs the event retention (partitions made ahead, payloads pruned); 0: never
+    # (then `python -m entitlement_service prune-events` must run, from a scheduled job).
+    event_retention_interval_s: float
 
     def __repr__(self) -> str:
         return redacted_repr(self)
@@ -78,4 +84,6 @@ class Settings:
             grpc_max_in_flight=int(env.number("ENTITLEMENT_GRPC_MAX_IN_FLIGHT", 4096, minimum=1)),
             tls=ServerTls.from_env(env),
             tracing=read_tracing_settings(env, "entitlement-service"),
+            event_payload_retention=timedelta(days=env.number("EVENT_PAYLOAD_RETENTION_DAYS", 90, minimum=1)),
+            event_retention_interval_s=env.number("EVENT_RETENTION_INTERVAL_S", 3600, minimum=0),
         )

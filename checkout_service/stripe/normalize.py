@@ -284,11 +284,13 @@ def storable_text(text: str, limit: int = 255) -> str:
 def unreadable(event: Json, raw: bytes, received_at: datetime, reason: str) -> pb.ProviderEvent:
     """A signed event the normalizer could not read, carried with only its raw payload and why, so
     the entitlement service keeps it (as rejected `unreadable`) and it can be read again later.
-    Its id and type stand in as `storable_text`; a provider time out of range is its receipt."""
+    Its id and type stand in as `storable_text`; a provider time out of range stands at the nearest
+    end of the range, so that every delivery of the event carries the same time (the entitlement
+    service finds an event's row by its id and time)."""
     event_id, kind, created, _ = envelope(event)
     received = Timestamp()
     received.FromDatetime(received_at)
-    at = Timestamp(seconds=created) if created in TIMESTAMP_SECONDS else received
+    at = Timestamp(seconds=min(max(created, TIMESTAMP_SECONDS.start), TIMESTAMP_SECONDS.stop - 1))
     text_reason = reason if _storable(reason) else reason.encode("utf-8", "backslashreplace").decode().replace(
         "\x00", "\\x00")
     return pb.ProviderEvent(provider_event_id=storable_text(event_id), type=storable_text(kind), created=at,

@@ -1,5 +1,7 @@
 """Provider events: recorded once under their id, in the transaction of the change they cause,
-with their outcome, raw payload and normalized snapshot."""
+with their outcome, raw payload and normalized snapshot. The table is partitioned by the
+provider's time (`created`; the migration `partition_provider_events`): a statement that knows
+an event's time names it, so it reads one partition."""
 
 from __future__ import annotations
 
@@ -37,10 +39,14 @@ REJECTED = Shape(RejectedEvent, (
     Column("reason", "text"), Column("account_id", "text"), Column("snapshot", "bytea"), Column("payload", "bytea"),
 ))
 
+# Ties the transaction-scoped locks on event ids (`first_times`) to this use: the other advisory
+# locks take one bigint key, these two int keys, so they never meet.
+EVENT_ID_LOCK_CLASS = 0x5E1F
+
 INSERT_EVENTS = f"""
 WITH recorded AS (
     INSERT INTO provider_events ({RECORDED.select()}) SELECT * FROM {RECORDED.unnest(1)}
-    ON CONFLICT (provider_event_id) DO NOTHING
+    ON CONFLICT (provider_event_id, created) DO NOTHING
     RETURNING provider_event_id, subscription_id
 ), held AS (  -- through the primary key, however few rows the statistics last saw
     SELECT * FROM subscriptions WHERE subscription_id = ANY(${1 + RECORDED.names.index("subscription_id")}::text[])
@@ -58,6 +64,18 @@ async def insert_events(conn: Conn, events: Sequence[RecordedEvent]) -> dict[str
     return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
 
 
+async def first_times(conn: Conn, event_ids: Sequence[str]) -> dict[str, datetime]:
+    """The time each of these events was recorded with, for those already recorded, looked for in
+    every partition. Until the transaction ends, another transaction asking about the same ids
+    waits, so that of two recording one id at once the second finds the first's row."""
+    ids = sorted(set(event_ids))
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext(id)) FROM unnest($2::text[]) AS id",
+                       EVENT_ID_LOCK_CLASS, ids)
+    found = await conn.fetch("SELECT provider_event_id, created FROM provider_events "
+                             "WHERE provider_event_id = ANY($1::text[])", ids)
+    return {r["provider_event_id"]: r["created"] for r in found}
+
+
 # Rejected events taken to be applied again: marked applied, as a new event is recorded (the
 # outcome is corrected in the same transaction when it is not), with the account now found for
 # it, and locked, so two replays of one event queue and the second finds it no longer rejected (a
@@ -65,22 +83,22 @@ async def insert_events(conn: Conn, events: Sequence[RecordedEvent]) -> dict[str
 TAKE_REJECTED = f"""
 WITH taken AS (
     UPDATE provider_events e SET outcome = 'applied', reason = '', account_id = coalesce(v.account_id, e.account_id)
-    FROM unnest($1::text[], $2::text[]) AS v(provider_event_id, account_id)
-    WHERE e.provider_event_id = v.provider_event_id AND e.outcome = 'rejected'
+    FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS v(provider_event_id, created, account_id)
+    WHERE e.provider_event_id = v.provider_event_id AND e.created = v.created AND e.outcome = 'rejected'
     RETURNING e.provider_event_id, e.subscription_id
 ), held AS (
-    SELECT * FROM subscriptions WHERE subscription_id = ANY($3::text[])
+    SELECT * FROM subscriptions WHERE subscription_id = ANY($4::text[])
 )
 SELECT t.provider_event_id AS recorded, {SUBSCRIPTION.select("h")}
 FROM taken t LEFT JOIN held h ON h.subscription_id = t.subscription_id"""
 
 
-async def take_rejected(conn: Conn, taken: Sequence[tuple[str, str | None]], subscription_ids: Sequence[str | None]
-                        ) -> dict[str, SubscriptionRecord | None]:
-    """Of `taken` (event id, the account found for it now), the events still rejected, each with the
-    row of the subscription it names (of `subscription_ids`)."""
-    found = await conn.fetch(TAKE_REJECTED, [e for e, _ in taken], [a for _, a in taken],
-                             [s for s in subscription_ids if s])
+async def take_rejected(conn: Conn, taken: Sequence[tuple[str, datetime, str | None]],
+                        subscription_ids: Sequence[str | None]) -> dict[str, SubscriptionRecord | None]:
+    """Of `taken` (event id, created, the account found for it now), the events still rejected, each
+    with the row of the subscription it names (of `subscription_ids`)."""
+    found = await conn.fetch(TAKE_REJECTED, [e for e, _, _ in taken], [c for _, c, _ in taken],
+                             [a for _, _, a in taken], [s for s in subscription_ids if s])
     return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
 
 
@@ -131,26 +149,30 @@ async def insert_event(conn: Conn, event: RecordedEvent) -> bool:
 
 COUNT_DELIVERIES = """
 UPDATE provider_events e SET deliveries = deliveries + d.times
-FROM (SELECT id, count(*) AS times FROM unnest($1::text[]) AS id GROUP BY id) d
-WHERE e.provider_event_id = d.id"""
+FROM (SELECT id, created, count(*) AS times FROM unnest($1::text[], $2::timestamptz[]) AS v(id, created)
+      GROUP BY id, created) d
+WHERE e.provider_event_id = d.id AND e.created = d.created"""
 
 
-async def count_deliveries(conn: Conn, event_ids: Sequence[str]) -> None:
-    """One more delivery for each id, as often as it is listed."""
-    if event_ids:
-        await conn.execute(COUNT_DELIVERIES, list(event_ids))
+async def count_deliveries(conn: Conn, events: Sequence[tuple[str, datetime]]) -> None:
+    """One more delivery for each (event id, created), as often as it is listed."""
+    if events:
+        await conn.execute(COUNT_DELIVERIES, [i for i, _ in events], [c for _, c in events])
 
 
 SET_OUTCOMES = """
 UPDATE provider_events e SET outcome = v.outcome, reason = v.reason, account_id = coalesce(v.account_id, e.account_id)
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(provider_event_id, outcome, reason, account_id)
-WHERE e.provider_event_id = v.provider_event_id"""
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[])
+    AS v(provider_event_id, created, outcome, reason, account_id)
+WHERE e.provider_event_id = v.provider_event_id AND e.created = v.created"""
 
 
-async def set_event_outcomes(conn: Conn, results: Sequence[EventResult]) -> None:
+async def set_event_outcomes(conn: Conn, results: Sequence[tuple[datetime, EventResult]]) -> None:
+    """Each (event's created, its result)."""
     if results:
-        await conn.execute(SET_OUTCOMES, [r.provider_event_id for r in results], [r.outcome for r in results],
-                           [r.reason for r in results], [r.account_id for r in results])
+        await conn.execute(SET_OUTCOMES, [r.provider_event_id for _, r in results], [c for c, _ in results],
+                           [r.outcome for _, r in results], [r.reason for _, r in results],
+                           [r.account_id for _, r in results])
 
 
 async def events_for(conn: Conn, *, subscription_id: str | None, checkout_session_id: str | None,

@@ -130,6 +130,12 @@ def arrived_late(event: ProviderEvent, held: SubscriptionRecord | None) -> bool:
     return held is not None and event.created < held.provider_updated_at and not event.type.startswith(RECONCILIATION)
 
 
+def timed_by_read(event: ProviderEvent) -> bool:
+    """A reconciliation event is timed when the reconciler read the provider, not by the provider:
+    the same state read again comes under the same id (a hash of the state) with a later time."""
+    return event.type.startswith(RECONCILIATION)
+
+
 def cause_of(event: ProviderEvent) -> str:
     """What the audit trail names as the cause of the changes an event makes."""
     return "reconciliation" if event.type.startswith(RECONCILIATION) else "provider_event"

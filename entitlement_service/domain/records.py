@@ -211,7 +211,8 @@ class RejectedEvent:
     reason: str
     account_id: str | None
     snapshot: bytes
-    payload: bytes = b""  # the payload as received
+    # The payload as received; None once pruned (the payload of an event still rejected never is).
+    payload: bytes | None = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,7 @@ def replayed(r: Replayed) -> pb.ReplayedEvent:
     return pb.ReplayedEvent(provider_event_id=e.provider_event_id, type=e.type, created=ts(e.created),
                             previous_reason=e.reason, outcome=OUTCOMES[outcome], reason=reason,
                             account_id=account or "",
-                            raw_payload=e.payload if e.reason.startswith(UNREADABLE) else b"")
+                            raw_payload=(e.payload or b"") if e.reason.startswith(UNREADABLE) else b"")
 
 
 def entry_result(r: EntryResult) -> pb.CatalogEntryResult:

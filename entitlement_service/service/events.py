@@ -112,6 +112,8 @@ async def _apply_one_by_one(deps: Deps, batch: Sequence[ProviderEvent], replay: 
 
 async def _apply_in_order(conn: Conn, deps: Deps, batch: Sequence[ProviderEvent], replay: bool
                           ) -> list[EventResult]:
+    if not replay:
+        batch = await _first_times(conn, batch)
     results: list[EventResult] = []
     together: list[ProviderEvent] = []
     taken: set[str] = set()
@@ -131,6 +133,17 @@ async def _apply_in_order(conn: Conn, deps: Deps, batch: Sequence[ProviderEvent]
     return results
 
 
+async def _first_times(conn: Conn, batch: Sequence[ProviderEvent]) -> Sequence[ProviderEvent]:
+    """An event timed by the reconciler's read (`policy.timed_by_read`) and already recorded takes
+    the time it was first recorded with, which is what its row is found by: read again later, it is
+    still the same event, and a duplicate."""
+    ids = [e.provider_event_id for e in batch if policy.timed_by_read(e)]
+    if not ids:
+        return batch
+    first = await events.first_times(conn, ids)
+    return [replace(e, created=first[e.provider_event_id]) if e.provider_event_id in first else e for e in batch]
+
+
 async def _accounts(conn: Conn, batch: Sequence[ProviderEvent]) -> dict[str, str | None]:
     """Each event's account (`policy.account_of`), the customers' links read once for all of them."""
     unnamed = [e.provider_customer_id for e in batch
@@ -144,7 +157,7 @@ async def _record(conn: Conn, batch: Sequence[ProviderEvent], account_of: Mappin
                   ) -> dict[str, SubscriptionRecord | None]:
     """The events recorded now (or, replaying, taken again), each with its subscription's row."""
     if replay:
-        taken = [(e.provider_event_id, account_of[e.provider_event_id]) for e in batch]
+        taken = [(e.provider_event_id, e.created, account_of[e.provider_event_id]) for e in batch]
         return await events.take_rejected(conn, taken, [e.subscription_id for e in batch])
     return await events.insert_events(conn, [RecordedEvent.of(e, account_of[e.provider_event_id]) for e in batch])
 
@@ -171,7 +184,8 @@ async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent], re
             seen.add(account)
     fresh = await _record(conn, batch, account_of, replay)
     if not replay:
-        await events.count_deliveries(conn, [e.provider_event_id for e in batch if e.provider_event_id not in fresh])
+        await events.count_deliveries(conn, [(e.provider_event_id, e.created) for e in batch
+                                             if e.provider_event_id not in fresh])
     results = {e.provider_event_id: EventResult(e.provider_event_id, Outcome.DUPLICATE)
                for e in batch if e.provider_event_id not in fresh}
     todo: list[tuple[ProviderEvent, str]] = []
@@ -187,7 +201,9 @@ async def _apply_together(conn: Conn, deps: Deps, batch: list[ProviderEvent], re
     writes = Writes()
     if todo:
         results.update(await _derive(conn, deps, todo, writes, fresh))
-    writes.outcomes.extend(r for r in results.values() if r.outcome is not Outcome.DUPLICATE
+    created = {e.provider_event_id: e.created for e in batch}
+    writes.outcomes.extend((created[r.provider_event_id], r) for r in results.values()
+                           if r.outcome is not Outcome.DUPLICATE
                            and (replay or (r.outcome, r.reason) != (Outcome.APPLIED, "")))
     if replay:
         _replayed(writes, list(results.values()))
@@ -276,7 +292,7 @@ def _rebuild(deps: Deps, cached: CachedCatalog, stored: StoredAccount, writes: W
 async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent, replay: bool) -> EventResult:
     if not await _record(conn, [event], {event.provider_event_id: event.account_id}, replay):
         if not replay:
-            await events.count_deliveries(conn, [event.provider_event_id])
+            await events.count_deliveries(conn, [(event.provider_event_id, event.created)])
         return EventResult(event.provider_event_id, Outcome.DUPLICATE)
     obj = event.object
     try:
@@ -289,7 +305,7 @@ async def _apply_alone(conn: Conn, deps: Deps, event: ProviderEvent, replay: boo
             result = await apply_price(conn, event, obj)
     except Rejected as exc:
         result = EventResult(event.provider_event_id, Outcome.REJECTED, str(exc), None)
-    writes = Writes(outcomes=[result])
+    writes = Writes(outcomes=[(event.created, result)])
     if replay:
         _replayed(writes, [result])
     await writes.flush(conn)

@@ -53,3 +53,20 @@ DERIVATIONS = Counter(
     "first snapshot, an account that ever had a group conflict, a catalog change, a replay or link).",
     ["history"],
 )
+EVENT_PAYLOADS_PRUNED = Counter(
+    "provider_event_payloads_pruned_total",
+    "Raw payloads of provider events dropped past EVENT_PAYLOAD_RETENTION_DAYS: with their month's partition, "
+    "or in the archive. Everything else about the events is kept, and rejected events keep theirs.",
+)
+EVENT_PARTITIONS_CHANGED = Counter(
+    "provider_event_partitions_changed_total",
+    "Month partitions of provider_events made ahead (created) and folded into the archive once past the "
+    "retention age (folded).",
+    ["change"],
+)
+EVENT_RETENTION_RUNS = Counter(
+    "event_retention_runs_total",
+    "Event retention runs: completed, skipped (another replica was running one) and failed (tried again at "
+    "the next run).",
+    ["result"],
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from entitlement_service.db import events as recorded
@@ -51,7 +51,8 @@ async def replay_events(deps: Deps, selection: ReplaySelection, dry_run: bool) -
     replayed: list[Replayed] = []
     for start in range(0, len(found), CHUNK):
         chunk = found[start:start + CHUNK]
-        results = await apply_events(deps, [deps.decode_event(e.snapshot) for e in chunk], replay=True)
+        results = await apply_events(deps, [replace(deps.decode_event(e.snapshot), created=e.created) for e in chunk],
+                                     replay=True)
         replayed += [Replayed(e, r) for e, r in zip(chunk, results, strict=True)]
     return replayed, more
 
@@ -62,7 +63,9 @@ async def _replay_renormalized(deps: Deps, renormalized: tuple[ProviderEvent, ..
     async with deps.pool.acquire() as conn, conn.transaction():
         taken = {e.provider_event_id: e for e in await recorded.renormalize(
             conn, [RecordedEvent.of(e, e.account_id) for e in renormalized], UNREADABLE)}
-    events = [e for e in renormalized if e.provider_event_id in taken]
+    # Each under the time it is recorded with, which its row is found by.
+    events = [replace(e, created=taken[e.provider_event_id].created) for e in renormalized
+              if e.provider_event_id in taken]
     replayed: list[Replayed] = []
     for start in range(0, len(events), CHUNK):
         chunk = events[start:start + CHUNK]

@@ -4,6 +4,7 @@ per kind of row for a whole batch, so a batch's round trips do not grow with its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from entitlement_service.db import derived, events, history, purchases, support
 from entitlement_service.db.pool import Conn
@@ -42,7 +43,7 @@ class Writes:
     findings: list[Finding] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
-    outcomes: list[EventResult] = field(default_factory=list)
+    outcomes: list[tuple[datetime, EventResult]] = field(default_factory=list)  # (the event's created, result)
     history: list[HistoryEntry] = field(default_factory=list)  # snapshots joining, or summarized in, a history
     changed_accounts: list[str] = field(default_factory=list)
 

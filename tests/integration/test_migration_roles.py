@@ -165,6 +165,37 @@ async def test_what_a_later_migration_creates_is_granted_to_the_runtime_role_wit
         await conn.close()
 
 
+async def test_the_runtime_role_runs_the_event_retention_through_functions_only_it_and_the_owner_may_call(
+    roles: Roles,
+) -> None:
+    await migrated_as_owner(roles)
+    code, err = await migrate_command({"DATABASE_URL": roles.runtime_url}, "prune-events")
+    assert code == 0, err
+    conn = await asyncpg.connect(roles.runtime_url)
+    try:
+        assert await conn.fetchval("SELECT provider_events_add_months(now() + interval '8 months')") >= 5
+        owners = await conn.fetch(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) AS owner FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'provider_events'::regclass")
+        assert [r["owner"] for r in owners] == [roles.owner_role]
+        await conn.execute("INSERT INTO provider_events (provider_event_id, type, created, received_at, outcome, "
+                           "payload) VALUES ('evt_ahead', 'invoice.created', now() + interval '7 months', now(), "
+                           "'ignored', '{}')")
+        public = await conn.fetchval("SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a "
+                                     "WHERE starts_with(p.proname, 'provider_events_') AND a.grantee = 0")
+        assert public == 0  # they run as their owner: nobody else is granted them
+    finally:
+        await conn.close()
+
+
+async def test_a_retention_run_that_cannot_reach_the_database_fails_with_one_line_and_no_password() -> None:
+    code, err = await migrate_command({"DATABASE_URL": f"postgresql://app:hunter2-secret@127.0.0.1:{free_port()}/db"},
+                                      "prune-events")
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("entitlement_service prune-events: ") and "hunter2-secret" not in err
+
+
 async def readiness(metrics_addr: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(f"http://{metrics_addr}/readyz") as reply:
         return reply.status
@@ -261,4 +292,4 @@ async def test_a_runtime_role_that_cannot_be_confined_is_refused_before_anything
 
 async def test_an_unknown_argument_prints_the_usage() -> None:
     code, err = await migrate_command({}, "migrat")
-    assert code == 1 and err.strip() == "usage: python -m entitlement_service [migrate]"
+    assert code == 1 and err.strip() == "usage: python -m entitlement_service [migrate | prune-events]"

@@ -1,5 +1,5 @@
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -57,6 +57,49 @@ async def test_a_failing_migration_leaves_nothing_half_applied(fresh_database_ur
             await migrate(conn, [broken])
         assert await conn.fetchval("SELECT to_regclass('half')") is None
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0
+    finally:
+        await conn.close()
+
+
+EVENT_COLUMNS = ("provider_event_id, type, created, received_at, api_version, object_id, subscription_id, "
+                 "checkout_session_id, account_id, provider_customer_id, outcome, reason, deliveries, payload, "
+                 "snapshot, recorded_at")
+
+
+async def test_events_recorded_before_the_table_was_partitioned_survive_it_each_in_its_partition(
+    fresh_database_url: str,
+) -> None:
+    shipped = load_migrations()
+    partitioning = next(m for m in shipped if m.name == "partition_provider_events")
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute("SET TimeZone = 'UTC'")
+        await migrate(conn, shipped[:partitioning.version - 1])
+        now = await conn.fetchval("SELECT now()")
+        this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        times = {"evt_years_ago": now - timedelta(days=1000), "evt_last_month": this_month - timedelta(hours=1),
+                 "evt_now": now, "evt_this_month": this_month, "evt_years_ahead": now + timedelta(days=800)}
+        for n, (event_id, created) in enumerate(times.items()):
+            await conn.execute(
+                f"""INSERT INTO provider_events ({EVENT_COLUMNS}) VALUES ($1, 'customer.subscription.updated',
+                    $2::timestamptz, $2::timestamptz + interval '1 minute', '2026-08-27', 'sub_1', 'sub_1', NULL,
+                    'acct_1', 'cus_1', $3, $4, $5, $6, $7, $2)""", event_id, created,
+                "rejected" if n % 2 else "applied", "unknown_price: p" if n % 2 else "", n + 1,
+                f'{{"id": "{event_id}"}}'.encode(), bytes([n]) * 40)
+        before = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM provider_events ORDER BY provider_event_id")
+
+        assert await migrate(conn, shipped[:partitioning.version]) == [partitioning.version]
+        after = await conn.fetch(f"SELECT {EVENT_COLUMNS}, tableoid::regclass::text AS partition "
+                                 "FROM provider_events ORDER BY provider_event_id")
+        assert [tuple(r.values())[:-1] for r in after] == [tuple(r.values()) for r in before]
+        assert {r["provider_event_id"]: r["partition"] for r in after} == {
+            "evt_years_ago": "provider_events_archive", "evt_last_month": "provider_events_archive",
+            "evt_now": f"provider_events_{now:%Y_%m}", "evt_this_month": f"provider_events_{now:%Y_%m}",
+            "evt_years_ahead": "provider_events_default"}
+        assert len(await conn.fetch("SELECT * FROM provider_event_months()")) == 3  # this month, two ahead
+        with pytest.raises(asyncpg.UniqueViolationError):  # still recorded once
+            await conn.execute(f"INSERT INTO provider_events ({EVENT_COLUMNS}) "
+                               f"SELECT {EVENT_COLUMNS} FROM provider_events WHERE provider_event_id = 'evt_years_ago'")
     finally:
         await conn.close()
 
@@ -198,7 +241,9 @@ async def test_history_recorded_before_its_table_is_copied_and_summarized_by_the
         await migrate(conn, [m for m in migrations if m.version < history.version])
         await conn.execute("INSERT INTO accounts (account_id, provider_customer_id) "
                            "VALUES ('acct_old', 'cus_acct_old')")
-        await events.insert_events(conn, [RecordedEvent.of(provider_event(e), "acct_old") for e in life("acct_old")])
+        recorded = [RecordedEvent.of(provider_event(e), "acct_old") for e in life("acct_old")]
+        await conn.execute(f"INSERT INTO provider_events ({events.RECORDED.select()}) "
+                           f"SELECT * FROM {events.RECORDED.unnest(1)}", *events.RECORDED.arrays(recorded))
         await migrate(conn)
         copied = await conn.fetch("SELECT provider_event_id, invoice, provider_at, summarized FROM account_history "
                                   "ORDER BY provider_event_id")

@@ -85,11 +85,11 @@ async def test_linking_a_customer_adopts_only_the_events_that_waited_for_an_acco
                recorded("evt_bad", account=None), recorded("evt_other_customer", account=None, customer="cus_9")]
     await events.insert_events(db, waiting)
     await events.set_event_outcomes(db, [
-        EventResult("evt_sub", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
-        EventResult("evt_inv", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
-        EventResult("evt_session", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT),
-        EventResult("evt_bad", Outcome.REJECTED, "malformed subscription: status is required"),
-        EventResult("evt_other_customer", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT)])
+        (T0, EventResult("evt_sub", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT)),
+        (T0, EventResult("evt_inv", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT)),
+        (T0, EventResult("evt_session", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT)),
+        (T0, EventResult("evt_bad", Outcome.REJECTED, "malformed subscription: status is required")),
+        (T0, EventResult("evt_other_customer", Outcome.REJECTED, policy.UNKNOWN_ACCOUNT))])
     held = (await hold(db, ("acct_1", "cus_1")))["acct_1"]
     assert held.adopted == 2
     found = {r["provider_event_id"]: (r["outcome"], r["account_id"]) for r in await db.fetch(
@@ -106,7 +106,7 @@ async def test_an_event_is_recorded_once_with_the_subscription_row_it_names(db: 
     assert fresh == {"evt_2": subscription_row(), "evt_3": None}
     again = await events.insert_events(db, [recorded("evt_2"), recorded("evt_4")])
     assert set(again) == {"evt_4"}
-    await events.count_deliveries(db, ["evt_2", "evt_2", "evt_3"])
+    await events.count_deliveries(db, [("evt_2", T0), ("evt_2", T0), ("evt_3", T0)])
     deliveries = {r["provider_event_id"]: r["deliveries"] for r in await db.fetch(
         "SELECT provider_event_id, deliveries FROM provider_events")}
     assert deliveries == {"evt_2": 3, "evt_3": 2, "evt_4": 1}
@@ -114,8 +114,8 @@ async def test_an_event_is_recorded_once_with_the_subscription_row_it_names(db: 
 
 async def test_an_outcome_keeps_the_account_recorded_when_it_names_none(db: asyncpg.Connection) -> None:
     await events.insert_events(db, [recorded("evt_1"), recorded("evt_2", account=None)])
-    await events.set_event_outcomes(db, [EventResult("evt_1", Outcome.STALE, "older", None),
-                                         EventResult("evt_2", Outcome.APPLIED, "", "acct_2")])
+    await events.set_event_outcomes(db, [(T0, EventResult("evt_1", Outcome.STALE, "older", None)),
+                                         (T0, EventResult("evt_2", Outcome.APPLIED, "", "acct_2"))])
     found = {r["provider_event_id"]: tuple(r.values())[1:] for r in await db.fetch(
         "SELECT provider_event_id, outcome, reason, account_id FROM provider_events ORDER BY 1")}
     assert found == {"evt_1": ("stale", "older", "acct_1"), "evt_2": ("applied", "", "acct_2")}

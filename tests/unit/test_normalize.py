@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids
+from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids, unreadable
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 # Stripe's own example objects (a copy of the ones this project reads, from fixtures3.json).
@@ -154,6 +154,15 @@ def test_times_become_timestamps_and_one_beyond_what_a_timestamp_holds_is_malfor
     sub["items"]["data"][0]["current_period_end"] = 10**12
     with pytest.raises(MalformedEvent, match="timestamp 1000000000000 is out of range"):
         normalize(event("customer.subscription.updated", sub), b"", NOW, PRODUCTS)
+
+
+@pytest.mark.parametrize("created", [10**30, -(10**30)], ids=["far future", "far past"])
+def test_an_unreadable_event_with_a_time_out_of_range_carries_the_same_time_at_every_delivery(created: int) -> None:
+    body = event("customer.subscription.updated", current_subscription(), created=created)
+    first = unreadable(body, b"{}", NOW, "timestamp out of range")
+    again = unreadable(body, b"{}", datetime(2026, 3, 2, tzinfo=UTC), "timestamp out of range")
+    assert first.created == again.created
+    assert first.created.ToDatetime(tzinfo=UTC).year == (9999 if created > 0 else 1)
 
 
 def test_a_subscription_with_an_unknown_status_is_malformed() -> None:
