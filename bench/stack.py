@@ -59,6 +59,8 @@ async def start_stack(database_url: str, log_dir: Path) -> Stack:
         "ENTITLEMENT_GRPC_ADDR": f"127.0.0.1:{ports['ent']}", "ENTITLEMENT_TARGET": f"127.0.0.1:{ports['ent']}",
         "ENTITLEMENT_METRICS_ADDR": f"127.0.0.1:{ports['ent_metrics']}",
         "CHECKOUT_GRPC_ADDR": f"127.0.0.1:{ports['co']}", "CHECKOUT_HTTP_ADDR": f"127.0.0.1:{ports['co_http']}",
+        # Retention is maintenance, not the request path: a run that measures it asks for it itself.
+        "EVENT_RETENTION_INTERVAL_S": "0",
     }
     sim, sim_url = await start_simulator(log_dir, {
         "PROVIDER_SIM_WEBHOOK_URL": f"http://127.0.0.1:{ports['co_http']}/webhooks/stripe",

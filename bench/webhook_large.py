@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from .context import Context
-from .procs import LOAD_CPU, describe_cpu, machine_meter
+from .procs import LOAD_CPU, describe_cpu, machine_meter, python_module, run_tool
 from .provider_history import capture
 from .report import Row, ratio
 from .seed import history_seed, seed_histories
@@ -59,8 +59,12 @@ async def _large(ctx: Context, half_rate: float) -> tuple[Ingest, dict[str, Any]
         started = time.monotonic()
         async with machine_meter() as machine:
             stored = await seed_histories(database_url, seed, 1, ctx.history_accounts)
-        seeding = {"accounts": ctx.history_accounts, "events": stored, "seconds": round(time.monotonic() - started, 1),
-                   "machine_busy": machine.busy, **await _sizes(database_url)}
+        seeding: dict[str, Any] = {"accounts": ctx.history_accounts, "events": stored,
+                                   "seconds": round(time.monotonic() - started, 1), "machine_busy": machine.busy}
+        # As a database a year old stands: months past the retention age folded into the archive.
+        started = time.monotonic()
+        await run_tool(python_module("entitlement_service", "prune-events"), env=stack.env, timeout_s=1800)
+        seeding.update(retention_s=round(time.monotonic() - started, 1), **await _sizes(database_url))
         return await measure_ingest(ctx, stack, database_url, half_rate), seeding
     finally:
         await stack.stop()
@@ -93,7 +97,8 @@ async def run(ctx: Context) -> list[Row]:
         and _finalized(empty),
         f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU}), as in a.",
         f"p99 ratio {p99}; seeded in {seeding['seconds']:.0f} s (COPY from 2 processes, then VACUUM ANALYZE; "
-        f"machine {seeding['machine_busy']:.2f} cores busy meanwhile): provider_events {seeding['provider_events']}, "
+        f"machine {seeding['machine_busy']:.2f} cores busy meanwhile), then old months folded into the archive "
+        f"by prune-events in {seeding['retention_s']:.0f} s: provider_events {seeding['provider_events']}, "
         f"database {seeding['database']}; each run ANALYZEd after its 1,500-event warm-up; finalized: "
         f"{large.done.applied} / {empty.done.applied} applied, errors {large.load.errors} / {empty.load.errors}; "
         f"stored history: {describe_cpu(large.cpu)}, other processes {large.others:.2f}; empty: "
