@@ -4,7 +4,6 @@ payload lacks, forward it, and acknowledge only once the entitlement service rec
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -97,14 +96,17 @@ def verified_event(raw: bytes, signature: str | None, secrets: tuple[str, ...], 
 
 
 # Twenty digits in a row: maybe an integer past 64 bits, which orjson reads as a float, inexactly.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# Found as twenty zeros once every digit is mapped to "0" and every other byte to ".": one pass in
+# C, several times faster than a regular expression over the body.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+_LONG_DIGITS = b"0" * 20
 
 
 def loads(raw: bytes) -> Any:
     """The JSON body; what orjson refuses or reads inexactly and JSON allows (an integer beyond 64
     bits, a lone surrogate's escape) is read by the standard library, so the event can still be
     kept. JSON nested deeper than the standard library can follow is a ValueError."""
-    if not _LONG_DIGITS.search(raw):
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
         except ValueError:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -249,6 +250,22 @@ def normalize(event: object, raw: bytes, received_at: datetime, products: Mappin
 def check_text(value: object, where: str = "event") -> None:
     """MalformedEvent when any key or text value holds what PostgreSQL text cannot (a NUL
     character) or UTF-8 cannot (a lone surrogate, which JSON may escape)."""
+    if not _plainly_storable(value):
+        _check_text(value, where)
+
+
+def _plainly_storable(value: object) -> bool:
+    """True when every key and text value of `value` is storable, as orjson shows in one pass: it
+    refuses a lone surrogate and writes a NUL as `\\u0000`. Whatever it cannot write (an integer
+    past 64 bits, nesting past its limit, a type it does not know) or writes with that escape (or
+    with an escaped backslash before `u0000`) is left to the walk that names where."""
+    try:
+        return b"\\u0000" not in orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+
+
+def _check_text(value: object, where: str) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise MalformedEvent(f"{where} holds a NUL character")
@@ -258,11 +275,11 @@ def check_text(value: object, where: str = "event") -> None:
             raise MalformedEvent(f"{where} is not valid Unicode text") from exc
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            check_text(key, where)
-            check_text(item, f"{where}.{key}" if isinstance(key, str) and _storable(key) else where)
+            _check_text(key, where)
+            _check_text(item, f"{where}.{key}" if isinstance(key, str) and _storable(key) else where)
     elif isinstance(value, list):
         for n, item in enumerate(value):
-            check_text(item, f"{where}[{n}]")
+            _check_text(item, f"{where}[{n}]")
 
 
 def _storable(text: str) -> bool:

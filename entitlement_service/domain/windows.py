@@ -49,7 +49,12 @@ def coalesce(pieces: Iterable[tuple[K, Window]]) -> list[tuple[K, Window]]:
             runs[-1] = Window(last.start, end)
         else:
             runs.append(window)
-    return sorted(((k, w) for k, runs in merged.items() for w in runs), key=lambda p: (p[1].start, str(p[0])))
+    found = [(k, w) for k, runs in merged.items() for w in runs]
+    if len({w.start for _, w in found}) == len(found):
+        # No two windows start together, so the start alone orders them; the key's text, which
+        # breaks ties, costs a repr of each key (dataclasses among them) and is not needed.
+        return sorted(found, key=lambda p: p[1].start)
+    return sorted(found, key=lambda p: (p[1].start, str(p[0])))
 
 
 def intersection(a: Window, b: Window) -> Window | None:

@@ -91,12 +91,15 @@ def optional(value: str, field: str) -> str | None:
 
 
 def time_or_none(message: object, name: str) -> datetime | None:
+    """The time in UTC, to the microsecond (nanoseconds truncated), as `Timestamp.ToDatetime`
+    gives it, without that method's checks and time zone conversion, done once here."""
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
     ts: Timestamp = getattr(message, name)
-    if ts.seconds not in TIMESTAMP_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
-        raise InvalidRequest(f"{name} is not a time a Timestamp can hold (seconds {ts.seconds}, nanos {ts.nanos})")
-    return ts.ToDatetime(tzinfo=UTC)
+    seconds, nanos = ts.seconds, ts.nanos
+    if seconds not in TIMESTAMP_SECONDS or not 0 <= nanos < 1_000_000_000:
+        raise InvalidRequest(f"{name} is not a time a Timestamp can hold (seconds {seconds}, nanos {nanos})")
+    return EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def lease_ttl(r: pb.LeaseReconcilerRequest) -> timedelta:
