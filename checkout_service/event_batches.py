@@ -2,12 +2,9 @@
 together: a burst of webhooks becomes a few ApplyProviderEvents calls (one transaction each on
 the other side) instead of one call per webhook.
 
-An event that arrives while fewer than `max_in_flight` calls are outstanding, fewer than
-`max_shared` of them shared, and no event waits, goes at once, on its own; the others wait for
-the next free call and share it, up to `max_batch` events. Each caller gets its own event's
-result. At most `max_shared` shared calls are outstanding at once, so under a steady stream of
-webhooks the events share fewer, larger calls (each call costs both services a fixed amount of
-work, whatever it carries) instead of a lone event taking the last free call.
+An event that arrives while fewer than `max_in_flight` calls are outstanding goes at once, on
+its own; the others wait for the next free call and share it, up to `max_batch` events. Each
+caller gets its own event's result.
 
 When a shared call fails, what happens next depends on why. Refused as invalid (one event lacks
 what every event needs; the message names it, `events[2].created is required`), its events are
@@ -30,16 +27,14 @@ Send = Callable[[Sequence[pb.ProviderEvent]], Awaitable[Sequence[pb.EventResult]
 
 
 class EventBatcher:
-    def __init__(self, send: Send, *, max_batch: int = 32, max_in_flight: int = 3, max_shared: int = 2) -> None:
+    def __init__(self, send: Send, *, max_batch: int = 24, max_in_flight: int = 3) -> None:
         self._send, self._max_batch, self._max_in_flight = send, max_batch, max_in_flight
-        self._max_shared = max_shared
         self._waiting: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]] = []
         self._in_flight = 0
-        self._shared_in_flight = 0
         self._shared: set[asyncio.Task[None]] = set()
 
     async def apply(self, event: pb.ProviderEvent) -> pb.EventResult:
-        if self._in_flight < self._max_in_flight and self._shared_in_flight < self._max_shared and not self._waiting:
+        if self._in_flight < self._max_in_flight and not self._waiting:
             # Nothing to share the call with: it goes now, carrying this caller's request id.
             self._in_flight += 1
             try:
@@ -52,10 +47,9 @@ class EventBatcher:
 
     def _call_done(self) -> None:
         self._in_flight -= 1
-        while self._waiting and self._in_flight < self._max_in_flight and self._shared_in_flight < self._max_shared:
+        while self._waiting and self._in_flight < self._max_in_flight:
             batch, self._waiting = self._waiting[:self._max_batch], self._waiting[self._max_batch:]
             self._in_flight += 1
-            self._shared_in_flight += 1
             # A shared call belongs to no one caller: it runs outside every caller's context.
             task = asyncio.create_task(self._call(batch), context=contextvars.Context())
             self._shared.add(task)
@@ -67,7 +61,6 @@ class EventBatcher:
         finally:
             for _, waiter in batch:  # only when the call itself was cancelled, at shutdown
                 _settle(waiter, Unavailable("stopped before the entitlement service answered"))
-            self._shared_in_flight -= 1
             self._call_done()
 
     async def _settle_all(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:

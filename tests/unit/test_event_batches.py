@@ -123,37 +123,3 @@ async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int) -> 
     results = await asyncio.gather(*(batcher.apply(event(n)) for n in range(50)))
     assert [r.provider_event_id for r in results] == [f"evt_{n}" for n in range(50)]
     assert peak == in_flight
-
-
-async def test_while_its_shared_calls_are_outstanding_an_event_shares_the_next_one_rather_than_go_alone() -> None:
-    calls: list[list[str]] = []
-    releases: list[asyncio.Event] = []
-    opened = False  # once set, every call answers at once
-
-    async def send(events: Sequence[pb.ProviderEvent]) -> list[pb.EventResult]:
-        calls.append([e.provider_event_id for e in events])
-        release = asyncio.Event()
-        releases.append(release)
-        if not opened:
-            await release.wait()
-        return [pb.EventResult(provider_event_id=e.provider_event_id) for e in events]
-
-    async def started(count: int) -> bool:
-        return len(calls) >= count
-
-    batcher = EventBatcher(send, max_in_flight=3, max_shared=1)
-    first = [asyncio.create_task(batcher.apply(event(n))) for n in range(5)]
-    await eventually(lambda: started(3), what="three events on calls of their own")
-    releases[0].set()
-    await eventually(lambda: started(4), what="the waiting events' shared call")
-    releases[1].set()
-    await first[1]
-    # One call is free, but the one shared call allowed is outstanding: these two wait and share
-    # the next call. (Their tasks take their turn before any call answers.)
-    late = [asyncio.create_task(batcher.apply(event(n))) for n in (5, 6)]
-    opened = True
-    for release in releases:
-        release.set()
-    results = await asyncio.gather(*first, *late)
-    assert [r.provider_event_id for r in results] == [f"evt_{n}" for n in range(7)]
-    assert calls == [["evt_0"], ["evt_1"], ["evt_2"], ["evt_3", "evt_4"], ["evt_5", "evt_6"]]
