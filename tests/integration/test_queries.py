@@ -4,6 +4,7 @@ once, writing derived rows and reading them back as the same typed values."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -251,3 +252,33 @@ async def test_a_difference_tops_a_period_up_once_per_level(db: asyncpg.Connecti
     await derived.insert_issues(db, [Issuance("acct_1", top, "evt_1")])
     with pytest.raises(asyncpg.UniqueViolationError, match="issued_grants_once_per_level"):
         await derived.insert_issues(db, [Issuance("acct_1", replace(top, issue_key="sub_1:seats:again"), "evt_2")])
+
+
+@pytest.mark.parametrize("value", [
+    {"status": "active", "event": "evt_1", "effective_until": None, "conflict": False, "amount": 2**63 - 1},
+    {"note": "café \u2603 \U0001f600", "quote": "a \"b\" \\ c", "control": "\n\t\x01"},
+    {},
+    {"big": 2**70, "negative": -2**63 - 1},
+    {"ratio": 0.5, "nested": {"a": [1, "b", None]}, "list": [1, 2]},
+    {1: "a key that is not text", "status": Status.ACTIVE},
+    ["a", 1, None],
+    "text",
+])
+async def test_a_jsonb_value_is_stored_as_the_standard_librarys_text_of_it_would_store_it(
+    db: asyncpg.Connection, value: object,
+) -> None:
+    written = await db.fetchval("SELECT $1::jsonb::text", value)
+    assert written == await db.fetchval("SELECT $1::text::jsonb::text", json.dumps(value))
+
+
+@pytest.mark.parametrize("value", [{"ratio": float("nan")}, {"text": "lone \ud800 surrogate"}])
+async def test_a_jsonb_value_postgresql_refuses_from_the_standard_library_is_refused_still(
+    db: asyncpg.Connection, value: object,
+) -> None:
+    with pytest.raises(asyncpg.PostgresError) as through_codec:
+        async with db.transaction():  # a savepoint, so the test's transaction goes on
+            await db.fetchval("SELECT $1::jsonb::text", value)
+    with pytest.raises(asyncpg.PostgresError) as from_text:
+        async with db.transaction():
+            await db.fetchval("SELECT $1::text::jsonb::text", json.dumps(value))
+    assert type(through_codec.value) is type(from_text.value)
