@@ -22,18 +22,18 @@ from entitlement_service.grpc.convert_in import provider_event
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
-from tests.support.provider import invoice_event, subscription_event
+from tests.support.provider import example_catalog_request, invoice_event, subscription_event
 
 from .context import Context
 from .procs import SERVER_CPU, meter
 from .report import Row
-from .services import bearer, load_example_catalog, start_entitlement
+from .services import bearer, start_entitlement
 
 NAME = "g. one more event, 10,000 vs 10 events of history"
 TARGET = "p50 and p99 ratio ≤ 1.3"
 SIZES = (10, 10_000)
 ACCOUNTS_PER_SIZE = 3
-BURST = 100  # further events per account
+BURST = 200  # further events per account
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
@@ -83,8 +83,9 @@ async def run(ctx: Context) -> list[Row]:
         await _store(database_url, accounts)
         seed_s = time.monotonic() - started
         async with grpc.aio.insecure_channel(service.target) as channel:
-            await load_example_catalog(channel)
             stub = entitlement_pb2_grpc.EntitlementServiceStub(channel)
+            # In force from the accounts' first event on, so every event resolves its price.
+            await stub.UpsertCatalog(example_catalog_request(T0), metadata=bearer(Role.OPERATOR))
 
             async def apply(account: str, i: int) -> float:
                 began = time.perf_counter()

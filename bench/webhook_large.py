@@ -34,7 +34,8 @@ async def _sizes(database_url: str) -> dict[str, str]:
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow(
-            "SELECT pg_size_pretty(pg_total_relation_size('provider_events')) AS provider_events, "
+            "SELECT (SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) "
+            "        FROM pg_partition_tree('provider_events')) AS provider_events, "  # the parent holds nothing
             "pg_size_pretty(pg_database_size(current_database())) AS database")
     finally:
         await conn.close()
