@@ -229,15 +229,13 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
         except Rejected as exc:
             results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.REJECTED, str(exc), None)
     heads = await _derive_all(conn, deps, cached, [(e, a) for e, a in derive if a not in new_accounts], writes)
-    # A new account's history is its one event of this batch; it has no other rows to read. A
-    # subscription its event names, if held at all, belongs to another account: its row as
-    # recording the event found it orders the event.
     for e, account in derive:
+        # A new account's history is its one event of this batch; it has no other rows to read. A
+        # subscription its event names, if held at all, belongs to another account: its row as
+        # recording the event found it orders the event.
         if account in new_accounts:
-            Rebuild(deps, cached, StoredAccount(history=(e.snapshot,)), writes, account, policy.cause_of(e),
-                    e.provider_event_id, policy.completion_time(e), {e.snapshot: e}).run()
+            _rebuild(deps, cached, StoredAccount(), writes, e, account)
             DERIVATIONS.labels("whole").inc()
-    for e, account in derive:
         if policy.in_history(e):
             writes.history.append(HistoryEntry.of(e, account))
         stale = None
