@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 
-from entitlement_service.db import events, history
+from entitlement_service.db import derived, events
 from entitlement_service.domain.records import HistoryEntry, RecordedEvent
 from entitlement_service.grpc.convert_in import provider_event
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -62,7 +62,7 @@ async def _store(database_url: str, accounts: dict[str, int]) -> None:
                 stored = [provider_event(_event(account, i)) for i in range(start, min(size, start + 2000))]
                 async with conn.transaction():
                     await events.insert_events(conn, [RecordedEvent.of(e, account) for e in stored])
-                    await history.insert_history(conn, [HistoryEntry.of(e, account) for e in stored])
+                    await derived.write_rows(conn, history=[HistoryEntry.of(e, account) for e in stored])
         await conn.execute("ANALYZE")
     finally:
         await conn.close()

@@ -27,7 +27,7 @@ import asyncpg
 
 from catalog_rules.model import Cadence, CatalogConfig, ResolvedPrice
 from checkout_service.stripe import normalize
-from entitlement_service.db import catalog, history
+from entitlement_service.db import catalog, derived
 from entitlement_service.db.pool import init_connection
 from entitlement_service.domain.funding import scaled
 from entitlement_service.domain.provider import ProviderEvent
@@ -150,7 +150,7 @@ EVENT_COLUMNS = ("provider_event_id", "type", "created", "received_at", "api_ver
                  "checkout_session_id", "account_id", "provider_customer_id", "outcome", "reason", "payload",
                  "snapshot", "recorded_at")
 # The history derivation reads, where the schema has that table (a row per applied snapshot).
-HISTORY_COLUMNS = tuple(history.HISTORY.names)
+HISTORY_COLUMNS = tuple(derived.HISTORY.names)
 # The columns each table is written with, in the order `account_rows` gives its values; the tables
 # in an order their foreign keys accept. A schema change is an edit here and in `account_rows`.
 HISTORY_TABLES: dict[str, tuple[str, ...]] = {

@@ -19,6 +19,7 @@ from entitlement_service.domain.records import (
     AccountBinding,
     AccountItem,
     AuditEntry,
+    HistoryEntry,
     Issuance,
     SubscriptionRecord,
 )
@@ -115,6 +116,13 @@ ISSUANCE = Shape(Issuance, (
     Column("funded_to", "bigint"),
 ), values=_issuance_values)
 
+# The snapshots an account is derived from (db/history.py reads them).
+HISTORY = Shape(HistoryEntry, (
+    Column("account_id", "text"), Column("provider_event_id", "text"), Column("subscription_id", "text"),
+    Column("invoice", "bool"), Column("provider_at", "timestamptz"), Column("ended_at", "timestamptz"),
+    Column("reaches", "timestamptz"), Column("snapshot", "bytea"),
+))
+
 # Assignments and bindings are read back as the domain places them; `id` is the row's, for removal.
 PLACED_COLUMNS = "id, subscription_id, subscription_group, price_id, effective, conflict_with_subscription_id"
 ASSIGNMENT_SELECT = f"{PLACED_COLUMNS}, billing_plan_code, priority, gate_bundle, started_at"
@@ -138,12 +146,13 @@ def placed_binding(r: asyncpg.Record) -> PlacedBinding:
 
 _params = Parameters()
 
-# The rows a batch of derivations writes, after its removals, and a new revision for each changed
-# account told to every replica (delivered on commit): one statement, so one round trip. Every
-# sub-statement runs with empty arrays when it has nothing to write; foreign keys are checked at
-# the end of the statement, when the subscriptions written beside their children are there. The
-# parameters are each shape's column arrays in this order, then the changed accounts and the
-# notification channel.
+# The rows a batch of derivations writes, after its removals, the snapshots joining the accounts'
+# histories, and a new revision for each changed account told to every replica (delivered on
+# commit): one statement, so one round trip. Every sub-statement runs with empty arrays when it has
+# nothing to write; foreign keys are checked at the end of the statement, when the subscriptions
+# written beside their children are there. A history row written again (one copied from
+# provider_events before that table existed) is summarized. The parameters are each shape's column
+# arrays in this order, then the changed accounts and the notification channel.
 WRITE_ROWS = f"""
 WITH subscriptions_written AS (
     INSERT INTO subscriptions ({SUBSCRIPTION.select()}) SELECT * FROM {_params.unnest(SUBSCRIPTION)}
@@ -164,6 +173,10 @@ WITH subscriptions_written AS (
     INSERT INTO audit_log ({AUDIT.select()})
     SELECT {", ".join("coalesce(v.at, now())" if name == "at" else f"v.{name}" for name in AUDIT.names)}
     FROM {_params.unnest(AUDIT)} AS v({AUDIT.select()})
+), history_written AS (
+    INSERT INTO account_history ({HISTORY.select()}) SELECT * FROM {_params.unnest(HISTORY)}
+    ON CONFLICT (account_id, provider_event_id) DO UPDATE SET ended_at = excluded.ended_at,
+        reaches = excluded.reaches, summarized = true
 ), bumped AS (
     UPDATE accounts SET revision = revision + 1, updated_at = now() WHERE account_id = ANY({_params.next()})
     RETURNING account_id, revision
@@ -171,19 +184,21 @@ WITH subscriptions_written AS (
 SELECT account_id, revision, pg_notify({_params.next()}, revision || ':' || account_id) FROM bumped"""
 
 
-async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord], items: Sequence[AccountItem],
-                     assignments: Sequence[AccountAssignment], bindings: Sequence[AccountBinding],
-                     audit: Sequence[AuditEntry], changed_accounts: Sequence[str]) -> list[tuple[str, int]]:
+async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord] = (),
+                     items: Sequence[AccountItem] = (), assignments: Sequence[AccountAssignment] = (),
+                     bindings: Sequence[AccountBinding] = (), audit: Sequence[AuditEntry] = (),
+                     changed_accounts: Sequence[str] = (), history: Sequence[HistoryEntry] = ()
+                     ) -> list[tuple[str, int]]:
     """WRITE_ROWS: the last of each subscription, and of each account's item of a subscription for a price, wins.
     Returns each changed account with its new revision."""
-    if not (subscriptions or items or assignments or bindings or audit or changed_accounts):
+    if not (subscriptions or items or assignments or bindings or audit or changed_accounts or history):
         return []
     latest_subscriptions = {s.subscription_id: s for s in subscriptions}
     latest_items = {(i.account_id, i.item.subscription_id, i.item.price_id): i for i in items}
     bumped = await conn.fetch(
         WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ACCOUNT_ITEM.arrays(latest_items.values()),
-        *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), list(changed_accounts),
-        CHANGES_CHANNEL)
+        *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), *HISTORY.arrays(history),
+        list(changed_accounts), CHANGES_CHANNEL)
     return [(row["account_id"], row["revision"]) for row in bumped]
 
 

@@ -1,6 +1,6 @@
 """What deriving accounts reads, for many accounts at once: one statement per kind of row for
-every account of a batch, so a batch's round trips do not grow with its size; and the history
-rows themselves.
+every account of a batch, so a batch's round trips do not grow with its size. (The history rows
+are written with the rest of a derivation's rows, db/derived.py.)
 
 An account is read whole, or from an instant on (`since`): then only the part of its history a
 derivation from that instant reads (each subscription's snapshots from the last one before it,
@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from entitlement_service.db.columns import Column, Shape
 from entitlement_service.db.derived import (
     ASSIGNMENT_SELECT,
     BINDING_SELECT,
@@ -27,31 +26,12 @@ from entitlement_service.db.purchases import subscription_purchases_of
 from entitlement_service.db.reads import ISSUED
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.records import (
-    HistoryEntry,
     IssuedGrantRecord,
     PurchaseRecord,
     StoredAccount,
     SubscriptionRecord,
 )
 from entitlement_service.domain.timeline import Earlier, ItemRow
-
-HISTORY = Shape(HistoryEntry, (
-    Column("account_id", "text"), Column("provider_event_id", "text"), Column("subscription_id", "text"),
-    Column("invoice", "bool"), Column("provider_at", "timestamptz"), Column("ended_at", "timestamptz"),
-    Column("reaches", "timestamptz"), Column("snapshot", "bytea"),
-))
-
-# A row written again (one copied from provider_events before the table existed) is summarized.
-INSERT_HISTORY = f"""
-INSERT INTO account_history ({HISTORY.select()}) SELECT * FROM {HISTORY.unnest(1)}
-ON CONFLICT (account_id, provider_event_id) DO UPDATE SET ended_at = excluded.ended_at,
-    reaches = excluded.reaches, summarized = true"""
-
-
-async def insert_history(conn: Conn, entries: Sequence[HistoryEntry]) -> None:
-    if entries:
-        await conn.execute(INSERT_HISTORY, *HISTORY.arrays(entries))
-
 
 # The accounts asked for, each from its instant on (the earliest instant: whole).
 _SINCE = "SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS c(account_id, since)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from entitlement_service.db import derived, events, history, purchases, support
+from entitlement_service.db import derived, events, purchases, support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.records import (
     AccountAssignment,
@@ -53,11 +53,11 @@ class Writes:
         await derived.delete_assignments(conn, self.removed_assignments)
         await derived.delete_bindings(conn, self.removed_bindings)
         transactions.changed(await derived.write_rows(
-            conn, self.subscriptions, self.items, self.assignments, self.bindings, self.audit, self.changed_accounts))
+            conn, self.subscriptions, self.items, self.assignments, self.bindings, self.audit, self.changed_accounts,
+            self.history))
         await derived.insert_issues(conn, self.issues)
         await purchases.set_purchase_subscriptions(conn, self.purchase_subscriptions)
         await purchases.record_transitions(conn, self.transitions)
         await support.close_mismatches(conn, self.resolutions)
         await support.open_mismatches(conn, self.findings)
         await events.set_event_outcomes(conn, self.outcomes)
-        await history.insert_history(conn, self.history)

@@ -132,7 +132,7 @@ ITEM = ItemRow("sub_1", "price_pro", "si_1", "pro", 2, Window(T0, None), T0, T0 
 async def test_derived_rows_written_together_read_back_as_the_same_values(db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"))
     await events.insert_events(db, [recorded("evt_1")])
-    await history.insert_history(db, [snapshot_entry("evt_1", T0)])
+    await derived.write_rows(db, history=[snapshot_entry("evt_1", T0)])
     audit = AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {"status": "active"})
     await derived.write_rows(db, [subscription_row()], [AccountItem("acct_1", ITEM)],
                              [AccountAssignment("acct_1", False, ASSIGNED)],
@@ -156,7 +156,7 @@ async def test_an_account_read_from_an_instant_holds_only_what_a_derivation_from
         db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"))
     await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
-    await history.insert_history(db, [
+    await derived.write_rows(db, history=[
         *(snapshot_entry(f"evt_{day}", T0 + day * DAY) for day in range(10)),
         snapshot_entry("evt_end", T0 + 3 * DAY, ended_at=T0 + 2 * DAY),
         snapshot_entry("inv_old", T0, invoice=True, reaches=T0 + 5 * DAY),
@@ -179,12 +179,12 @@ async def test_an_account_read_from_an_instant_holds_only_what_a_derivation_from
 async def test_an_account_with_a_history_row_not_summarized_is_read_whole(db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"))
     await derived.write_rows(db, [subscription_row()], [], [], [], [], [])
-    await history.insert_history(db, [snapshot_entry(f"evt_{day}", T0 + day * DAY) for day in range(3)])
+    await derived.write_rows(db, history=[snapshot_entry(f"evt_{day}", T0 + day * DAY) for day in range(3)])
     await db.execute("UPDATE account_history SET summarized = false WHERE provider_event_id = 'evt_0'")
     stored, _ = await history.load_accounts(db, {"acct_1": T0 + 2 * DAY})
     assert stored["acct_1"].since is None and len(stored["acct_1"].history) == 3
     assert stored["acct_1"].unsummarized == {b"snapshot-evt_0"}
-    await history.insert_history(db, [snapshot_entry("evt_0", T0)])  # summarized by writing it again
+    await derived.write_rows(db, history=[snapshot_entry("evt_0", T0)])  # summarized by writing it again
     stored, _ = await history.load_accounts(db, {"acct_1": T0 + 2 * DAY})
     assert stored["acct_1"].since == T0 + 2 * DAY and not stored["acct_1"].unsummarized
 
