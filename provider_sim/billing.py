@@ -8,6 +8,7 @@ import calendar
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from provider_sim import payments
 from provider_sim.events import Ctx, emit, snapshot
 from provider_sim.model import Customer, Invoice, InvoiceLine, Price, Subscription, SubscriptionItem
 from provider_sim.store import new_id
@@ -118,6 +119,8 @@ def finalize_invoice(ctx: Ctx, invoice: Invoice) -> None:
 
 
 def pay_invoice(ctx: Ctx, invoice: Invoice) -> None:
+    """Collects the amount due (a payment intent with its charge, named by the invoice's payment)."""
+    payments.pay_invoice(ctx, invoice)
     invoice.status, invoice.paid_at = "paid", ctx.now
     invoice.attempt_count += 1 if invoice.amount_due else 0
     emit(ctx, "invoice.paid", "invoice", invoice.id)
