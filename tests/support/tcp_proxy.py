@@ -1,6 +1,8 @@
-"""A TCP relay in front of PostgreSQL that can go silent the way a network path does: a NAT or
-conntrack entry that expires, a failover to a new address, a pooler that stops relaying. The
-connections it black-holes stay open and nothing more passes through them, either way."""
+"""A TCP relay in front of a server (PostgreSQL, a gRPC port) that fails the way a network path
+does. It can go silent: a NAT or conntrack entry that expires, a failover to a new address, a
+pooler that stops relaying; the connections it black-holes stay open and nothing more passes
+through them, either way. It can also cut: every open connection is reset at once, as when a load
+balancer or a node in between restarts, and new ones are refused until it is restored."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ class _Relayed:
     def __init__(self) -> None:
         self.sent = bytearray()  # what the client sent, searched for the marker
         self.silent = False
+        self.writers: list[asyncio.StreamWriter] = []  # both sides, to reset them on a cut
 
 
 class TcpProxy:
@@ -24,10 +27,17 @@ class TcpProxy:
         self._connections: list[_Relayed] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._marker: bytes | None = None
+        self._refusing = False
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
         return self
+
+    @property
+    def port(self) -> int:
+        """The port the relay listens on, on 127.0.0.1."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -50,9 +60,21 @@ class TcpProxy:
         """How many connections went silent so far."""
         return sum(c.silent for c in self._connections)
 
+    def cut(self) -> int:
+        """Resets every open connection, both sides at once, and refuses new ones (each is reset as
+        soon as it is accepted) until `restore`; returns how many open connections were reset."""
+        self._refusing = True
+        open_now = [c for c in self._connections if c.writers and not c.writers[0].is_closing()]
+        for connection in open_now:
+            for writer in connection.writers:
+                writer.transport.abort()
+        return len(open_now)
+
     def restore(self) -> None:
-        """New connections relay again; the silenced ones stay silent, as on a real network."""
+        """New connections relay again, after a black hole or a cut; the silenced ones stay silent, as on
+        a real network."""
         self._marker = None
+        self._refusing = False
 
     async def close(self) -> None:
         if self._server is not None:
@@ -65,6 +87,10 @@ class TcpProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        if self._refusing:
+            client_writer.transport.abort()
+            self._tasks.discard(task)
+            return
         connection = _Relayed()
         self._connections.append(connection)
         try:
@@ -73,6 +99,7 @@ class TcpProxy:
             client_writer.close()
             self._tasks.discard(task)
             return
+        connection.writers = [client_writer, server_writer]
         try:
             await asyncio.gather(self._pump(client_reader, server_writer, connection, from_client=True),
                                  self._pump(server_reader, client_writer, connection, from_client=False))
