@@ -1,0 +1,183 @@
+"""The TypeScript example client (clients/typescript) against the real entitlement service on a
+real socket, through a TCP relay the test can cut.
+
+The client's packages are installed with `npm ci` once per lock file (a stamp in node_modules keeps
+the lock file's hash), its code is generated from the protos by `npm run generate` and compiled by
+`tsc` with the strict settings of its tsconfig (a type error fails the test), then its test script,
+clients/typescript/test/live.ts, runs step by step while this test commits changes between steps."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from selfserve.entitlement.v1 import entitlement_pb2 as pb
+from service_runtime.auth import Role
+from tests.integration.conftest import Client
+from tests.support.provider import T0, subscription_event
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import TOKENS
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "clients" / "typescript"
+STAMP = PACKAGE / "node_modules" / ".package-lock.sha256"
+ACCOUNT, GATE = "acct_ts_client", "api_access"
+STEP_TIMEOUT_S = 30
+SERVICE_READS = ("CheckGate", "GetEntitlements")
+
+
+def _run(*command: str, timeout_s: float) -> None:
+    done = subprocess.run(command, cwd=PACKAGE, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` in {PACKAGE} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+
+
+def _node_tools() -> tuple[str, str]:
+    """node and npm, Node.js 20 or newer; the test fails, never skips, without them."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail("the TypeScript client's test needs Node.js 20 or newer with npm on PATH (`node`, `npm`); "
+                    "neither may be missing where the test suite runs")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    found = re.fullmatch(r"v(\d+)\..*", version)
+    if found is None or int(found.group(1)) < 20:
+        pytest.fail(f"the TypeScript client needs Node.js 20 or newer; {node} is {version}")
+    return node, npm
+
+
+@pytest.fixture(scope="module")
+def compiled_client() -> Path:
+    """The client and its test script compiled to clients/typescript/dist; the script's path."""
+    node, npm = _node_tools()
+    lock_hash = hashlib.sha256((PACKAGE / "package-lock.json").read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text().strip() != lock_hash:
+        _run(npm, "ci", "--no-audit", "--no-fund", timeout_s=600)
+        STAMP.write_text(lock_hash + "\n")
+    _run(npm, "run", "--silent", "generate", timeout_s=120)
+    _run(node, str(PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"), "-p", str(PACKAGE), timeout_s=180)
+    return PACKAGE / "dist" / "test" / "live.js"
+
+
+class Script:
+    """The test script as a process: one JSON line per step it reaches, one command line per step."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.steps: list[dict[str, Any]] = []
+
+    async def step(self, expected: str) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), STEP_TIMEOUT_S)
+        except TimeoutError:
+            pytest.fail(f"the script did not reach `{expected}` within {STEP_TIMEOUT_S} s; steps so far: {self.steps}")
+        if not line:
+            await self.process.wait()
+            stderr = await self.process.stderr.read() if self.process.stderr is not None else b""
+            pytest.fail(f"the script exited {self.process.returncode} before `{expected}`:\n{stderr.decode()}")
+        step = json.loads(line)
+        self.steps.append(step)
+        assert step["step"] == expected, f"expected step {expected}, got: {step}"
+        return step
+
+    async def command(self, name: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{name}\n".encode())
+        await self.process.stdin.drain()
+
+
+@pytest.fixture
+async def relay(service: Client) -> AsyncIterator[TcpProxy]:
+    proxy = await TcpProxy(f"http://127.0.0.1:{service.running.port}").start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def script(compiled_client: Path, relay: TcpProxy) -> AsyncIterator[Script]:
+    node, _ = _node_tools()
+    process = await asyncio.create_subprocess_exec(
+        node, str(compiled_client), cwd=PACKAGE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": str(Path(node).parent), "ENTITLEMENT_URL": f"http://127.0.0.1:{relay.port}",
+             "PRODUCT_TOKEN": TOKENS[Role.PRODUCT], "ACCOUNT_ID": ACCOUNT, "GATE": GATE})
+    yield Script(process)
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def service_reads(service: Client) -> dict[str, float]:
+    """CheckGate and GetEntitlements calls the service completed, any status, from its /metrics."""
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{service.running.metrics_port}/metrics") as reply:
+        text = await reply.text()
+    counts = dict.fromkeys(SERVICE_READS, 0.0)
+    for method in SERVICE_READS:
+        label = re.escape(f'grpc_method="/selfserve.entitlement.v1.EntitlementService/{method}"')
+        pattern = rf"^grpc_server_handled_total\{{[^}}]*{label}[^}}]*\}} (\S+)$"
+        counts[method] = sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+    return counts
+
+
+async def test_the_typescript_client_is_pushed_each_change_once_across_a_cut_connection(
+    service: Client, relay: TcpProxy, script: Script
+) -> None:
+    reads_before = await service_reads(service)
+
+    ready = await script.step("ready")
+    assert ready["seen"] == [{"revision": 0, "gates": []}]  # an account never seen: empty, revision 0
+    assert ready["stats"]["checkGateCalls"] == 0
+
+    await service.apply(subscription_event("evt_ts_1", "sub_ts", T0, account_id=ACCOUNT, customer_id="cus_ts"))
+    await script.command("committed")
+    pushed = await script.step("pushed")
+    assert pushed["stats"]["checkGateCalls"] == 0
+
+    assert relay.cut() >= 1  # the client's one HTTP/2 connection, carrying the stream
+    await script.command("cut")
+    stale = await script.step("stale")  # the stream saw the cut; past the bound a check asked the service
+    assert stale["stats"]["reconnects"] >= 1 and stale["stats"]["checkGateCalls"] >= 1
+
+    downgrade = subscription_event("evt_ts_2", "sub_ts", T0 + timedelta(hours=1), account_id=ACCOUNT,
+                                   customer_id="cus_ts", start=T0, items=[("starter_monthly", 1)])
+    await service.apply(downgrade)  # committed while the client cannot reach the service
+    relay.restore()
+    await script.command("restored")
+    resumed = await script.step("resumed")
+    assert [s["gates"] for s in resumed["seen"]] == [[], ["api_access", "export", "priority_support"], ["export"]]
+
+    assert relay.cut() >= 1  # again, with nothing committed while it lasts
+    await script.command("cut")
+    await script.step("lost")
+    relay.restore()
+    await script.command("restored")
+    quiet = await script.step("quiet")  # the stream is back: its first message held nothing new
+    assert quiet["seen"] == resumed["seen"]
+
+    upgrade = subscription_event("evt_ts_3", "sub_ts", T0 + timedelta(hours=2), account_id=ACCOUNT,
+                                 customer_id="cus_ts", start=T0)
+    await service.apply(upgrade)
+    await script.command("fenced")
+    done = await script.step("done")
+    revisions = [s["revision"] for s in done["seen"]]
+    assert revisions == sorted(set(revisions)) and len(revisions) == 4, done["seen"]
+    assert done["stats"]["streamsOpened"] >= 2
+    assert await asyncio.wait_for(script.process.wait(), STEP_TIMEOUT_S) == 0
+
+    reads_after = await service_reads(service)
+    # Every answer came from the stream: the checks past the staleness bound never reached the service.
+    assert reads_after == reads_before, (reads_before, reads_after)
+    await service.product.CheckGate(pb.CheckGateRequest(account_id=ACCOUNT, gate=GATE))
+    assert (await service_reads(service))["CheckGate"] == reads_after["CheckGate"] + 1  # the count is read right
