@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
-from catalog_rules.metadata import METADATA_KEYS, explain_price
+from catalog_rules.metadata import BILLING_PLAN_CODE, METADATA_KEYS, bundle_without_plan, explain_price
 from catalog_rules.model import (
     Cadence,
     CatalogConfig,
@@ -334,10 +334,15 @@ def _check_references(
 ) -> None:
     # The same rules the service applies to provider metadata, so the file cannot disagree with them.
     price_value = price.as_price(price.lookup_key, product.product_id, _CHECKED_AT)
-    _, problems = explain_price(price_value, product.as_product(_CHECKED_AT), config)
+    resolved, problems = explain_price(price_value, product.as_product(_CHECKED_AT), config)
     for problem in problems:
         if problem.entry is blame:
             entry.error(problem.message)
+    # A plan that is named but unknown is reported above; the bundle rule is about no plan at all.
+    plan_named = any(metadata.get(BILLING_PLAN_CODE) for metadata in (price.metadata, product.metadata))
+    unused = bundle_without_plan(resolved) if blame is Source.PRICE and not plan_named else None
+    if unused is not None:
+        entry.error(unused)
 
 
 def _kind(value: object) -> str:

@@ -76,18 +76,21 @@ async def transitions(conn: Conn, purchase_id: str) -> list[TransitionRecord]:
 
 
 # Each state's time is kept on the purchase itself; a failure or a conflict also keeps its reason.
+# A transition that keeps the state (its subscription changed group) leaves those alone.
 # A transition is recorded under its purchase's account (none found: the NOT NULL refuses it).
 MOVE_PURCHASES = f"""
 WITH moved AS (
     SELECT * FROM {TRANSITION.unnest(1)} AS v({TRANSITION.select()})
 ), updated AS (
     UPDATE purchases p SET state = m.to_state,
-        returned_at = CASE WHEN m.to_state = 'returned' THEN m.at ELSE p.returned_at END,
-        finalized_at = CASE WHEN m.to_state = 'finalized' THEN m.at ELSE p.finalized_at END,
-        expired_at = CASE WHEN m.to_state = 'expired' THEN m.at ELSE p.expired_at END,
-        failed_at = CASE WHEN m.to_state = 'failed' THEN m.at ELSE p.failed_at END,
-        conflict_at = CASE WHEN m.to_state = 'conflict' THEN m.at ELSE p.conflict_at END,
-        reason = CASE WHEN m.to_state IN ('failed', 'conflict') THEN m.reason END
+        returned_at = CASE WHEN m.to_state = 'returned' AND p.state <> m.to_state THEN m.at ELSE p.returned_at END,
+        finalized_at = CASE WHEN m.to_state = 'finalized' AND p.state <> m.to_state THEN m.at
+                            ELSE p.finalized_at END,
+        expired_at = CASE WHEN m.to_state = 'expired' AND p.state <> m.to_state THEN m.at ELSE p.expired_at END,
+        failed_at = CASE WHEN m.to_state = 'failed' AND p.state <> m.to_state THEN m.at ELSE p.failed_at END,
+        conflict_at = CASE WHEN m.to_state = 'conflict' AND p.state <> m.to_state THEN m.at ELSE p.conflict_at END,
+        reason = CASE WHEN p.state = m.to_state THEN p.reason
+                      WHEN m.to_state IN ('failed', 'conflict') THEN m.reason END
     FROM moved m WHERE p.purchase_id = m.purchase_id
     RETURNING p.account_id, p.purchase_id
 )
@@ -99,6 +102,15 @@ async def record_transitions(conn: Conn, moves: Sequence[TransitionRecord]) -> N
     """Moves each purchase (at most one move per purchase) and records the transition."""
     if moves:
         await conn.execute(MOVE_PURCHASES, *TRANSITION.arrays(moves))
+
+
+async def set_purchase_groups(conn: Conn, pairs: Sequence[tuple[str, str]]) -> None:
+    """Entries of (purchase id, the group its subscription is in now), each recorded with its own
+    transition."""
+    if pairs:
+        await conn.execute(
+            "UPDATE purchases p SET subscription_group = v.g FROM unnest($1::text[], $2::text[]) AS v(p, g) "
+            "WHERE p.purchase_id = v.p", [p for p, _ in pairs], [g for _, g in pairs])
 
 
 async def set_purchase_timeout(conn: Conn, purchase_id: str, timeout_at: datetime) -> None:

@@ -17,7 +17,7 @@ from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.partial import check_exact, joined, joined_items
 from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.purchases import next_state, subscription_outcome
+from entitlement_service.domain.purchases import settle, subscription_outcome
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
@@ -221,13 +221,18 @@ class Rebuild:
             if purchase.subscription_id is None:
                 self.writes.purchase_subscriptions.append((purchase.purchase_id, derived.latest.subscription_id))
             wanted, reason = subscription_outcome(state, derived)
-            target = next_state(purchase.state, wanted) if wanted is not None else None
-            if target is not None:
+            move = settle(purchase.state, wanted, reason, purchase.subscription_group, derived.subscription_group,
+                          derived.latest.subscription_id)
+            if move is not None:
                 now = self.deps.clock()
-                self.writes.transitions.append(TransitionRecord(purchase.purchase_id, purchase.state, target, now,
-                                                                self.cause_id, reason))
-                observe_transition(purchase, target, now, self.provider_at)
-                self.note("purchase", purchase.purchase_id, target.value, {"reason": reason})
+                self.writes.transitions.append(TransitionRecord(purchase.purchase_id, purchase.state, move.to_state,
+                                                                now, self.cause_id, move.reason))
+                if move.group is not None:
+                    self.writes.purchase_groups.append((purchase.purchase_id, move.group))
+                if move.to_state is not purchase.state:
+                    observe_transition(purchase, move.to_state, now, self.provider_at)
+                detail = {"reason": move.reason, **({"subscription_group": move.group} if move.group else {})}
+                self.note("purchase", purchase.purchase_id, move.to_state.value, detail)
 
     def _mismatches(self, state: AccountState) -> None:
         found = derivation_findings(self.account_id, state)

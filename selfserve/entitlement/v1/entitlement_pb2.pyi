@@ -62,8 +62,11 @@ class PurchaseState(_PurchaseState, metaclass=_PurchaseStateEnumTypeWrapper):
 
     The purchase session state machine: pending -> returned -> finalized | expired | failed |
     conflict. `returned` is recorded but never trusted: only the provider moves a purchase further.
-    The last four are final for a poller, yet a late provider event can still move a purchase
-    between finalized and conflict, or from expired or failed to finalized or conflict.
+    The last four are final: a poller stops at the first one it sees. A later provider fact either
+    leaves a final purchase alone or moves it by a transition of its own, only from finalized to
+    conflict, from conflict to finalized, or from expired or failed to finalized or conflict; that
+    transition's reason starts "<old state> revised to <new state>: " and says why. Nothing else
+    ever leaves a final state (a late return, expiry or failure changes nothing).
     """
 
 PURCHASE_STATE_UNSPECIFIED: PurchaseState.ValueType  # 0
@@ -479,7 +482,10 @@ class Purchase(_message.Message):
     mode: Global___PurchaseMode.ValueType
     """Subscription or one-time payment."""
     subscription_group: _builtins.str
-    """The subscription group the selection resolved to; empty when none was registered."""
+    """The group its subscription is in: the group the selection resolved to until the subscription
+    moves to another group; each such move is a transition that keeps the state and whose reason
+    names both groups. Empty when none was registered (one-time prices without a group).
+    """
     checkout_session_id: _builtins.str
     """The provider checkout session (`cs_...`)."""
     subscription_id: _builtins.str
