@@ -135,6 +135,7 @@ class PurchaseRecord:
     conflict_at: datetime | None
     expires_at: datetime
     timeout_at: datetime
+    checkout_url: str | None = None  # the provider checkout session's URL; None when not kept
 
 
 @dataclass(frozen=True, slots=True)

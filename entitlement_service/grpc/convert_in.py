@@ -274,7 +274,7 @@ def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
         checkout_session_id=required(r.checkout_session_id, "checkout_session_id"), items=selection,
         subscription_group=r.subscription_group or None, mode=MODES[r.mode], success_url=r.success_url,
         cancel_url=r.cancel_url, expires_at=required_time(r, "expires_at", "expires_at"),
-        provider_customer_id=r.provider_customer_id or None,
+        provider_customer_id=r.provider_customer_id or None, checkout_url=r.checkout_url or None,
     )
 
 

@@ -75,6 +75,7 @@ def purchase(v: PurchaseView) -> pb.Purchase:
             from_state=STATES[t.from_state] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
             to_state=STATES[t.to_state], at=ts(t.at), provider_event_id=t.provider_event_id or "",
             reason=t.reason) for t in v.transitions],
+        checkout_url=p.checkout_url or "",
     )
 
 

@@ -66,14 +66,19 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def ValidatePurchase(self, request: pb.ValidatePurchaseRequest,
                                context: Context) -> pb.ValidatePurchaseResponse:
-        result, customer_id = await catalog.validate_purchase(
+        checked = await catalog.validate_purchase(
             self.deps, cin.required(request.account_id, "account_id"), cin.items(request.items))
-        return out.validation(result, customer_id)
+        reply = out.validation(checked.validation, checked.provider_customer_id)
+        if checked.open_purchase is not None:
+            reply.open_purchase.CopyFrom(out.purchase(checked.open_purchase))
+            reply.open_purchase_same_selection = checked.same_selection
+        return reply
 
     async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
                                context: Context) -> pb.RegisterPurchaseResponse:
-        return pb.RegisterPurchaseResponse(purchase=out.purchase(
-            await purchases.register_purchase(self.deps, cin.new_purchase(request))))
+        registered = await purchases.register_purchase(self.deps, cin.new_purchase(request))
+        return pb.RegisterPurchaseResponse(purchase=out.purchase(registered.view),
+                                           open_purchase_reused=registered.reused)
 
     async def MarkPurchaseReturned(self, request: pb.MarkPurchaseReturnedRequest,
                                    context: Context) -> pb.MarkPurchaseReturnedResponse:

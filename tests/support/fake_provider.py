@@ -49,6 +49,11 @@ class FakeProvider(Provider):
             self.sessions[session_id] = self.by_key[idempotency_key] = session
         return self.by_key[idempotency_key]
 
+    async def expire_checkout_session(self, session_id: str) -> Obj:
+        self._check("expire_checkout_session")
+        self.sessions[session_id]["status"] = "expired"
+        return self.sessions[session_id]
+
     async def create_portal_session(self, customer_id: str, return_url: str) -> str:
         self._check("create_portal_session")
         return f"https://portal.test/{customer_id}?return_url={return_url}"

@@ -468,6 +468,7 @@ class Purchase(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     TIMEOUT_AT_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Our id for the purchase (`pur_...`), made by the checkout service; the provider session's
     `client_reference_id` and `metadata.purchase_id`.
@@ -493,6 +494,10 @@ class Purchase(_message.Message):
     """Where the provider sends the browser when the customer cancels, as registered."""
     reason: _builtins.str
     """Why the purchase failed or conflicted, while it is in one of those states; empty otherwise."""
+    checkout_url: _builtins.str
+    """The provider's hosted checkout page of `checkout_session_id`, as registered; empty for a
+    purchase registered without it.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
         """The selection as requested (price ids or lookup keys as the caller gave them)."""
@@ -559,10 +564,11 @@ class Purchase(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         timeout_at: _timestamp_pb2.Timestamp | None = ...,
         transitions: _abc.Iterable[Global___PurchaseTransition] | None = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "returned_at", b"returned_at", "timeout_at", b"timeout_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "items", b"items", "mode", b"mode", "purchase_id", b"purchase_id", "reason", b"reason", "returned_at", b"returned_at", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "success_url", b"success_url", "timeout_at", b"timeout_at", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "checkout_url", b"checkout_url", "conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "items", b"items", "mode", b"mode", "purchase_id", b"purchase_id", "reason", b"reason", "returned_at", b"returned_at", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "success_url", b"success_url", "timeout_at", b"timeout_at", "transitions", b"transitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2067,6 +2073,8 @@ class ValidatePurchaseResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _builtins.int
     CONFLICTING_SUBSCRIPTION_IDS_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_SAME_SELECTION_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when the selection can be bought; then `problems` is empty."""
     subscription_group: _builtins.str
@@ -2078,6 +2086,11 @@ class ValidatePurchaseResponse(_message.Message):
     provider_customer_id: _builtins.str
     """The account's provider customer, when one is linked (reuse it for checkout and portal);
     empty otherwise.
+    """
+    open_purchase_same_selection: _builtins.bool
+    """True when `open_purchase` is for the same prices and quantities as this selection: a checkout
+    answers it instead of a new one. False when it is for another selection (a checkout is
+    refused) or when there is none.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedItem]:
@@ -2093,6 +2106,13 @@ class ValidatePurchaseResponse(_message.Message):
         otherwise.
         """
 
+    @_builtins.property
+    def open_purchase(self) -> Global___Purchase:
+        """When the selection is ok and is a subscription into a non-stackable group: the account's
+        oldest purchase open in that group (pending or returned, its checkout session not expired);
+        unset otherwise. RegisterPurchase decides again under the account's lock.
+        """
+
     def __init__(
         self,
         *,
@@ -2103,10 +2123,12 @@ class ValidatePurchaseResponse(_message.Message):
         problems: _abc.Iterable[Global___PurchaseProblem] | None = ...,
         conflicting_subscription_ids: _abc.Iterable[_builtins.str] | None = ...,
         provider_customer_id: _builtins.str = ...,
+        open_purchase: Global___Purchase | None = ...,
+        open_purchase_same_selection: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["open_purchase", b"open_purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicting_subscription_ids", b"conflicting_subscription_ids", "items", b"items", "mode", b"mode", "ok", b"ok", "problems", b"problems", "provider_customer_id", b"provider_customer_id", "subscription_group", b"subscription_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicting_subscription_ids", b"conflicting_subscription_ids", "items", b"items", "mode", b"mode", "ok", b"ok", "open_purchase", b"open_purchase", "open_purchase_same_selection", b"open_purchase_same_selection", "problems", b"problems", "provider_customer_id", b"provider_customer_id", "subscription_group", b"subscription_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2128,6 +2150,7 @@ class RegisterPurchaseRequest(_message.Message):
     CANCEL_URL_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Required: generated by the checkout service before the provider session is created."""
     account_id: _builtins.str
@@ -2145,6 +2168,10 @@ class RegisterPurchaseRequest(_message.Message):
     provider_customer_id: _builtins.str
     """Optional: the provider customer the session was created for; linked to the account when the
     account has none yet.
+    """
+    checkout_url: _builtins.str
+    """Optional: the provider checkout session's URL, kept so that a second checkout of the same
+    selection can be answered with this purchase.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
@@ -2167,10 +2194,11 @@ class RegisterPurchaseRequest(_message.Message):
         cancel_url: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         provider_customer_id: _builtins.str = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "expires_at", b"expires_at", "items", b"items", "mode", b"mode", "provider_customer_id", b"provider_customer_id", "purchase_id", b"purchase_id", "subscription_group", b"subscription_group", "success_url", b"success_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "checkout_url", b"checkout_url", "expires_at", b"expires_at", "items", b"items", "mode", b"mode", "provider_customer_id", b"provider_customer_id", "purchase_id", b"purchase_id", "subscription_group", b"subscription_group", "success_url", b"success_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2183,18 +2211,27 @@ class RegisterPurchaseResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_REUSED_FIELD_NUMBER: _builtins.int
+    open_purchase_reused: _builtins.bool
+    """True when the account already had a purchase of the same selection open in this
+    non-stackable group: `purchase` is that one, and nothing was recorded for the request's
+    purchase_id (its checkout session is not used).
+    """
     @_builtins.property
     def purchase(self) -> Global___Purchase:
-        """The purchase, `pending` when new; as it is now when it was already registered."""
+        """The purchase, `pending` when new; as it is now when it was already registered; the open
+        purchase of the same selection when `open_purchase_reused`.
+        """
 
     def __init__(
         self,
         *,
         purchase: Global___Purchase | None = ...,
+        open_purchase_reused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purchase", b"purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase", b"purchase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_purchase_reused", b"open_purchase_reused", "purchase", b"purchase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

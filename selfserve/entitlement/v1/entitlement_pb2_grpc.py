@@ -240,10 +240,16 @@ class EntitlementServiceServicer:
     def RegisterPurchase(self, request, context):
         """Records a new purchase session in state `pending` (creating the account if new, and linking
         it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
-        registering the same purchase again returns it as it is now. Roles: checkout.
+        registering the same purchase again returns it as it is now. A subscription purchase into a
+        non-stackable group where the account has another purchase open (pending or returned, its
+        checkout session not expired) is decided under the account's lock: for the same prices and
+        quantities the open purchase is answered instead (`open_purchase_reused`; nothing recorded),
+        for another selection it is refused. Roles: checkout.
         Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
         FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
-        account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+        account, or provider_customer_id is linked to another account; or another selection's
+        purchase is open in the group: trailing metadata `error-code: checkout_in_progress` and
+        `open-purchase-id`), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
         retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
