@@ -302,6 +302,41 @@ and takes nothing back.
 """
 Global___ChangePolicy: _TypeAlias = ChangePolicy  # noqa: Y015
 
+class _ConflictPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConflictPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConflictPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFLICT_POLICY_UNSPECIFIED: _ConflictPolicy.ValueType  # 0
+    """Not set: the same as CONFLICT_POLICY_FLAG."""
+    CONFLICT_POLICY_FLAG: _ConflictPolicy.ValueType  # 1
+    """A `duplicate_subscription_in_group` mismatch is opened for support, naming both
+    subscriptions, and closed when the situation ends; nothing is done at the provider.
+    """
+    CONFLICT_POLICY_CANCEL_AND_REFUND: _ConflictPolicy.ValueType  # 2
+    """The losing subscription is canceled at the provider and its payment refunded, once, by the
+    checkout service's reconciler; the action is recorded, audited and shown in the trace.
+    """
+
+class ConflictPolicy(_ConflictPolicy, metaclass=_ConflictPolicyEnumTypeWrapper):
+    """What is done when two live subscriptions hold one non-stackable group of an account anyway (a
+    subscription made at the provider outside the checkout, or a checkout opened before the group
+    allowed one open purchase at a time).
+    """
+
+CONFLICT_POLICY_UNSPECIFIED: ConflictPolicy.ValueType  # 0
+"""Not set: the same as CONFLICT_POLICY_FLAG."""
+CONFLICT_POLICY_FLAG: ConflictPolicy.ValueType  # 1
+"""A `duplicate_subscription_in_group` mismatch is opened for support, naming both
+subscriptions, and closed when the situation ends; nothing is done at the provider.
+"""
+CONFLICT_POLICY_CANCEL_AND_REFUND: ConflictPolicy.ValueType  # 2
+"""The losing subscription is canceled at the provider and its payment refunded, once, by the
+checkout service's reconciler; the action is recorded, audited and shown in the trace.
+"""
+Global___ConflictPolicy: _TypeAlias = ConflictPolicy  # noqa: Y015
+
 class _BindingSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -413,6 +448,46 @@ PURCHASE_PROBLEM_CODE_DUPLICATE_PRICE: PurchaseProblemCode.ValueType  # 8
 PURCHASE_PROBLEM_CODE_EMPTY: PurchaseProblemCode.ValueType  # 9
 """No items."""
 Global___PurchaseProblemCode: _TypeAlias = PurchaseProblemCode  # noqa: Y015
+
+class _ConflictActionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConflictActionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConflictActionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFLICT_ACTION_STATE_UNSPECIFIED: _ConflictActionState.ValueType  # 0
+    """Never sent."""
+    CONFLICT_ACTION_STATE_DECIDED: _ConflictActionState.ValueType  # 1
+    """Decided: the losing subscription is to be canceled at the provider."""
+    CONFLICT_ACTION_STATE_CANCELED: _ConflictActionState.ValueType  # 2
+    """Canceled at the provider; its payment is to be refunded."""
+    CONFLICT_ACTION_STATE_REFUNDED: _ConflictActionState.ValueType  # 3
+    """Canceled and refunded: done."""
+    CONFLICT_ACTION_STATE_SKIPPED: _ConflictActionState.ValueType  # 4
+    """Nothing to do at the provider after all (for example the winner is no longer live); the
+    reason says why. Done.
+    """
+
+class ConflictActionState(_ConflictActionState, metaclass=_ConflictActionStateEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------------
+    Conflict actions
+
+    How far a conflict action has been carried out.
+    """
+
+CONFLICT_ACTION_STATE_UNSPECIFIED: ConflictActionState.ValueType  # 0
+"""Never sent."""
+CONFLICT_ACTION_STATE_DECIDED: ConflictActionState.ValueType  # 1
+"""Decided: the losing subscription is to be canceled at the provider."""
+CONFLICT_ACTION_STATE_CANCELED: ConflictActionState.ValueType  # 2
+"""Canceled at the provider; its payment is to be refunded."""
+CONFLICT_ACTION_STATE_REFUNDED: ConflictActionState.ValueType  # 3
+"""Canceled and refunded: done."""
+CONFLICT_ACTION_STATE_SKIPPED: ConflictActionState.ValueType  # 4
+"""Nothing to do at the provider after all (for example the winner is no longer live); the
+reason says why. Done.
+"""
+Global___ConflictActionState: _TypeAlias = ConflictActionState  # noqa: Y015
 
 @_typing.final
 class PurchaseItem(_message.Message):
@@ -1252,6 +1327,7 @@ class SubscriptionGroup(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     STACKABLE_FIELD_NUMBER: _builtins.int
+    CONFLICT_POLICY_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The group's code, as catalog metadata names it (`subscription_group`)."""
     stackable: _builtins.bool
@@ -1259,15 +1335,20 @@ class SubscriptionGroup(_message.Message):
     group one subscription holds the group at any instant (higher plan priority, then the later
     start, then the smaller subscription id); the others are in conflict and grant nothing.
     """
+    conflict_policy: Global___ConflictPolicy.ValueType
+    """For a non-stackable group: what is done when two live subscriptions hold it anyway.
+    Unspecified is read as flag.
+    """
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         stackable: _builtins.bool = ...,
+        conflict_policy: Global___ConflictPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "stackable", b"stackable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "conflict_policy", b"conflict_policy", "stackable", b"stackable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3273,6 +3354,7 @@ class TracePurchaseResponse(_message.Message):
     FUNDING_FIELD_NUMBER: _builtins.int
     GATE_DECISION_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    CONFLICT_ACTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def purchase(self) -> Global___Purchase:
         """Absent when traced by a session or subscription no known purchase created."""
@@ -3309,6 +3391,12 @@ class TracePurchaseResponse(_message.Message):
     def audit(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
         """Audit entries caused by those events or about the purchase or subscription, oldest first."""
 
+    @_builtins.property
+    def conflict_actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictAction]:
+        """The conflict action on its subscription, when it lost a `cancel_and_refund` group to
+        another live subscription: what was decided and how far it was carried out.
+        """
+
     def __init__(
         self,
         *,
@@ -3320,10 +3408,11 @@ class TracePurchaseResponse(_message.Message):
         funding: _abc.Iterable[Global___IssuedGrant] | None = ...,
         gate_decision: Global___GateDecision | None = ...,
         audit: _abc.Iterable[Global___AuditEntry] | None = ...,
+        conflict_actions: _abc.Iterable[Global___ConflictAction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gate_decision", b"gate_decision", "purchase", b"purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "audit", b"audit", "events", b"events", "funding", b"funding", "gate_decision", b"gate_decision", "grant_bindings", b"grant_bindings", "purchase", b"purchase", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "audit", b"audit", "conflict_actions", b"conflict_actions", "events", b"events", "funding", b"funding", "gate_decision", b"gate_decision", "grant_bindings", b"grant_bindings", "purchase", b"purchase", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3671,6 +3760,7 @@ class GetReconcileStateResponse(_message.Message):
     OVERDUE_PURCHASES_FIELD_NUMBER: _builtins.int
     SWEEP_POSITION_FIELD_NUMBER: _builtins.int
     SWEEP_STARTED_AFTER_FIELD_NUMBER: _builtins.int
+    CONFLICT_ACTIONS_FIELD_NUMBER: _builtins.int
     sweep_position: _builtins.str
     """The sweep position to save once this page is applied (ApplyReconciliation.sweep_position):
     the page's last account, or empty when the page ends the sweep, so that the next page starts
@@ -3694,6 +3784,13 @@ class GetReconcileStateResponse(_message.Message):
     def overdue_purchases(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverduePurchase]:
         """Purchases still pending or returned past their timeout_at, oldest timeout first, at most 500."""
 
+    @_builtins.property
+    def conflict_actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictAction]:
+        """Conflict actions not carried out yet (`decided` or `canceled`), oldest first, at most 100:
+        the reconciler cancels and refunds each at the provider and reports with
+        RecordConflictAction.
+        """
+
     def __init__(
         self,
         *,
@@ -3702,10 +3799,11 @@ class GetReconcileStateResponse(_message.Message):
         overdue_purchases: _abc.Iterable[Global___OverduePurchase] | None = ...,
         sweep_position: _builtins.str = ...,
         sweep_started_after: _builtins.str = ...,
+        conflict_actions: _abc.Iterable[Global___ConflictAction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases", "sweep_position", b"sweep_position", "sweep_started_after", b"sweep_started_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "conflict_actions", b"conflict_actions", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases", "sweep_position", b"sweep_position", "sweep_started_after", b"sweep_started_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4124,3 +4222,141 @@ class ReplayedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayedEvent: _TypeAlias = ReplayedEvent  # noqa: Y015
+
+@_typing.final
+class ConflictAction(_message.Message):
+    """The decision to cancel a subscription that lost a `cancel_and_refund` group to another live
+    subscription, and to refund its payment; kept once per subscription.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_GROUP_FIELD_NUMBER: _builtins.int
+    WINNER_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PURCHASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANCEL_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REFUND_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account both subscriptions belong to."""
+    subscription_id: _builtins.str
+    """The losing subscription, to cancel and refund."""
+    subscription_group: _builtins.str
+    """The non-stackable group both claim."""
+    winner_subscription_id: _builtins.str
+    """The subscription that keeps the group."""
+    purchase_id: _builtins.str
+    """The losing subscription's purchase, when it came from a checkout; empty otherwise."""
+    state: Global___ConflictActionState.ValueType
+    """How far it has been carried out."""
+    refund_id: _builtins.str
+    """The provider refund, once refunded; empty before."""
+    reason: _builtins.str
+    """Why it was skipped, or what the last step said; empty otherwise."""
+    cancel_idempotency_key: _builtins.str
+    """The provider idempotency key of the cancellation, derived from the subscription: every
+    attempt uses it, so the subscription is canceled once.
+    """
+    refund_idempotency_key: _builtins.str
+    """The provider idempotency key of the refund, derived from the subscription: every attempt
+    uses it, so the payment is refunded once.
+    """
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided (our clock)."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last moved (our clock)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        subscription_group: _builtins.str = ...,
+        winner_subscription_id: _builtins.str = ...,
+        purchase_id: _builtins.str = ...,
+        state: Global___ConflictActionState.ValueType = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        cancel_idempotency_key: _builtins.str = ...,
+        refund_idempotency_key: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_idempotency_key", b"cancel_idempotency_key", "decided_at", b"decided_at", "purchase_id", b"purchase_id", "reason", b"reason", "refund_id", b"refund_id", "refund_idempotency_key", b"refund_idempotency_key", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "updated_at", b"updated_at", "winner_subscription_id", b"winner_subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConflictAction: _TypeAlias = ConflictAction  # noqa: Y015
+
+@_typing.final
+class RecordConflictActionRequest(_message.Message):
+    """A step carried out at the provider for a conflict action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """Required: the losing subscription the action is about."""
+    state: Global___ConflictActionState.ValueType
+    """Required: CANCELED, REFUNDED or SKIPPED."""
+    refund_id: _builtins.str
+    """Required with REFUNDED: the provider refund's id."""
+    reason: _builtins.str
+    """Optional: what the step found, in words (required in practice for SKIPPED)."""
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        state: Global___ConflictActionState.ValueType = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "refund_id", b"refund_id", "state", b"state", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConflictActionRequest: _TypeAlias = RecordConflictActionRequest  # noqa: Y015
+
+@_typing.final
+class RecordConflictActionResponse(_message.Message):
+    """The action after the report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """True when the report moved it; false when the step was already recorded (or a later one)."""
+    @_builtins.property
+    def action(self) -> Global___ConflictAction:
+        """The action as it is now."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___ConflictAction | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConflictActionResponse: _TypeAlias = RecordConflictActionResponse  # noqa: Y015

@@ -255,6 +255,17 @@ class EntitlementServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
     """
+    RecordConflictAction: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.RecordConflictActionRequest, _entitlement_pb2.RecordConflictActionResponse]
+    """Records a step the checkout service carried out at the provider for a conflict action (a
+    losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+    refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+    out-of-order report changes nothing and is answered with the action as it is. Each step is
+    audited. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+    refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
@@ -474,6 +485,17 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
+    """
+    RecordConflictAction: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.RecordConflictActionRequest, _entitlement_pb2.RecordConflictActionResponse]  # type: ignore[assignment]
+    """Records a step the checkout service carried out at the provider for a conflict action (a
+    losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+    refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+    out-of-order report changes nothing and is answered with the action as it is. Each step is
+    audited. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+    refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -811,6 +833,23 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
         DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordConflictAction(
+        self,
+        request: _entitlement_pb2.RecordConflictActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.RecordConflictActionResponse, _abc.Awaitable[_entitlement_pb2.RecordConflictActionResponse]]:
+        """Records a step the checkout service carried out at the provider for a conflict action (a
+        losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+        refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+        out-of-order report changes nothing and is answered with the action as it is. Each step is
+        audited. Roles: checkout, operator.
+        Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+        refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
