@@ -25,6 +25,16 @@ def _ref(value: Any) -> str:
     return str(value or "")
 
 
+def _payment_of(invoice: dict[str, Any]) -> tuple[str, str]:
+    """(payment intent, charge) that paid the invoice: from its expanded `payments` (current API),
+    else its own `payment_intent` and `charge` (older API versions)."""
+    for entry in (invoice.get("payments") or {}).get("data") or []:
+        payment = entry.get("payment") or {} if isinstance(entry, dict) else {}
+        if entry.get("status") == "paid" and (payment.get("payment_intent") or payment.get("charge")):
+            return _ref(payment.get("payment_intent")), _ref(payment.get("charge"))
+    return _ref(invoice.get("payment_intent")), _ref(invoice.get("charge"))
+
+
 async def _report(deps: Deps, action: pb.ConflictAction, state: int, refund_id: str = "", reason: str = "") -> None:
     await entitlement_call(deps.entitlement.RecordConflictAction, pb.RecordConflictActionRequest(
         subscription_id=action.subscription_id, state=state, refund_id=refund_id, reason=reason))  # type: ignore[arg-type]
@@ -42,11 +52,11 @@ async def carry_out(deps: Deps, action: pb.ConflictAction) -> None:
     if not invoice_id:
         await _report(deps, action, pb.CONFLICT_ACTION_STATE_SKIPPED, reason="no invoice: nothing was paid")
         return
-    invoice = await provider_call(deps.provider.retrieve_invoice(invoice_id))
+    invoice = await provider_call(deps.provider.retrieve_invoice_payments(invoice_id))
     if not invoice.get("amount_paid"):
         await _report(deps, action, pb.CONFLICT_ACTION_STATE_SKIPPED, reason=f"invoice {invoice_id} paid nothing")
         return
-    payment_intent, charge = _ref(invoice.get("payment_intent")), _ref(invoice.get("charge"))
+    payment_intent, charge = _payment_of(invoice)
     if not (payment_intent or charge):
         log.warning("conflict_refund_waits", subscription_id=action.subscription_id, invoice_id=invoice_id,
                     reason="the invoice names no payment to refund")

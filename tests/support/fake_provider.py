@@ -54,6 +54,9 @@ class FakeProvider(Provider):
         self.sessions[session_id]["status"] = "expired"
         return self.sessions[session_id]
 
+    async def retrieve_invoice_payments(self, invoice_id: str) -> Obj:
+        return await self.retrieve_invoice(invoice_id)
+
     async def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> Obj:
         self._check("cancel_subscription")
         return {"id": subscription_id, "status": "canceled"}
