@@ -17,6 +17,7 @@ from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     ChangePolicy,
+    ConflictPolicy,
     GateBundle,
     GrantProgram,
     Group,
@@ -37,7 +38,7 @@ INT64_MAX = 2**63 - 1
 NUL = "\x00"
 
 _SECTION_KEYS: dict[str, frozenset[str]] = {
-    "groups": frozenset({"stackable"}),
+    "groups": frozenset({"stackable", "conflict_policy"}),
     "plans": frozenset({"priority", "kind"}),
     "grant_programs": frozenset({"cadence", "unit", "on_change"}),
     "gate_bundles": frozenset({"gates"}),
@@ -226,7 +227,11 @@ def _section(
 
 
 def _group(code: str, entry: _Entry) -> Group:
-    return Group(code=code, stackable=entry.boolean("stackable", default=None))
+    stackable = entry.boolean("stackable", default=None)
+    policy = entry.string("conflict_policy", choices=tuple(ConflictPolicy), optional=True)
+    if policy is not None and stackable:
+        entry.error("conflict_policy applies to non-stackable groups only")
+    return Group(code=code, stackable=stackable, conflict_policy=ConflictPolicy(policy or ConflictPolicy.FLAG))
 
 
 def _plan(code: str, entry: _Entry) -> Plan:

@@ -18,6 +18,7 @@ from checkout_service.errors import (
     Aborted,
     AlreadyExists,
     CheckoutError,
+    CheckoutInProgress,
     FailedPrecondition,
     GroupConflict,
     InvalidRequest,
@@ -72,6 +73,7 @@ class Deps:
 class CreatedCheckout:
     purchase: pb.Purchase
     url: str
+    reused: bool = False  # the account's open purchase of the same selection, answered again
 
 
 def require(value: str, field: str) -> str:
@@ -113,9 +115,19 @@ async def entitlement_call(method: Callable[..., Awaitable[T]], request: object)
             rpc = _rpc_name(method)
             log.error("entitlement_call_refused", rpc=rpc, code=code.name, error=exc.details())
             raise Unavailable(f"the checkout service is not allowed to call {rpc}; retry later") from exc
+        if code == grpc.StatusCode.FAILED_PRECONDITION and (opened := _open_purchase_id(exc)):
+            raise CheckoutInProgress(exc.details() or "a checkout is in progress", opened) from exc
         if (translate := FROM_ENTITLEMENT.get(code)) is not None:
             raise translate(exc.details() or code.name.lower().replace("_", " ")) from exc
         raise
+
+
+def _open_purchase_id(exc: grpc.aio.AioRpcError) -> str:
+    """The open purchase a `checkout_in_progress` refusal names; empty for any other refusal."""
+    trailing = dict((str(k), v) for k, v in (exc.trailing_metadata() or ()))
+    if trailing.get("error-code") != CheckoutInProgress.code:
+        return ""
+    return str(trailing.get("open-purchase-id", ""))
 
 
 def _rpc_name(method: object) -> str:
@@ -167,18 +179,47 @@ async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str
             raise GroupConflict("; ".join(str(p["message"]) for p in problems if p["code"] == "group_conflict"),
                                 str(portal), list(validation.conflicting_subscription_ids))
         raise InvalidSelection("; ".join(str(p["message"]) for p in problems), problems)
-    customer = await customer_for(deps, account_id, validation.provider_customer_id)
     purchase_id = purchase_id_for(account_id, idempotency_key)
+    if validation.HasField("open_purchase") and validation.open_purchase.purchase_id != purchase_id:
+        return open_purchase_answer(account_id, validation.open_purchase, validation.open_purchase_same_selection)
+    customer = await customer_for(deps, account_id, validation.provider_customer_id)
     session = await provider_call(deps.provider.create_checkout_session(
         session_params(deps, validation, account_id, customer, purchase_id, cancel_url),
         f"checkout-{purchase_id}"))
-    registered: pb.RegisterPurchaseResponse = await entitlement_call(
-        deps.entitlement.RegisterPurchase, pb.RegisterPurchaseRequest(
-            purchase_id=purchase_id, account_id=account_id, checkout_session_id=session["id"], items=wanted,
-            subscription_group=validation.subscription_group, mode=validation.mode, success_url=success_url,
-            cancel_url=cancel_url, expires_at=_timestamp(session.get("expires_at")),
-            provider_customer_id=customer))
+    try:
+        registered: pb.RegisterPurchaseResponse = await entitlement_call(
+            deps.entitlement.RegisterPurchase, pb.RegisterPurchaseRequest(
+                purchase_id=purchase_id, account_id=account_id, checkout_session_id=session["id"], items=wanted,
+                subscription_group=validation.subscription_group, mode=validation.mode, success_url=success_url,
+                cancel_url=cancel_url, expires_at=_timestamp(session.get("expires_at")),
+                provider_customer_id=customer, checkout_url=str(session["url"])))
+    except CheckoutInProgress:
+        await expire_unused(deps, str(session["id"]))
+        raise
+    if registered.open_purchase_reused:
+        await expire_unused(deps, str(session["id"]))
+        return open_purchase_answer(account_id, registered.purchase, True)
     return CreatedCheckout(registered.purchase, str(session["url"]))
+
+
+def open_purchase_answer(account_id: str, opened: pb.Purchase, same_selection: bool) -> CreatedCheckout:
+    """The account's open purchase in the group answers a checkout of the same selection (its
+    purchase id and url); another selection, or one whose url was not kept, is refused naming it."""
+    if same_selection and opened.checkout_url:
+        return CreatedCheckout(opened, opened.checkout_url, reused=True)
+    raise CheckoutInProgress(
+        f"account {account_id} has purchase {opened.purchase_id} open in group {opened.subscription_group} for "
+        "another selection; pay or cancel it, or wait for its checkout session to expire", opened.purchase_id)
+
+
+async def expire_unused(deps: Deps, session_id: str) -> None:
+    """Expires a checkout session made for a purchase that was not registered (a concurrent
+    checkout of the group won), so nobody can pay it. Its url was never handed out; if the
+    provider cannot be reached now, the session expires by itself."""
+    try:
+        await deps.provider.expire_checkout_session(session_id)
+    except ProviderError as exc:
+        log.warning("unused_checkout_session_not_expired", checkout_session_id=session_id, error=str(exc))
 
 
 def session_params(deps: Deps, validation: pb.ValidatePurchaseResponse, account_id: str, customer: str,

@@ -99,6 +99,7 @@ async def create_checkout_session(request: web.Request) -> web.Response:
     return web.json_response({
         "purchase_id": p.purchase_id, "checkout_session_id": p.checkout_session_id, "url": created.url,
         "expires_at": p.expires_at.ToJsonString(), "status": purchase_json(p)["state"],
+        "open_purchase_reused": created.reused,
     }, status=201)
 
 

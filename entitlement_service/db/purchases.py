@@ -28,6 +28,7 @@ PURCHASE = Shape(PurchaseRecord, (
     Column("reason", "text"), Column("created_at", "timestamptz"), Column("returned_at", "timestamptz"),
     Column("finalized_at", "timestamptz"), Column("expired_at", "timestamptz"), Column("failed_at", "timestamptz"),
     Column("conflict_at", "timestamptz"), Column("expires_at", "timestamptz"), Column("timeout_at", "timestamptz"),
+    Column("checkout_url", "text"),
 ))
 
 TRANSITION = Shape(TransitionRecord, (
@@ -53,6 +54,14 @@ async def get_purchase(conn: Conn, *, purchase_id: str | None = None, checkout_s
     row = await conn.fetchrow(f"SELECT {PURCHASE.select()} FROM purchases WHERE {clause}"
                               f"{' FOR UPDATE' if lock else ''}", purchase_id or checkout_session_id)
     return PURCHASE.read(row) if row else None
+
+
+async def purchases_in_group(conn: Conn, account_id: str, subscription_group: str) -> list[PurchaseRecord]:
+    """The account's purchases in the group that are pending or returned (the index holds only those)."""
+    found = await conn.fetch(f"SELECT {PURCHASE.select()} FROM purchases WHERE account_id = $1 "
+                             "AND subscription_group = $2 AND state IN ('pending', 'returned') ORDER BY created_at",
+                             account_id, subscription_group)
+    return [PURCHASE.read(r) for r in found]
 
 
 async def purchase_for_subscription(conn: Conn, subscription_id: str) -> PurchaseRecord | None:

@@ -7,14 +7,25 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind, Price, ResolvedPrice, Source
+from catalog_rules.model import (
+    Cadence,
+    CatalogConfig,
+    ChangePolicy,
+    ConflictPolicy,
+    PlanKind,
+    Price,
+    ResolvedPrice,
+    Source,
+)
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.conflict_actions import ActionState, cancel_key, refund_key
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.domain.provider import UNREADABLE
 from entitlement_service.domain.purchasability import PriceChoice, Validation
 from entitlement_service.domain.records import (
     AuditEntry,
+    ConflictActionRecord,
     EventRecord,
     EventResult,
     IssuedGrantRecord,
@@ -39,6 +50,8 @@ CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIV
 SOURCES = {Source.PRICE: pb.BINDING_SOURCE_PRICE, Source.PRODUCT: pb.BINDING_SOURCE_PRODUCT}
 KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
 CHANGE_POLICIES = {ChangePolicy.NONE: pb.CHANGE_POLICY_NONE, ChangePolicy.DIFFERENCE: pb.CHANGE_POLICY_DIFFERENCE}
+CONFLICT_POLICIES = {ConflictPolicy.FLAG: pb.CONFLICT_POLICY_FLAG,
+                     ConflictPolicy.CANCEL_AND_REFUND: pb.CONFLICT_POLICY_CANCEL_AND_REFUND}
 STATUSES = {Status.INCOMPLETE: pb.SUBSCRIPTION_STATUS_INCOMPLETE,
             Status.INCOMPLETE_EXPIRED: pb.SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED,
             Status.TRIALING: pb.SUBSCRIPTION_STATUS_TRIALING, Status.ACTIVE: pb.SUBSCRIPTION_STATUS_ACTIVE,
@@ -75,6 +88,7 @@ def purchase(v: PurchaseView) -> pb.Purchase:
             from_state=STATES[t.from_state] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
             to_state=STATES[t.to_state], at=ts(t.at), provider_event_id=t.provider_event_id or "",
             reason=t.reason) for t in v.transitions],
+        checkout_url=p.checkout_url or "",
     )
 
 
@@ -198,7 +212,8 @@ def catalog_price(c: PriceChoice) -> pb.CatalogPrice:
 def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     c = v.config
     return pb.ListCatalogResponse(
-        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in c.groups.values()],
+        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable,
+                                     conflict_policy=CONFLICT_POLICIES[g.conflict_policy]) for g in c.groups.values()],
         plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in c.plans.values()],
         grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit,
                                         on_change=CHANGE_POLICIES[g.on_change])
@@ -234,6 +249,21 @@ def audit_entry(r: AuditEntry) -> pb.AuditEntry:
                          action=r.action, detail=json.dumps(r.detail, sort_keys=True))
 
 
+ACTION_STATES = {ActionState.DECIDED: pb.CONFLICT_ACTION_STATE_DECIDED,
+                 ActionState.CANCELED: pb.CONFLICT_ACTION_STATE_CANCELED,
+                 ActionState.REFUNDED: pb.CONFLICT_ACTION_STATE_REFUNDED,
+                 ActionState.SKIPPED: pb.CONFLICT_ACTION_STATE_SKIPPED}
+
+
+def conflict_action(a: ConflictActionRecord) -> pb.ConflictAction:
+    return pb.ConflictAction(
+        account_id=a.account_id, subscription_id=a.subscription_id, subscription_group=a.subscription_group,
+        winner_subscription_id=a.winner_subscription_id, purchase_id=a.purchase_id or "",
+        state=ACTION_STATES[ActionState(a.state)], refund_id=a.refund_id or "", reason=a.reason,
+        cancel_idempotency_key=cancel_key(a.subscription_id), refund_idempotency_key=refund_key(a.subscription_id),
+        decided_at=ts(a.decided_at), updated_at=ts(a.updated_at))
+
+
 def trace(t: Trace) -> pb.TracePurchaseResponse:
     return pb.TracePurchaseResponse(
         purchase=purchase(t.purchase) if t.purchase else None, events=[event_record(e) for e in t.events],
@@ -241,6 +271,7 @@ def trace(t: Trace) -> pb.TracePurchaseResponse:
         assignments=[assignment(a, t.config) for a in t.assignments],
         grant_bindings=[binding(b, t.config) for b in t.bindings], funding=[issued(f) for f in t.funding],
         gate_decision=gate_decision(t.decision), audit=[audit_entry(a) for a in t.audit],
+        conflict_actions=[conflict_action(a) for a in t.conflict_actions],
     )
 
 

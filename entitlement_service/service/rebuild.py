@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from catalog_rules.model import GrantProgram
+from catalog_rules.model import CatalogConfig, ConflictPolicy, GrantProgram
 from entitlement_service.db import history, purchases
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
-from entitlement_service.domain.findings import derivation_findings, derivation_resolutions
+from entitlement_service.domain.conflict_actions import ActionState, live_duplicates
+from entitlement_service.domain.findings import derivation_findings, derivation_resolutions, duplicate_findings
 from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.partial import check_exact, joined, joined_items
@@ -23,6 +24,7 @@ from entitlement_service.domain.records import (
     AccountBinding,
     AccountItem,
     AuditEntry,
+    ConflictActionRecord,
     HistoryEntry,
     Issuance,
     PurchaseRecord,
@@ -125,7 +127,7 @@ class Rebuild:
         changed = self._bindings(state) or changed
         changed = self._funding(state, invoices, config.grant_programs) or changed
         self._purchases(state)
-        self._mismatches(state)
+        self._mismatches(state, config)
         if changed:
             self.writes.changed_accounts.append(self.account_id)
         return changed
@@ -234,8 +236,17 @@ class Rebuild:
                 detail = {"reason": move.reason, **({"subscription_group": move.group} if move.group else {})}
                 self.note("purchase", purchase.purchase_id, move.to_state.value, detail)
 
-    def _mismatches(self, state: AccountState) -> None:
-        found = derivation_findings(self.account_id, state)
+    def _mismatches(self, state: AccountState, config: CatalogConfig) -> None:
+        duplicates = live_duplicates(state, config)
+        found = derivation_findings(self.account_id, state) + duplicate_findings(self.account_id, duplicates)
+        now = self.deps.clock()
+        purchase_of = {p.subscription_id: p.purchase_id for p in self.stored.purchases if p.subscription_id}
+        self.writes.conflict_actions.extend(
+            ConflictActionRecord(self.account_id, d.loser, d.group, d.winner, purchase_of.get(d.loser),
+                                 ActionState.DECIDED.value, None, "", self.cause_id, now, now)
+            for d in duplicates if d.policy is ConflictPolicy.CANCEL_AND_REFUND)
+        if duplicates:
+            self.writes.conflict_cause = self.cause
         self.writes.findings.extend(found)
         self.writes.resolutions.extend(derivation_resolutions(self.stored.open_mismatches, found))
 

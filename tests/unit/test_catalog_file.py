@@ -7,7 +7,7 @@ import pytest
 
 from catalog_rules.file import CatalogFileError, PriceSpec, parse_catalog
 from catalog_rules.metadata import resolve_prices
-from catalog_rules.model import Cadence, ChangePolicy, GrantSpec, PlanKind, Source
+from catalog_rules.model import Cadence, ChangePolicy, ConflictPolicy, GrantSpec, PlanKind, Source
 from checkout_service.cli import read_catalog
 from tests.support.provider import catalog_snapshots, example_catalog
 
@@ -139,7 +139,7 @@ def test_a_catalog_without_products_is_only_configuration() -> None:
         ("[groups.core]\nstackable = 'no'\n", "groups.core: stackable must be true or false, not a string ('no')"),
         ("[groups.core]\n", "groups.core: stackable is missing"),
         ("[groups.core]\nstackable = true\nstackabel = false\n",
-         "groups.core: unknown key 'stackabel' (expected stackable)"),
+         "groups.core: unknown key 'stackabel' (expected conflict_policy, stackable)"),
         ("groups = 1\n", "groups must be a table keyed by code, not an integer (1)"),
         ("[plans.pro]\npriority = '20'\n", "plans.pro: priority must be an integer, not a string ('20')"),
         ("[plans.pro]\npriority = true\n", "plans.pro: priority must be an integer, not a boolean (true)"),
@@ -497,3 +497,13 @@ def test_a_product_bundle_is_accepted_where_each_price_brings_the_plan() -> None
 def test_a_bundle_with_an_unknown_plan_reports_the_plan_not_the_bundle() -> None:
     text = pro_with(product_metadata='"gating.bundle" = "pro"', price_metadata='billing_plan_code = "gold"')
     assert errors_of(text) == [f"{M}: billing_plan_code 'gold' is not a known plan"]
+
+
+def test_a_groups_conflict_policy_is_read_and_defaults_to_flag() -> None:
+    parsed = parse_catalog('[groups.core]\nstackable = false\nconflict_policy = "cancel_and_refund"\n'
+                           '[groups.other]\nstackable = false\n')
+    assert parsed.config.groups["core"].conflict_policy is ConflictPolicy.CANCEL_AND_REFUND
+    assert parsed.config.groups["other"].conflict_policy is ConflictPolicy.FLAG
+    with pytest.raises(CatalogFileError) as refused:
+        parse_catalog('[groups.core]\nstackable = false\nconflict_policy = "ignore"\n')
+    assert "conflict_policy" in str(refused.value)
