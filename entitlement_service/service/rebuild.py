@@ -33,9 +33,10 @@ from entitlement_service.domain.records import (
     TransitionRecord,
 )
 from entitlement_service.domain.timeline import ItemRow
+from entitlement_service.service import transactions
 from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
-from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS
+from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS, GROUP_CONFLICTS
 from entitlement_service.service.writes import Writes
 
 
@@ -238,7 +239,11 @@ class Rebuild:
 
     def _mismatches(self, state: AccountState, config: CatalogConfig) -> None:
         duplicates = live_duplicates(state, config)
-        found = derivation_findings(self.account_id, state) + duplicate_findings(self.account_id, duplicates)
+        duplicated = duplicate_findings(self.account_id, duplicates)
+        found = derivation_findings(self.account_id, state) + duplicated
+        for d, finding in zip(duplicates, duplicated, strict=True):
+            if finding.fingerprint not in self.stored.open_mismatches:
+                transactions.after_commit(GROUP_CONFLICTS.labels(d.policy.value).inc)
         now = self.deps.clock()
         purchase_of = {p.subscription_id: p.purchase_id for p in self.stored.purchases if p.subscription_id}
         self.writes.conflict_actions.extend(

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
@@ -50,13 +51,21 @@ async def two_live(service: Client) -> None:
     await service.apply(subscription_event("evt_starter", "sub_starter", T0 + MINUTE, items=[("starter_monthly", 1)]))
 
 
+def conflicts_counted(policy: str) -> float:
+    return REGISTRY.get_sample_value("group_conflicts_total", {"policy": policy}) or 0.0
+
+
 async def duplicates(service: Client, include_closed: bool = False) -> list[pb.Mismatch]:
     found = await service.as_role(Role.SUPPORT).ListMismatches(pb.ListMismatchesRequest(include_closed=include_closed))
     return [m for m in found.mismatches if m.kind == DUPLICATE]
 
 
 async def test_flag_opens_a_mismatch_naming_both_and_closes_it_when_one_ends(flagging: Client) -> None:
+    counted = conflicts_counted("flag")
     await two_live(flagging)
+    await flagging.apply(subscription_event("evt_starter_again", "sub_starter", T0 + MINUTE + MINUTE / 2,
+                                            items=[("starter_monthly", 1)]))  # the loser derived again
+    assert conflicts_counted("flag") == counted + 1  # counted once, when its mismatch opened
     [opened] = await duplicates(flagging)
     assert opened.subscription_id == "sub_starter"
     diff = json.loads(opened.diff)
