@@ -16,6 +16,7 @@ from entitlement_service.service import (
     catalog,
     event_accounts,
     events,
+    preview,
     purchases,
     reads,
     reconciliation,
@@ -69,6 +70,10 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
         result, customer_id = await catalog.validate_purchase(
             self.deps, cin.required(request.account_id, "account_id"), cin.items(request.items))
         return out.validation(result, customer_id)
+
+    async def PreviewPurchase(self, request: pb.PreviewPurchaseRequest,
+                              context: Context) -> pb.PreviewPurchaseResponse:
+        return out.preview(await preview.preview_purchase(self.deps, cin.preview_request(request)))
 
     async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
                                context: Context) -> pb.RegisterPurchaseResponse:
