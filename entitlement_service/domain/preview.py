@@ -110,15 +110,18 @@ def _interval(prices: Iterable[tuple[str | None, int | None]]) -> tuple[str | No
     return None if first is None else (first[0], first[1] or 1)
 
 
-def new_items(latest: SubscriptionSnapshot, items: Sequence[tuple[ResolvedPrice, int]], as_of: datetime
-              ) -> Hypothesis:
+def new_items(latest: SubscriptionSnapshot, items: Sequence[tuple[ResolvedPrice, int]], book: PriceBook,
+              as_of: datetime) -> Hypothesis:
     """The subscription with exactly `items` (recurring prices) from `as_of` (the module docstring
-    says how items and periods carry over)."""
+    says how items and periods carry over). The billing interval it has is read from the catalog
+    (`book`), a snapshot's own price naming only its id."""
     wanted = {r.price_id for r, _ in items}
     held = {i.price.price_id: i for i in latest.items}
     spare = [i for i in latest.items if i.price.price_id not in wanted]
     first = latest.items[0] if latest.items else None
-    before = _interval((i.price.interval, i.price.interval_count) for i in latest.items)
+    held_prices = [book.at(i.price.price_id, as_of) for i in latest.items]
+    before = _interval((r.price.interval, r.price.interval_count) if r else (i.price.interval, i.price.interval_count)
+                       for i, r in zip(latest.items, held_prices, strict=True))
     after = _interval((r.price.interval, r.price.interval_count) for r, _ in items)
     restart = before != after
     changed: list[ItemSnapshot] = []

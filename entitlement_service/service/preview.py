@@ -91,7 +91,7 @@ async def preview_purchase(deps: Deps, request: PreviewRequest) -> Preview:
                                          "holds recurring prices only")
             problems = validation.problems
             chosen = [(r, q) for _, r, q in validation.items if r.valid and q >= 1]
-            hypothesis = rules.new_items(latest, chosen, as_of) if chosen else rules.Hypothesis()
+            hypothesis = rules.new_items(latest, chosen, cached.book, as_of) if chosen else rules.Hypothesis()
         elif change.cancel_at_period_end:
             hypothesis = rules.cancel_at_period_end(latest, as_of)
         else:
