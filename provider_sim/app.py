@@ -10,9 +10,11 @@ from provider_sim.api import (
     customers,
     events,
     invoices,
+    payments,
     portal_sessions,
     prices,
     products,
+    refunds,
     subscriptions,
     webhook_endpoints,
 )
@@ -23,8 +25,8 @@ from provider_sim.sim import SIM, Options, Sim
 from provider_sim.store import State
 
 ROUTES = (products.routes, prices.routes, customers.routes, checkout_sessions.routes, portal_sessions.routes,
-          subscriptions.routes, invoices.routes, events.routes, webhook_endpoints.routes, control.routes,
-          pages.routes)
+          subscriptions.routes, invoices.routes, payments.routes, refunds.routes, events.routes,
+          webhook_endpoints.routes, control.routes, pages.routes)
 MAX_BODY_BYTES = 1024 * 1024
 
 

@@ -8,6 +8,7 @@ import calendar
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from provider_sim import payments
 from provider_sim.events import Ctx, emit, snapshot
 from provider_sim.model import Customer, Invoice, InvoiceLine, Price, Subscription, SubscriptionItem
 from provider_sim.store import new_id
@@ -118,6 +119,8 @@ def finalize_invoice(ctx: Ctx, invoice: Invoice) -> None:
 
 
 def pay_invoice(ctx: Ctx, invoice: Invoice) -> None:
+    """Collects the amount due (a payment intent with its charge, named by the invoice's payment)."""
+    payments.pay_invoice(ctx, invoice)
     invoice.status, invoice.paid_at = "paid", ctx.now
     invoice.attempt_count += 1 if invoice.amount_due else 0
     emit(ctx, "invoice.paid", "invoice", invoice.id)
@@ -248,14 +251,17 @@ def restart_cycle(ctx: Ctx, sub: Subscription, before: list[SubscriptionItem]) -
     return True
 
 
-def bill_change(ctx: Ctx, sub: Subscription, before: list[SubscriptionItem], behavior: str, restarted: bool) -> None:
+def bill_change(ctx: Ctx, sub: Subscription, before: list[SubscriptionItem], behavior: str, restarted: bool,
+                prorate_at: int | None = None) -> None:
     """Bills a change of items as the provider does. A restarted cycle is invoiced at once: the new
     period in full, the old one's unused time credited unless `none`. Otherwise, mid-period:
     `create_prorations` keeps the proration lines for the next invoice, `always_invoice` invoices
-    them (and any kept before) now, `none` bills nothing. A trial is never prorated."""
+    them (and any kept before) now, `none` bills nothing. A trial is never prorated. Prorations are
+    counted from `prorate_at` (the request's `proration_date`), or from now."""
     if sub.status == "trialing":
         return
-    credits = prorations(ctx, before, sub.items) if behavior != "none" else []
+    at = ctx if prorate_at is None else replace(ctx, now=prorate_at)
+    credits = prorations(at, before, sub.items) if behavior != "none" else []
     if restarted:
         lines = [*sub.pending_prorations, *(line for line in credits if line.amount < 0),
                  *(_item_line(ctx, item) for item in sub.items)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from provider_sim.billing import bill_change, end_subscription, new_item, restart_cycle
-from provider_sim.errors import bad_state, missing, no_such
+from provider_sim.errors import bad_state, invalid, missing, no_such
 from provider_sim.events import Ctx, emit, snapshot
 from provider_sim.model import Price, Subscription, SubscriptionItem
 from provider_sim.params import MetadataPatch
@@ -34,6 +34,7 @@ class SubscriptionUpdate:
     cancel_at_period_end: bool | None = None
     metadata: MetadataPatch | None = None
     proration_behavior: str = "create_prorations"  # create_prorations | always_invoice | none
+    proration_date: int | None = None  # the moment prorations are counted from; default: now
 
 
 def recurring_price(ctx: Ctx, price_id: str, param: str) -> Price:
@@ -101,9 +102,20 @@ def _set_cancel_at_period_end(ctx: Ctx, sub: Subscription, flag: bool) -> None:
     sub.cancellation_reason = "cancellation_requested" if flag else None
 
 
+def _check_proration_date(sub: Subscription, proration_date: int | None) -> None:
+    """A proration date must fall within the subscription's current period."""
+    if proration_date is None or not sub.items:
+        return
+    start, end = sub.items[0].current_period_start, sub.items[0].current_period_end
+    if not start <= proration_date <= end:
+        raise invalid("proration_date", f"The proration_date must be within the current billing period "
+                      f"({start} to {end}).")
+
+
 def update_subscription(ctx: Ctx, sub: Subscription, update: SubscriptionUpdate) -> None:
     if not sub.live and (update.items or update.cancel_at_period_end is not None):
         raise bad_state(f"A {sub.status} subscription can only update its cancellation_details and metadata.")
+    _check_proration_date(sub, update.proration_date)
     items = planned_items(ctx, sub, update.items) if update.items else sub.items
     before = snapshot(ctx.state, "subscription", sub.id)
     held = sub.items
@@ -116,7 +128,7 @@ def update_subscription(ctx: Ctx, sub: Subscription, update: SubscriptionUpdate)
         sub.metadata = update.metadata.apply(sub.metadata)
     emit(ctx, "customer.subscription.updated", "subscription", sub.id, before=before)
     if update.items:
-        bill_change(ctx, sub, held, update.proration_behavior, restarted)
+        bill_change(ctx, sub, held, update.proration_behavior, restarted, update.proration_date)
 
 
 def cancel_now(ctx: Ctx, sub: Subscription) -> None:

@@ -197,6 +197,72 @@ class Invoice:
 
 
 @dataclass
+class PaymentIntent:
+    """A payment collected from a customer: for a paid invoice or a paid one-time checkout. The
+    simulator's payments always succeed at once, each with a single charge."""
+
+    id: str
+    amount: int
+    currency: str
+    created: int
+    customer: str | None = None
+    description: str | None = None
+    status: str = "processing"
+    latest_charge: str | None = None
+    invoice: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Charge:
+    id: str
+    amount: int
+    currency: str
+    created: int
+    payment_intent: str
+    customer: str | None = None
+    description: str | None = None
+    invoice: str | None = None
+    amount_refunded: int = 0
+    # The charge's refunds, oldest first.
+    refunds: list[str] = field(default_factory=list)
+
+    @property
+    def refunded(self) -> bool:
+        return self.amount_refunded >= self.amount
+
+    @property
+    def refundable(self) -> int:
+        return self.amount - self.amount_refunded
+
+
+@dataclass
+class Refund:
+    id: str
+    amount: int
+    currency: str
+    created: int
+    charge: str
+    payment_intent: str
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "succeeded"
+
+
+@dataclass
+class InvoicePayment:
+    """How an invoice was paid (the `invoice_payment` object): which payment intent, how much."""
+
+    id: str
+    invoice: str
+    payment_intent: str
+    amount: int
+    currency: str
+    created: int
+    paid_at: int
+
+
+@dataclass
 class Event:
     id: str
     seq: int

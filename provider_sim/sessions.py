@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from provider_sim import billing
+from provider_sim import billing, payments
 from provider_sim.errors import bad_state, invalid
 from provider_sim.events import Ctx, emit
 from provider_sim.model import CheckoutSession, Customer, Price, SessionLine
+from provider_sim.resources.checkout_session import session_total
 from provider_sim.store import find, new_id, new_invoice_prefix, new_session_id
 
 MIN_EXPIRY_S, MAX_EXPIRY_S = 30 * 60, 24 * 3600
@@ -139,7 +140,11 @@ def _complete_payment(ctx: Ctx, session: CheckoutSession, payment: str, email: s
         session.customer = _customer(ctx, session, email).id
     elif not session.customer_email:
         session.customer_email = email
-    session.payment_intent = new_id("pi_")
+    intent = payments.start_payment(ctx, session_total(ctx.state, session), session.currency,
+                                    customer=session.customer, description=None)
+    if payment == "succeeded":
+        payments.succeed(ctx, intent)
+    session.payment_intent = intent.id
     _finish(ctx, session, "paid" if payment == "succeeded" else "unpaid")
 
 
@@ -160,6 +165,11 @@ def async_result(ctx: Ctx, session: CheckoutSession, succeeded: bool) -> None:
         raise bad_state("This Checkout Session has no asynchronous payment awaiting a result.")
     session.awaiting_async_payment = False
     sub = ctx.state.subscriptions.get(session.subscription or "")
+    intent = ctx.state.payment_intents.get(session.payment_intent or "")
+    if intent and succeeded:
+        payments.succeed(ctx, intent)
+    elif intent:
+        intent.status = "requires_payment_method"
     if sub and succeeded:
         billing.settle_incomplete(ctx, sub)
     elif sub:

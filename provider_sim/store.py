@@ -14,13 +14,17 @@ from typing import Any, TypeVar
 
 from provider_sim.errors import no_such
 from provider_sim.model import (
+    Charge,
     CheckoutSession,
     Customer,
     Event,
     Invoice,
+    InvoicePayment,
+    PaymentIntent,
     PortalSession,
     Price,
     Product,
+    Refund,
     Subscription,
     WebhookEndpoint,
 )
@@ -67,6 +71,10 @@ class State:
     portal_sessions: dict[str, PortalSession] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     invoices: dict[str, Invoice] = field(default_factory=dict)
+    payment_intents: dict[str, PaymentIntent] = field(default_factory=dict)
+    charges: dict[str, Charge] = field(default_factory=dict)
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    invoice_payments: dict[str, InvoicePayment] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)
     webhook_endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
     event_seq: int = 0
@@ -84,8 +92,9 @@ class State:
 
 COLLECTIONS: dict[str, type[Any]] = {
     "products": Product, "prices": Price, "customers": Customer, "checkout_sessions": CheckoutSession,
-    "portal_sessions": PortalSession, "subscriptions": Subscription, "invoices": Invoice, "events": Event,
-    "webhook_endpoints": WebhookEndpoint,
+    "portal_sessions": PortalSession, "subscriptions": Subscription, "invoices": Invoice,
+    "payment_intents": PaymentIntent, "charges": Charge, "refunds": Refund, "invoice_payments": InvoicePayment,
+    "events": Event, "webhook_endpoints": WebhookEndpoint,
 }
 
 

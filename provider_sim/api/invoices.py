@@ -4,12 +4,49 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from provider_sim.api.common import listed, newest_first, params_of, respond_expanded, state_of
+from provider_sim.api.common import ctx_of, listed, newest_first, params_of, respond_expanded, state_of
+from provider_sim.api.subscriptions import item_changes
+from provider_sim.billing import PRORATION_BEHAVIORS
+from provider_sim.errors import invalid
+from provider_sim.params import Params
+from provider_sim.preview import PreviewRequest, preview
 from provider_sim.resources.invoice import render_invoice, render_invoice_line
 from provider_sim.store import find
 
 routes = web.RouteTableDef()
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+PREVIEW_IGNORED = ("automatic_tax", "customer_details", "discounts", "issuer", "on_behalf_of", "preview_mode",
+                   "currency")
+
+
+def _preview_request(params: Params) -> PreviewRequest:
+    customer, subscription = params.text("customer"), params.text("subscription")
+    details = params.child("subscription_details")
+    if details is None:
+        return PreviewRequest(customer=customer, subscription=subscription)
+    behavior = details.choice("proration_behavior", PRORATION_BEHAVIORS) or "create_prorations"
+    request = PreviewRequest(
+        customer=customer, subscription=subscription, items=item_changes(details, "subscription_details[items]"),
+        proration_behavior=behavior, proration_date=details.integer("proration_date"),
+        cancel_at_period_end=details.boolean("cancel_at_period_end"), cancel_now=bool(details.boolean("cancel_now")),
+    )
+    if request.cancel_now and request.cancel_at_period_end is not None:
+        raise invalid("subscription_details[cancel_now]", "You may only specify one of these parameters: "
+                      "subscription_details[cancel_now], subscription_details[cancel_at_period_end].")
+    details.ignore("default_tax_rates")
+    return request
+
+
+@routes.post("/v1/invoices/create_preview")
+async def create_preview(request: web.Request) -> web.Response:
+    """The invoice a change would bring; writes nothing and emits nothing."""
+    params, ctx = await params_of(request), ctx_of(request)
+    wanted = _preview_request(params)
+    paths = params.expand()
+    params.ignore(*PREVIEW_IGNORED)
+    params.finish()
+    invoice = preview(ctx, wanted)
+    return respond_expanded(request, render_invoice(ctx.state, invoice), paths)
 
 
 @routes.get("/v1/invoices/{id}")

@@ -15,15 +15,16 @@ from provider_sim.store import find
 routes = web.RouteTableDef()
 STATUSES = ("active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused",
             "trialing", "unpaid")
-UPDATE_IGNORED = ("proration_date", "payment_behavior", "billing_cycle_anchor",
+UPDATE_IGNORED = ("payment_behavior", "billing_cycle_anchor",
                   "default_payment_method", "description", "off_session")
 
 
-def _item_changes(params: Params) -> list[ItemChange]:
+def item_changes(params: Params, prefix: str = "items") -> list[ItemChange]:
+    """`items[n][id|price|quantity|deleted|metadata]`; `prefix` names them in errors."""
     changes = []
     for index, item in enumerate(params.children("items") or []):
         changes.append(ItemChange(
-            param=f"items[{index}]", id=item.text("id"), price=item.text("price"),
+            param=f"{prefix}[{index}]", id=item.text("id"), price=item.text("price"),
             quantity=item.integer("quantity", minimum=1), deleted=bool(item.boolean("deleted")),
             metadata=item.metadata(),
         ))
@@ -60,9 +61,9 @@ async def update(request: web.Request) -> web.Response:
     params, ctx = await params_of(request), ctx_of(request)
     sub = find(ctx.state.subscriptions, request.match_info["id"], "subscription")
     behavior = params.choice("proration_behavior", PRORATION_BEHAVIORS) or "create_prorations"
-    change = SubscriptionUpdate(items=_item_changes(params), metadata=params.metadata(),
+    change = SubscriptionUpdate(items=item_changes(params), metadata=params.metadata(),
                                 cancel_at_period_end=params.boolean("cancel_at_period_end"),
-                                proration_behavior=str(behavior))
+                                proration_behavior=str(behavior), proration_date=params.integer("proration_date"))
     paths = params.expand()
     params.ignore(*UPDATE_IGNORED)
     params.finish()

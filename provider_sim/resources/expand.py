@@ -15,18 +15,27 @@ EXPANDABLE = {
     ("checkout.session", "customer"): "customer",
     ("checkout.session", "invoice"): "invoice",
     ("checkout.session", "subscription"): "subscription",
+    ("checkout.session", "payment_intent"): "payment_intent",
+    ("charge", "customer"): "customer",
+    ("charge", "payment_intent"): "payment_intent",
     ("invoice", "customer"): "customer",
     ("invoice", "subscription"): "subscription",
+    ("invoice_payment", "invoice"): "invoice",
     ("item", "price"): "price",
+    ("payment_intent", "customer"): "customer",
+    ("payment_intent", "latest_charge"): "charge",
     ("price", "product"): "product",
     ("product", "default_price"): "price",
+    ("refund", "charge"): "charge",
+    ("refund", "payment_intent"): "payment_intent",
     ("subscription", "customer"): "customer",
     ("subscription", "latest_invoice"): "invoice",
     ("subscription_item", "price"): "price",
     ("plan", "product"): "product",
 }
 # Fields absent unless expanded, rendered from the object's own id.
-INCLUDABLE = {("checkout.session", "line_items"): "checkout.session.line_items"}
+INCLUDABLE = {("checkout.session", "line_items"): "checkout.session.line_items",
+              ("charge", "refunds"): "charge.refunds", ("invoice", "payments"): "invoice.payments"}
 
 
 def cannot(path: str) -> StripeError:

@@ -2,8 +2,9 @@
 
 Current shape: a line names its price in `pricing.price_details` and its subscription item in
 `parent.subscription_item_details`; the invoice names its subscription in
-`parent.subscription_details`. Legacy shape: `price`, `plan`, `subscription_item` and `type` on the
-line, and `paid` on the invoice."""
+`parent.subscription_details`, and its payments are `invoice_payment` objects (`expand[]=payments`).
+Legacy shape: `price`, `plan`, `subscription_item` and `type` on the line, and `paid`,
+`payment_intent` and `charge` on the invoice."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ def render_invoice(state: State, invoice: Invoice, shape: Shape = Shape.CURRENT)
         rendered["parent"] = {"quote_details": None, "subscription_details": details,
                               "type": "subscription_details" if details else None}
     else:
+        payment = next((p for p in state.invoice_payments.values() if p.invoice == invoice.id), None)
+        intent = state.payment_intents.get(payment.payment_intent) if payment else None
         rendered["paid"] = paid
+        rendered["payment_intent"] = intent.id if intent else None
+        rendered["charge"] = intent.latest_charge if intent else None
         rendered["subscription_details"] = {"metadata": dict(invoice.subscription_metadata)}
     return rendered

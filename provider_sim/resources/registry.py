@@ -9,6 +9,14 @@ from provider_sim.resources.checkout_session import render_checkout_session, ren
 from provider_sim.resources.customer import render_customer
 from provider_sim.resources.invoice import render_invoice
 from provider_sim.resources.lists import list_object
+from provider_sim.resources.payment import (
+    render_charge,
+    render_charge_refunds,
+    render_invoice_payment,
+    render_invoice_payments,
+    render_payment_intent,
+    render_refund,
+)
 from provider_sim.resources.price import render_price
 from provider_sim.resources.product import render_product
 from provider_sim.resources.subscription import render_subscription
@@ -48,9 +56,35 @@ def _session_lines(state: State, object_id: str, _: Shape) -> Json:
     return list_object(lines, f"/v1/checkout/sessions/{object_id}/line_items")
 
 
+def _payment_intent(state: State, object_id: str, shape: Shape) -> Json:
+    return render_payment_intent(find(state.payment_intents, object_id, "payment_intent"), shape)
+
+
+def _charge(state: State, object_id: str, shape: Shape) -> Json:
+    return render_charge(find(state.charges, object_id, "charge"), shape)
+
+
+def _charge_refunds(state: State, object_id: str, _: Shape) -> Json:
+    return render_charge_refunds(state, find(state.charges, object_id, "charge"))
+
+
+def _refund(state: State, object_id: str, _: Shape) -> Json:
+    return render_refund(find(state.refunds, object_id, "refund"))
+
+
+def _invoice_payment(state: State, object_id: str, _: Shape) -> Json:
+    return render_invoice_payment(find(state.invoice_payments, object_id, "invoice_payment"))
+
+
+def _invoice_payments(state: State, object_id: str, _: Shape) -> Json:
+    return render_invoice_payments(state, object_id)
+
+
 RENDERERS: dict[str, Renderer] = {
     "product": _product, "price": _price, "customer": _customer, "subscription": _subscription,
     "invoice": _invoice, "checkout.session": _session, "checkout.session.line_items": _session_lines,
+    "payment_intent": _payment_intent, "charge": _charge, "charge.refunds": _charge_refunds, "refund": _refund,
+    "invoice_payment": _invoice_payment, "invoice.payments": _invoice_payments,
 }
 
 
