@@ -188,9 +188,7 @@ async def test_the_http_preview_answers_json_and_refuses_a_malformed_request(sta
     assert (status, answer["error"]["code"]) == (404, "not_found")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the simulator's POST /v1/invoices/create_preview, which is being "
-                                       "added to the simulator in parallel; remove this mark once it has landed")
-async def test_an_upgrade_preview_over_http_carries_the_providers_invoice_preview(stack: Stack) -> None:
+async def test_previews_over_http_carry_the_providers_invoice_preview(stack: Stack) -> None:
     account = f"acct_preview_{next(_accounts)}"
     await checkout(stack, account, [("starter_monthly", 1)])
     [sub] = (await stack.entitlements(account, at_provider_now=True)).subscriptions
@@ -203,3 +201,9 @@ async def test_an_upgrade_preview_over_http_carries_the_providers_invoice_previe
     assert invoice["currency"] == "usd"
     prorations = [line for line in invoice["lines"] if line["proration"]]
     assert sorted(int(line["amount"]) > 0 for line in prorations) == [False, True]  # starter credited, pro charged
+    status, answer = await preview_http(stack, {"account_id": account, "items": [
+        {"price": "team_seats_monthly", "quantity": 3}]})
+    assert status == 200, answer
+    [line] = answer["invoice"]["lines"]
+    assert (line["quantity"], line["proration"]) == ("3", False)
+    assert int(answer["invoice"]["amount_due"]) == int(line["amount"]) > 0
