@@ -43,6 +43,7 @@ class Provider(Protocol):
     async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj: ...
     async def list_events(self, created_gte: int | None, created_lt: int | None, starting_after: str | None
                           ) -> Obj: ...
+    async def preview_invoice(self, params: Obj) -> Obj: ...
 
 
 def _plain(obj: Any) -> Obj:
@@ -174,3 +175,8 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         return await self._call(self._v1.events.list_async, params=params)
+
+    async def preview_invoice(self, params: Obj) -> Obj:
+        """The provider's invoice preview (`invoices.create_preview`): what a new subscription or a
+        change to one (`subscription_details`) would invoice. Writes nothing at the provider."""
+        return await self._call(self._v1.invoices.create_preview_async, params=params)

@@ -39,6 +39,7 @@ from entitlement_service.domain.provider import (
     ProviderObject,
     SubscriptionSnapshot,
 )
+from entitlement_service.service.preview import Change, PreviewRequest
 from entitlement_service.service.purchases import NewPurchase
 from entitlement_service.service.reconciliation import ProviderAccount, Reconciliation
 from entitlement_service.service.replay import ReplaySelection
@@ -353,3 +354,26 @@ def unreadable_selection(r: pb.ReplayUnreadableEventsRequest) -> ReplaySelection
         provider_event_ids=tuple(required(i, f"provider_event_ids[{n}]") for n, i in enumerate(r.provider_event_ids)),
         reason=UNREADABLE, limit=min(r.limit or 100, 1000),
         renormalized=tuple(provider_event(e, f"renormalized[{n}]") for n, e in enumerate(r.renormalized)))
+
+
+def preview_request(r: pb.PreviewPurchaseRequest) -> PreviewRequest:
+    """Exactly one of `items` and `change`; a change names its subscription and one action."""
+    account_id = required(r.account_id, "account_id")
+    as_of = time_or_none(r, "as_of")
+    selection = r.WhichOneof("selection")
+    if selection == "items":
+        return PreviewRequest(account_id, items=items(r.items.items), as_of=as_of)
+    if selection != "change":
+        raise InvalidRequest("one of items and change is required")
+    c = r.change
+    subscription_id = required(c.subscription_id, "change.subscription_id")
+    action = c.WhichOneof("action")
+    if action == "items":
+        change = Change(subscription_id, items=items(c.items.items, "change.items"))
+    elif action == "cancel_at_period_end" and c.cancel_at_period_end:
+        change = Change(subscription_id, cancel_at_period_end=True)
+    elif action == "cancel_now" and c.cancel_now:
+        change = Change(subscription_id, cancel_now=True)
+    else:
+        raise InvalidRequest("change needs one of items, cancel_at_period_end = true and cancel_now = true")
+    return PreviewRequest(account_id, change=change, as_of=as_of)

@@ -22,7 +22,7 @@ from entitlement_service.domain.conflict_actions import ActionState, cancel_key,
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.domain.provider import UNREADABLE
-from entitlement_service.domain.purchasability import PriceChoice, Validation
+from entitlement_service.domain.purchasability import PriceChoice, Problem, Validation
 from entitlement_service.domain.records import (
     AuditEntry,
     ConflictActionRecord,
@@ -32,6 +32,7 @@ from entitlement_service.domain.records import (
     MismatchRecord,
 )
 from entitlement_service.service.catalog import CatalogListing, EntryResult
+from entitlement_service.service.preview import Preview
 from entitlement_service.service.purchases import PurchaseView
 from entitlement_service.service.reads import EntitlementsView, Explanation, SubscriptionView
 from entitlement_service.service.replay import Replayed
@@ -225,14 +226,33 @@ def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     )
 
 
+def problem(p: Problem) -> pb.PurchaseProblem:
+    return pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
+
+
+def preview(p: Preview) -> pb.PreviewPurchaseResponse:
+    c, config = p.changes, p.entitlements.config
+    return pb.PreviewPurchaseResponse(
+        entitlements=entitlements(p.entitlements), problems=[problem(x) for x in p.problems],
+        changes=pb.EntitlementChanges(
+            gates_gained=c.gates_gained, gates_lost=c.gates_lost,
+            plans_added=[assignment(a, config) for a in c.plans_added],
+            plans_removed=[assignment(a, config) for a in c.plans_removed],
+            plans_changed=[assignment(a, config) for a in c.plans_changed],
+            bindings_added=[binding(b, config) for b in c.bindings_added],
+            bindings_removed=[binding(b, config) for b in c.bindings_removed],
+            funding_added=[issued(f) for f in c.funding_added],
+            gate_bundle_before=c.gate_bundle_before or "", gate_bundle_after=c.gate_bundle_after or ""),
+    )
+
+
 def validation(v: Validation, provider_customer_id: str | None) -> pb.ValidatePurchaseResponse:
     return pb.ValidatePurchaseResponse(
         ok=v.ok, subscription_group=v.subscription_group or "",
         mode=MODES[v.mode] if v.mode else pb.PURCHASE_MODE_UNSPECIFIED,
         items=[pb.ResolvedItem(price=ref, price_id=r.price_id, lookup_key=r.price.lookup_key or "", quantity=n)
                for ref, r, n in v.items],
-        problems=[pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
-                  for p in v.problems],
+        problems=[problem(p) for p in v.problems],
         conflicting_subscription_ids=list(v.conflicting_subscription_ids),
         provider_customer_id=provider_customer_id or "",
     )

@@ -17,6 +17,7 @@ from entitlement_service.service import (
     conflict_actions,
     event_accounts,
     events,
+    preview,
     purchases,
     reads,
     reconciliation,
@@ -74,6 +75,10 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
             reply.open_purchase.CopyFrom(out.purchase(checked.open_purchase))
             reply.open_purchase_same_selection = checked.same_selection
         return reply
+
+    async def PreviewPurchase(self, request: pb.PreviewPurchaseRequest,
+                              context: Context) -> pb.PreviewPurchaseResponse:
+        return out.preview(await preview.preview_purchase(self.deps, cin.preview_request(request)))
 
     async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
                                context: Context) -> pb.RegisterPurchaseResponse:

@@ -14,10 +14,9 @@ from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
 from entitlement_service.domain.conflict_actions import ActionState, live_duplicates
 from entitlement_service.domain.findings import derivation_findings, derivation_resolutions, duplicate_findings
-from entitlement_service.domain.funding import invoice_issues
 from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.partial import check_exact, joined, joined_items
-from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
+from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent
 from entitlement_service.domain.purchases import settle, subscription_outcome
 from entitlement_service.domain.records import (
     AccountAssignment,
@@ -100,18 +99,14 @@ class Rebuild:
         """True when anything the account is entitled to, or any of its rows, changed; the account
         then moves to a new revision when the writes are flushed. Raises PartialHistory, having
         written nothing, when the history read from an instant on cannot derive it exactly."""
-        subscriptions: dict[str, list[SubscriptionSnapshot]] = {}
-        invoices: list[InvoiceSnapshot] = []
         summaries: list[HistoryEntry] = []
+        objects = []
         for stored in self.stored.history:
             event = self.decoded.get(stored) or self.deps.decode_event(stored)
             if stored in self.stored.unsummarized:
                 summaries.append(HistoryEntry.of(event, self.account_id))
-            obj = event.object
-            if isinstance(obj, SubscriptionSnapshot):
-                subscriptions.setdefault(obj.subscription_id, []).append(obj)
-            elif isinstance(obj, InvoiceSnapshot):
-                invoices.append(obj)
+            objects.append(event.object)
+        subscriptions, invoices = account_rules.history_of(objects)
         config = self.catalog.config
         since, earlier = self.stored.since, self.stored.earlier
         state = account_rules.rebuild(subscriptions, self.catalog.book, config, earlier, since)
@@ -204,9 +199,8 @@ class Rebuild:
 
     def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
                  programs: Mapping[str, GrantProgram]) -> bool:
-        known = [d.latest.subscription_id for d in state.subscriptions]
-        issues = invoice_issues(invoices, self.catalog.book, programs, known, state.lost, self.stored.issued,
-                                self.stored.since)
+        issues = account_rules.funding(state, invoices, self.catalog.book, programs, self.stored.issued,
+                                       self.stored.since)
         for issue in issues:
             self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
             self.note("issued_grant", issue.issue_key, "insert",

@@ -132,3 +132,7 @@ class FakeProvider(Provider):
         found = [e for e in self.events if (created_gte is None or e["created"] >= created_gte)
                  and (created_lt is None or e["created"] < created_lt)]
         return {"object": "list", "data": found, "has_more": False}
+
+    async def preview_invoice(self, params: Obj) -> Obj:
+        self._check("preview_invoice")
+        raise ProviderError("No upcoming invoices for customer", 404, "invoice_upcoming_none")

@@ -4366,3 +4366,330 @@ class RecordConflictActionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordConflictActionResponse: _TypeAlias = RecordConflictActionResponse  # noqa: Y015
+
+@_typing.final
+class PurchaseItems(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Previews
+
+    A selection of items, as ValidatePurchase takes them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
+        """Each line: a price id or lookup key and a quantity."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___PurchaseItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseItems: _TypeAlias = PurchaseItems  # noqa: Y015
+
+@_typing.final
+class SubscriptionChange(_message.Message):
+    """A change to one of the account's subscriptions; exactly one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CANCEL_NOW_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """Required: the provider subscription to change; it must belong to the account."""
+    cancel_at_period_end: _builtins.bool
+    """True: the subscription ends at the end of its current period."""
+    cancel_now: _builtins.bool
+    """True: the subscription ends at `as_of`."""
+    @_builtins.property
+    def items(self) -> Global___PurchaseItems:
+        """The subscription's items after the change (recurring prices with their quantities): a price
+        it holds keeps its item, a new price takes the place of one it no longer lists.
+        """
+
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        items: Global___PurchaseItems | None = ...,
+        cancel_at_period_end: _builtins.bool = ...,
+        cancel_now: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_at_period_end", b"cancel_at_period_end", "cancel_now", b"cancel_now", "items", b"items"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_at_period_end", b"cancel_at_period_end", "cancel_now", b"cancel_now", "items", b"items", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["items", "cancel_at_period_end", "cancel_now"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___SubscriptionChange: _TypeAlias = SubscriptionChange  # noqa: Y015
+
+@_typing.final
+class PreviewPurchaseRequest(_message.Message):
+    """Asks what a purchase or a change would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required: the product's account id."""
+    @_builtins.property
+    def items(self) -> Global___PurchaseItems:
+        """A new purchase of these items."""
+
+    @_builtins.property
+    def change(self) -> Global___SubscriptionChange:
+        """A change to one of the account's subscriptions."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Optional: the instant the purchase or change is made and the entitlements are computed for;
+        now when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        items: Global___PurchaseItems | None = ...,
+        change: Global___SubscriptionChange | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "change", b"change", "items", b"items", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of", "change", b"change", "items", b"items", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["items", "change"]  # noqa: Y015
+    _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selection) -> _WhichOneofReturnType_selection | None: ...
+
+Global___PreviewPurchaseRequest: _TypeAlias = PreviewPurchaseRequest  # noqa: Y015
+
+@_typing.final
+class EntitlementChanges(_message.Message):
+    """What changes against the entitlements held at `as_of`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATES_GAINED_FIELD_NUMBER: _builtins.int
+    GATES_LOST_FIELD_NUMBER: _builtins.int
+    PLANS_ADDED_FIELD_NUMBER: _builtins.int
+    PLANS_REMOVED_FIELD_NUMBER: _builtins.int
+    PLANS_CHANGED_FIELD_NUMBER: _builtins.int
+    BINDINGS_ADDED_FIELD_NUMBER: _builtins.int
+    BINDINGS_REMOVED_FIELD_NUMBER: _builtins.int
+    FUNDING_ADDED_FIELD_NUMBER: _builtins.int
+    GATE_BUNDLE_BEFORE_FIELD_NUMBER: _builtins.int
+    GATE_BUNDLE_AFTER_FIELD_NUMBER: _builtins.int
+    gate_bundle_before: _builtins.str
+    """The gate bundle before; empty when none."""
+    gate_bundle_after: _builtins.str
+    """The gate bundle after; empty when none."""
+    @_builtins.property
+    def gates_gained(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Gates the account would gain, sorted."""
+
+    @_builtins.property
+    def gates_lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Gates the account would lose, sorted."""
+
+    @_builtins.property
+    def plans_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments in force at `as_of` after, not before."""
+
+    @_builtins.property
+    def plans_removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments in force at `as_of` before, not after."""
+
+    @_builtins.property
+    def plans_changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments of the same subscription, price and plan in force before and after whose
+        window or conflict differs: as they would be.
+        """
+
+    @_builtins.property
+    def bindings_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """Grant bindings in force at `as_of` after, not before."""
+
+    @_builtins.property
+    def bindings_removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """Grant bindings in force at `as_of` before, not after."""
+
+    @_builtins.property
+    def funding_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]:
+        """Funding that would be issued at or before `as_of` and is not issued yet."""
+
+    def __init__(
+        self,
+        *,
+        gates_gained: _abc.Iterable[_builtins.str] | None = ...,
+        gates_lost: _abc.Iterable[_builtins.str] | None = ...,
+        plans_added: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        plans_removed: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        plans_changed: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        bindings_added: _abc.Iterable[Global___GrantBinding] | None = ...,
+        bindings_removed: _abc.Iterable[Global___GrantBinding] | None = ...,
+        funding_added: _abc.Iterable[Global___IssuedGrant] | None = ...,
+        gate_bundle_before: _builtins.str = ...,
+        gate_bundle_after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings_added", b"bindings_added", "bindings_removed", b"bindings_removed", "funding_added", b"funding_added", "gate_bundle_after", b"gate_bundle_after", "gate_bundle_before", b"gate_bundle_before", "gates_gained", b"gates_gained", "gates_lost", b"gates_lost", "plans_added", b"plans_added", "plans_changed", b"plans_changed", "plans_removed", b"plans_removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntitlementChanges: _TypeAlias = EntitlementChanges  # noqa: Y015
+
+@_typing.final
+class InvoicePreviewLine(_message.Message):
+    """One line of the provider's invoice preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PRORATION_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    """The provider's description of the line."""
+    amount: _builtins.int
+    """What the line charges in the currency's smallest unit; negative for a credit."""
+    proration: _builtins.bool
+    """True for a proration: the part of a period charged or credited because of the change."""
+    price_id: _builtins.str
+    """The price billed; empty when the line names none."""
+    quantity: _builtins.int
+    """How many."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period the line is for."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the period the line is for."""
+
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        proration: _builtins.bool = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        price_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "period_end", b"period_end", "period_start", b"period_start", "price_id", b"price_id", "proration", b"proration", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePreviewLine: _TypeAlias = InvoicePreviewLine  # noqa: Y015
+
+@_typing.final
+class InvoicePreview(_message.Message):
+    """What the provider would invoice now for the purchase or change (its invoice preview)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_DUE_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """Three lowercase letters, for example "usd"."""
+    amount_due: _builtins.int
+    """What the customer would be charged now, in the currency's smallest unit."""
+    subtotal: _builtins.int
+    """The lines' sum before discounts and taxes."""
+    total: _builtins.int
+    """The total after discounts and taxes."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoicePreviewLine]:
+        """The invoice's lines, as the provider lists them."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        amount_due: _builtins.int = ...,
+        subtotal: _builtins.int = ...,
+        total: _builtins.int = ...,
+        lines: _abc.Iterable[Global___InvoicePreviewLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "currency", b"currency", "lines", b"lines", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePreview: _TypeAlias = InvoicePreview  # noqa: Y015
+
+@_typing.final
+class PreviewPurchaseResponse(_message.Message):
+    """What a purchase or change would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entitlements(self) -> Global___Entitlements:
+        """The entitlements the account would have at `as_of` (revision: the account's current one).
+        Subscriptions, invoices and checkouts the purchase would create are named `sub_preview`,
+        `in_preview` and `cs_preview`.
+        """
+
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseProblem]:
+        """What ValidatePurchase would report for the items (for a change, for its new items, the
+        subscription changed not counting as holding its group); empty when they can be bought.
+        """
+
+    @_builtins.property
+    def changes(self) -> Global___EntitlementChanges:
+        """What changes against the entitlements held at `as_of`."""
+
+    @_builtins.property
+    def invoice(self) -> Global___InvoicePreview:
+        """The provider's invoice preview; unset from the entitlement service, filled by the checkout
+        service when the provider can preview the purchase or change.
+        """
+
+    def __init__(
+        self,
+        *,
+        entitlements: Global___Entitlements | None = ...,
+        problems: _abc.Iterable[Global___PurchaseProblem] | None = ...,
+        changes: Global___EntitlementChanges | None = ...,
+        invoice: Global___InvoicePreview | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "entitlements", b"entitlements", "invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "entitlements", b"entitlements", "invoice", b"invoice", "problems", b"problems"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewPurchaseResponse: _TypeAlias = PreviewPurchaseResponse  # noqa: Y015

@@ -156,6 +156,11 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.FromString,
                 _registered_method=True)
+        self.PreviewPurchase = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/PreviewPurchase',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.FromString,
+                _registered_method=True)
 
 
 class EntitlementServiceServicer:
@@ -470,6 +475,26 @@ class EntitlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewPurchase(self, request, context):
+        """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+        the entitlements the account would have at `as_of` (default now), derived by the same rules as
+        the provider's events once they arrive, the problems ValidatePurchase would report for the
+        items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+        purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+        its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+        items keep the current period unless the billing interval changes, with prorations left for
+        the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+        here: the checkout service fills it from the provider. Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+        names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+        change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+        subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntitlementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -577,6 +602,11 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.RecordConflictAction,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.SerializeToString,
+            ),
+            'PreviewPurchase': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewPurchase,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1163,6 +1193,33 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/RecordConflictAction',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewPurchase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/PreviewPurchase',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -266,6 +266,22 @@ class EntitlementServiceStub:
     UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
+    PreviewPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.PreviewPurchaseRequest, _entitlement_pb2.PreviewPurchaseResponse]
+    """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+    the entitlements the account would have at `as_of` (default now), derived by the same rules as
+    the provider's events once they arrive, the problems ValidatePurchase would report for the
+    items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+    purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+    its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+    items keep the current period unless the billing interval changes, with prorations left for
+    the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+    here: the checkout service fills it from the provider. Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+    names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+    change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+    subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
@@ -496,6 +512,22 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
     UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    PreviewPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.PreviewPurchaseRequest, _entitlement_pb2.PreviewPurchaseResponse]  # type: ignore[assignment]
+    """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+    the entitlements the account would have at `as_of` (default now), derived by the same rules as
+    the provider's events once they arrive, the problems ValidatePurchase would report for the
+    items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+    purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+    its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+    items keep the current period unless the billing interval changes, with prorations left for
+    the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+    here: the checkout service fills it from the provider. Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+    names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+    change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+    subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -850,6 +882,28 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
         UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
         RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewPurchase(
+        self,
+        request: _entitlement_pb2.PreviewPurchaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.PreviewPurchaseResponse, _abc.Awaitable[_entitlement_pb2.PreviewPurchaseResponse]]:
+        """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+        the entitlements the account would have at `as_of` (default now), derived by the same rules as
+        the provider's events once they arrive, the problems ValidatePurchase would report for the
+        items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+        purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+        its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+        items keep the current period unless the billing interval changes, with prorations left for
+        the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+        here: the checkout service fills it from the provider. Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+        names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+        change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+        subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
