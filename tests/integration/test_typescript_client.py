@@ -3,8 +3,10 @@ real socket, through a TCP relay the test can cut.
 
 The client's packages are installed with `npm ci` once per lock file (a stamp in node_modules keeps
 the lock file's hash), its code is generated from the protos by `npm run generate` and compiled by
-`tsc` with the strict settings of its tsconfig (a type error fails the test), then its test script,
-clients/typescript/test/live.ts, runs step by step while this test commits changes between steps."""
+`tsc` with the strict settings of its tsconfig (a type error fails the test). Its cache rules are
+checked against reference models (clients/typescript/test/rules.test.ts, `node --test`); then its
+script clients/typescript/test/live.ts runs step by step against the service while this test
+commits changes and cuts the connection between steps."""
 
 from __future__ import annotations
 
@@ -67,6 +69,16 @@ def compiled_client() -> Path:
     _run(npm, "run", "--silent", "generate", timeout_s=120)
     _run(node, str(PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"), "-p", str(PACKAGE), timeout_s=180)
     return PACKAGE / "dist" / "test" / "live.js"
+
+
+def test_the_typescript_client_cache_rules_hold_against_their_reference_models(compiled_client: Path) -> None:
+    node, _ = _node_tools()
+    rules = compiled_client.parent / "rules.test.js"
+    done = subprocess.run([node, "--test", str(rules)], cwd=PACKAGE, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, f"{rules} failed:\n{done.stdout}\n{done.stderr}"
+    assert re.search(r"^# pass [1-9]", done.stdout, re.MULTILINE), done.stdout  # the tests ran
+    assert re.search(r"^# fail 0$", done.stdout, re.MULTILINE), done.stdout
 
 
 class Script:

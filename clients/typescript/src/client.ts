@@ -103,6 +103,18 @@ export function sameEntitlements(a: Entitlements, b: Entitlements): boolean {
   return equals(EntitlementsSchema, left, right);
 }
 
+/** Whether a stream message replaces the state held and goes to watchers: always when nothing is
+ * held; never when its revision is lower (a read through a replica further behind) or when it holds
+ * the same as the state held (the first message after a reconnect with nothing changed meanwhile). */
+export function admits(held: Entitlements | undefined, incoming: Entitlements): boolean {
+  return held === undefined || (incoming.revision >= held.revision && !sameEntitlements(held, incoming));
+}
+
+/** Whether a cached state may answer: its stream is live, or was lost at most `maxStalenessMs` ago. */
+export function isFresh(live: boolean, lostAt: number, now: number, maxStalenessMs: number): boolean {
+  return live || now - lostAt <= maxStalenessMs;
+}
+
 /** A queue of one watcher's messages, read by `watch`. */
 class Inbox {
   private readonly queue: Entitlements[] = [];
@@ -168,7 +180,7 @@ class Account {
     if (this.state === undefined) {
       return undefined;
     }
-    return this.live || now - this.lostAt <= maxStalenessMs ? this.state : undefined;
+    return isFresh(this.live, this.lostAt, now, maxStalenessMs) ? this.state : undefined;
   }
 
   /** Resolves once the first message arrives, the stream ends or is closed, or `timeoutMs` passes. */
@@ -410,8 +422,7 @@ export class EntitlementsClient {
    * only proves the stream live, anything else replaces the state and goes to every watcher. */
   private receive(account: Account, entitlements: Entitlements): void {
     account.live = true;
-    const held = account.state;
-    if (held !== undefined && (entitlements.revision < held.revision || sameEntitlements(held, entitlements))) {
+    if (!admits(account.state, entitlements)) {
       return;
     }
     account.state = entitlements;
