@@ -7,6 +7,7 @@ replica repeats the same call and gets the same cancellation and the same refund
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -80,3 +81,30 @@ async def carry_out_all(deps: Deps, actions: list[pb.ConflictAction]) -> int:
         except (CheckoutError, ProviderError) as exc:
             log.warning("conflict_action_failed", subscription_id=action.subscription_id, error=str(exc))
     return done
+
+
+class PromptActions:
+    """Conflict actions carried out as soon as an applied event says its account holds one
+    (`EventResult.conflict_action`), instead of at the reconciler's next run (which still carries
+    out any this misses). One run per account at a time, off the webhook's answer: a run reads the
+    account's actions not carried out yet and carries out each; a second event for the account
+    while one runs is covered by that run or the reconciler's next."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def act(self, account_id: str) -> None:
+        if account_id and account_id not in self._running:
+            task = asyncio.create_task(self._act(account_id))
+            self._running[account_id] = task
+            task.add_done_callback(lambda _: self._running.pop(account_id, None))
+
+    async def _act(self, account_id: str) -> None:
+        try:
+            state = await entitlement_call(self._deps.entitlement.GetReconcileState,
+                                           pb.GetReconcileStateRequest(account_id=account_id))
+            await carry_out_all(self._deps, [a for a in state.conflict_actions if a.account_id == account_id])
+        except CheckoutError as exc:
+            log.warning("conflict_actions_deferred", account_id=account_id, error=str(exc),
+                        retry="the reconciler's next run")

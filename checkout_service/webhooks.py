@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from checkout_service.conflict_actions import PromptActions
 from checkout_service.errors import BadWebhook, InvalidRequest, Unavailable
 from checkout_service.event_batches import EventBatcher
 from checkout_service.service import Deps, entitlement_call
@@ -60,9 +61,11 @@ class WebhookDeps:
     customers: BoundedCache
     now: Callable[[], float] = time.time
     batcher: EventBatcher = field(init=False)
+    conflicts: PromptActions = field(init=False)
 
     def __post_init__(self) -> None:
         self.batcher = EventBatcher(self._apply_events)
+        self.conflicts = PromptActions(self.deps)
 
     async def _apply_events(self, events: Sequence[pb.ProviderEvent]) -> Sequence[pb.EventResult]:
         reply = await entitlement_call(self.deps.entitlement.ApplyProviderEvents,
@@ -139,6 +142,8 @@ async def forward(w: WebhookDeps, event: Any, raw: bytes) -> Accepted:
         if normalized.unreadable_reason:
             raise
         result = await w.batcher.apply(_unreadable(event, raw, exc))
+    if result.conflict_action:
+        w.conflicts.act(result.account_id)
     outcome = pb.EventOutcome.Name(result.outcome).removeprefix("EVENT_OUTCOME_").lower()
     return Accepted(result.provider_event_id, normalized.type, outcome, result.reason, result.account_id)
 

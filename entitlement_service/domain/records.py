@@ -158,6 +158,8 @@ class EventResult:
     account_id: str | None = None
     # Arrived after a later state of its subscription was held (out of order), whatever the outcome.
     late: bool = False
+    # With it applied, the account holds the loser of a `cancel_and_refund` group (conflict_actions).
+    conflict_action: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,7 @@ def explanation(e: Explanation, config: CatalogConfig) -> pb.Explanation:
 
 def event_result(r: EventResult) -> pb.EventResult:
     return pb.EventResult(provider_event_id=r.provider_event_id, outcome=OUTCOMES[r.outcome], reason=r.reason,
-                          account_id=r.account_id or "")
+                          account_id=r.account_id or "", conflict_action=r.conflict_action)
 
 
 def replayed(r: Replayed) -> pb.ReplayedEvent:

@@ -245,7 +245,8 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
             stale = policy.stale_reason(e.object, held)
         late = policy.arrived_late(e, held_at_insert.get(e.provider_event_id))
         results[e.provider_event_id] = EventResult(e.provider_event_id, Outcome.STALE if stale else Outcome.APPLIED,
-                                                   stale or "", account, late)
+                                                   stale or "", account, late,
+                                                   any(a.account_id == account for a in writes.conflict_actions))
     return results
 
 

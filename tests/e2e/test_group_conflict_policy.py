@@ -117,3 +117,28 @@ async def test_cancel_and_refund_cancels_and_refunds_the_loser_once_and_the_winn
     ent = await stack.entitlements("acct_refund")
     assert [(p.billing_plan_code, p.conflict) for p in ent.plans if not p.HasField("effective_until")] == [
         ("pro", False)]
+
+
+async def test_cancel_and_refund_is_carried_out_once_the_losing_event_is_applied_without_a_reconciler_run(
+    stack: Stack, tmp_path: Path,
+) -> None:
+    await apply_policy(stack, tmp_path, "cancel_and_refund")  # the reconciler is off (RECONCILE_INTERVAL_S=0)
+    starter = await duplicate_race(stack, "acct_prompt")
+
+    async def refunded() -> pb.TracePurchaseResponse | None:
+        trace = await stack.stub(Role.SUPPORT).TracePurchase(pb.TracePurchaseRequest(purchase_id=starter.purchase_id))
+        return trace if any(a.state == pb.CONFLICT_ACTION_STATE_REFUNDED for a in trace.conflict_actions) else None
+
+    trace = await eventually(refunded, timeout_s=20, what="the loser refunded from its own event, no reconciler run")
+    [action] = trace.conflict_actions
+    provider = stack.provider()
+    try:
+        loser = await provider.retrieve_subscription(starter.subscription_id)
+    finally:
+        await provider.close()
+    assert loser["status"] == "canceled"
+    async with stack.http.get(f"{stack.sim}/v1/refunds", params={"limit": "100"},
+                              headers={"Authorization": f"Bearer {stack.env['STRIPE_API_KEY']}"}) as response:
+        refunds = (await response.json())["data"]
+    assert [r["id"] for r in refunds if r["metadata"].get("subscription_id") == starter.subscription_id] == [
+        action.refund_id]

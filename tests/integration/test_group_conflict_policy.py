@@ -46,9 +46,11 @@ async def refunding(database_url: str) -> AsyncIterator[Client]:
     await stop_service(client)
 
 
-async def two_live(service: Client) -> None:
-    await service.apply(subscription_event("evt_pro", "sub_pro", T0, items=[("pro_monthly", 1)]))
-    await service.apply(subscription_event("evt_starter", "sub_starter", T0 + MINUTE, items=[("starter_monthly", 1)]))
+async def two_live(service: Client) -> list[pb.EventResult]:
+    """Applies the two subscriptions' events; answers their results in order."""
+    return [*await service.apply(subscription_event("evt_pro", "sub_pro", T0, items=[("pro_monthly", 1)])),
+            *await service.apply(subscription_event("evt_starter", "sub_starter", T0 + MINUTE,
+                                                    items=[("starter_monthly", 1)]))]
 
 
 def conflicts_counted(policy: str) -> float:
@@ -62,7 +64,7 @@ async def duplicates(service: Client, include_closed: bool = False) -> list[pb.M
 
 async def test_flag_opens_a_mismatch_naming_both_and_closes_it_when_one_ends(flagging: Client) -> None:
     counted = conflicts_counted("flag")
-    await two_live(flagging)
+    assert [r.conflict_action for r in await two_live(flagging)] == [False, False]  # nothing to carry out
     await flagging.apply(subscription_event("evt_starter_again", "sub_starter", T0 + MINUTE + MINUTE / 2,
                                             items=[("starter_monthly", 1)]))  # the loser derived again
     assert conflicts_counted("flag") == counted + 1  # counted once, when its mismatch opened
@@ -84,7 +86,8 @@ async def test_flag_opens_a_mismatch_naming_both_and_closes_it_when_one_ends(fla
 async def test_cancel_and_refund_decides_one_action_for_the_loser_whatever_is_delivered_again(
     refunding: Client,
 ) -> None:
-    await two_live(refunding)
+    # The loser's event tells the checkout service there is an action to carry out now.
+    assert [r.conflict_action for r in await two_live(refunding)] == [False, True]
     await refunding.apply(subscription_event("evt_starter", "sub_starter", T0 + MINUTE,
                                              items=[("starter_monthly", 1)]))  # a duplicate delivery
     await refunding.apply(subscription_event("evt_starter_2", "sub_starter", T0 + 3 * MINUTE,

@@ -3096,6 +3096,7 @@ class EventResult(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CONFLICT_ACTION_FIELD_NUMBER: _builtins.int
     provider_event_id: _builtins.str
     """The event, as in the request."""
     outcome: Global___EventOutcome.ValueType
@@ -3108,6 +3109,12 @@ class EventResult(_message.Message):
     """The account the event was applied to; empty for duplicate, ignored and rejected events and
     for products and prices.
     """
+    conflict_action: _builtins.bool
+    """True when, with this event applied, the account holds the losing subscription of a
+    `cancel_and_refund` group: its conflict action (decided now or before, perhaps already
+    carried out) is for the checkout service to carry out at once rather than at its reconciler's
+    next run.
+    """
     def __init__(
         self,
         *,
@@ -3115,10 +3122,11 @@ class EventResult(_message.Message):
         outcome: Global___EventOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         account_id: _builtins.str = ...,
+        conflict_action: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "outcome", b"outcome", "provider_event_id", b"provider_event_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "conflict_action", b"conflict_action", "outcome", b"outcome", "provider_event_id", b"provider_event_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
