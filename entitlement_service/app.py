@@ -86,6 +86,7 @@ class Runtime:
         self.notifications_proven = proven
         NOTIFICATIONS_PROVEN.set(int(proven))
         self.gates.trust(proven)
+        self.watchers.proven = proven  # streams send heartbeats only while it holds
         if proven:
             self.listening.set()
 
