@@ -73,6 +73,7 @@ class Watchers:
         self._min_spread_s = min_spread_s
         self._wakes_per_s = wakes_per_s
         self.proven = False
+        self.streams = 0  # streams open, however many accounts each watches
 
     @property
     def spread_s(self) -> float:

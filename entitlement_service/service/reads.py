@@ -217,6 +217,8 @@ async def watch_accounts(deps: Deps, watchers: Watchers, account_ids: Sequence[s
     woken = asyncio.Event()
     held = {account_id: _Held(known.get(account_id)) for account_id in account_ids}
     async with contextlib.AsyncExitStack() as stack:
+        watchers.streams += 1
+        stack.callback(lambda: setattr(watchers, "streams", watchers.streams - 1))
         wakes = {a: await stack.enter_async_context(watchers.subscribe(a, woken)) for a in account_ids}
 
         async def read(account_id: str) -> tuple[str, EntitlementsView, tuple[GateSpan, ...]]:
