@@ -118,8 +118,8 @@ class Accounts:
         """Watches `account_id` (most recently used); returns the accounts evicted to make room."""
         if account_id in self.entries:
             self.entries.move_to_end(account_id)
-            return []
-        self.entries[account_id] = None
+        else:
+            self.entries[account_id] = None
         evicted: list[str] = []
         for candidate in list(self.entries):
             if len(self.entries) <= self.max_accounts:
