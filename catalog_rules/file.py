@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
-from catalog_rules.metadata import METADATA_KEYS, explain_price
+from catalog_rules.metadata import BILLING_PLAN_CODE, METADATA_KEYS, bundle_without_plan, explain_price
 from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     ChangePolicy,
+    ConflictPolicy,
     GateBundle,
     GrantProgram,
     Group,
@@ -37,7 +38,7 @@ INT64_MAX = 2**63 - 1
 NUL = "\x00"
 
 _SECTION_KEYS: dict[str, frozenset[str]] = {
-    "groups": frozenset({"stackable"}),
+    "groups": frozenset({"stackable", "conflict_policy"}),
     "plans": frozenset({"priority", "kind"}),
     "grant_programs": frozenset({"cadence", "unit", "on_change"}),
     "gate_bundles": frozenset({"gates"}),
@@ -226,7 +227,11 @@ def _section(
 
 
 def _group(code: str, entry: _Entry) -> Group:
-    return Group(code=code, stackable=entry.boolean("stackable", default=None))
+    stackable = entry.boolean("stackable", default=None)
+    policy = entry.string("conflict_policy", choices=tuple(ConflictPolicy), optional=True)
+    if policy is not None and stackable:
+        entry.error("conflict_policy applies to non-stackable groups only")
+    return Group(code=code, stackable=stackable, conflict_policy=ConflictPolicy(policy or ConflictPolicy.FLAG))
 
 
 def _plan(code: str, entry: _Entry) -> Plan:
@@ -334,10 +339,15 @@ def _check_references(
 ) -> None:
     # The same rules the service applies to provider metadata, so the file cannot disagree with them.
     price_value = price.as_price(price.lookup_key, product.product_id, _CHECKED_AT)
-    _, problems = explain_price(price_value, product.as_product(_CHECKED_AT), config)
+    resolved, problems = explain_price(price_value, product.as_product(_CHECKED_AT), config)
     for problem in problems:
         if problem.entry is blame:
             entry.error(problem.message)
+    # A plan that is named but unknown is reported above; the bundle rule is about no plan at all.
+    plan_named = any(metadata.get(BILLING_PLAN_CODE) for metadata in (price.metadata, product.metadata))
+    unused = bundle_without_plan(resolved) if blame is Source.PRICE and not plan_named else None
+    if unused is not None:
+        entry.error(unused)
 
 
 def _kind(value: object) -> str:

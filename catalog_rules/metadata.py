@@ -95,7 +95,9 @@ def explain_price(
     """The resolved price and every problem found, in a fixed order: product, price, references.
 
     Keeps: price values override product values, except grants, which merge; a field holds a
-    code only when the config knows it, so an invalid entry still shows all that did resolve.
+    code only when the config knows it, so an invalid entry still shows all that did resolve; a
+    recurring price needs a subscription_group (its subscription claims it), a one-time price may
+    go without one (a one-time checkout holds no group).
     """
     problems = _ownership_problems(price, product)
     product_id = product.product_id if product is not None else price.product_id
@@ -103,7 +105,8 @@ def explain_price(
     price_grants = _grants_of(price.metadata, Source.PRICE, price.price_id, problems)
     layers = _layers(price, product)
     group = _reference(layers, SUBSCRIPTION_GROUP, config.groups, "group", problems)
-    if group is None and not any(metadata.get(SUBSCRIPTION_GROUP) for _, _, metadata in layers):
+    named = any(metadata.get(SUBSCRIPTION_GROUP) for _, _, metadata in layers)
+    if group is None and price.recurring and not named:
         problems.append(
             MetadataProblem(Source.PRICE, price.price_id, "no subscription_group on the price or its product")
         )
@@ -131,11 +134,22 @@ def explain_price(
 
 def group_of_items(resolved: Iterable[ResolvedPrice]) -> str | None:
     """The subscription group every item shares; None when items span groups, any item has no
-    group, or there are no items. One provider subscription belongs to exactly one group."""
+    group (a one-time price may have none), or there are no items. One provider subscription
+    belongs to exactly one group."""
     groups = {item.subscription_group for item in resolved}
     if len(groups) != 1:
         return None
     return groups.pop()
+
+
+def bundle_without_plan(resolved: ResolvedPrice) -> str | None:
+    """Why an entry's gate bundle would grant nothing, or None. A gate bundle applies only as the
+    bundle of the account's winning plan, so a `gating.bundle` on an entry without a
+    `billing_plan_code` is never used; `catalog apply` refuses it rather than drop it unseen."""
+    if resolved.gate_bundle is None or resolved.billing_plan_code is not None:
+        return None
+    return (f"gating.bundle {resolved.gate_bundle!r} needs a billing_plan_code on the price or its product: a "
+            "gate bundle grants its gates only through a plan; set billing_plan_code or remove gating.bundle")
 
 
 _Layer = tuple[Source, str, Mapping[str, str]]

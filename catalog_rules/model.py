@@ -29,6 +29,15 @@ class ChangePolicy(StrEnum):
     DIFFERENCE = "difference"
 
 
+class ConflictPolicy(StrEnum):
+    """What is done when two live subscriptions meet in one non-stackable group anyway: a
+    mismatch for support (`flag`), or the losing subscription canceled at the provider and its
+    payment refunded, once (`cancel_and_refund`)."""
+
+    FLAG = "flag"
+    CANCEL_AND_REFUND = "cancel_and_refund"
+
+
 class PlanKind(StrEnum):
     BASE = "base"
     ADDON = "addon"
@@ -45,6 +54,7 @@ class Source(StrEnum):
 class Group:
     code: str
     stackable: bool
+    conflict_policy: ConflictPolicy = ConflictPolicy.FLAG
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ MIN_LIVE_ROUND_S = 1.2
 class Action:
     account: str
     kind: str
-    group: str = CORE  # the subscription group a purchase or portal action is about
+    group: str = CORE  # the subscription group a purchase or portal action is about ("" for a one-time pack)
     price: str = ""  # lookup key
     quantity: int = 1
     behavior: str = "create_prorations"
@@ -126,7 +126,7 @@ def _buy(c: _Customer, r: int, rng: random.Random, allow_decline: bool) -> list[
 
 
 def _pack(c: _Customer, rng: random.Random, chance: float) -> list[Action]:
-    return [Action(c.account, PACK, "credits", PACK_PRICE, rng.randint(1, 3))] if rng.random() < chance else []
+    return [Action(c.account, PACK, "", PACK_PRICE, rng.randint(1, 3))] if rng.random() < chance else []
 
 
 def _live_turn(c: _Customer, r: int, live_rounds: int, rng: random.Random) -> list[Action]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from catalog_rules.file import CatalogFile, PriceSpec, ProductSpec
-from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind
+from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, ConflictPolicy, PlanKind
 from checkout_service.stripe import normalize as norm
 from checkout_service.stripe.gateway import Obj, Provider, ProviderError
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -22,12 +22,16 @@ CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIV
             Cadence.ONE_TIME: pb.GRANT_CADENCE_ONE_TIME}
 KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
 CHANGE_POLICIES = {ChangePolicy.NONE: pb.CHANGE_POLICY_NONE, ChangePolicy.DIFFERENCE: pb.CHANGE_POLICY_DIFFERENCE}
+CONFLICT_POLICIES = {ConflictPolicy.FLAG: pb.CONFLICT_POLICY_FLAG,
+                     ConflictPolicy.CANCEL_AND_REFUND: pb.CONFLICT_POLICY_CANCEL_AND_REFUND}
 
 
 def config_message(config: CatalogConfig) -> pb.CatalogConfig:
     """The declarative half of a catalog file as UpsertCatalog takes it."""
     return pb.CatalogConfig(
-        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in config.groups.values()],
+        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable,
+                                     conflict_policy=CONFLICT_POLICIES[g.conflict_policy])
+                for g in config.groups.values()],
         plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in config.plans.values()],
         grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit,
                                         on_change=CHANGE_POLICIES[g.on_change])

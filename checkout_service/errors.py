@@ -55,6 +55,20 @@ class GroupConflict(FailedPrecondition):
         return (("error-code", self.code), ("portal-url", self.portal_url))
 
 
+class CheckoutInProgress(FailedPrecondition):
+    """The account has a purchase of another selection open in this non-stackable group (pending
+    or returned, its checkout session not expired): pay or cancel it, or wait for it to expire."""
+
+    code = "checkout_in_progress"
+
+    def __init__(self, message: str, open_purchase_id: str) -> None:
+        super().__init__(message)
+        self.open_purchase_id = open_purchase_id
+
+    def grpc_trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("error-code", self.code), ("open-purchase-id", self.open_purchase_id))
+
+
 class NotFound(CheckoutError):
     code = "not_found"
 

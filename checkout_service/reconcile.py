@@ -31,6 +31,7 @@ import structlog
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import Counter
 
+from checkout_service.conflict_actions import carry_out_all
 from checkout_service.errors import AlreadyRunning, BadWebhook, CheckoutError, InvalidRequest
 from checkout_service.service import entitlement_call, provider_call
 from checkout_service.stripe import normalize as norm
@@ -232,6 +233,7 @@ async def _one_account(run: Run, account_id: str) -> None:
     request = pb.ApplyReconciliationRequest(accounts=await run.read_accounts(list(state.accounts)),
                                             checkout_sessions=await run.overdue(list(state.overdue_purchases)))
     await run.apply(request, read_at)
+    await carry_out_all(run.w.deps, [a for a in state.conflict_actions if a.account_id == account_id])
 
 
 async def _full_run(run: Run) -> None:
@@ -243,6 +245,7 @@ async def _full_run(run: Run) -> None:
         read_at = int(time.time())
         await run.apply(pb.ApplyReconciliationRequest(checkout_sessions=await run.overdue(
             list(first.overdue_purchases)), omit_open_mismatches=True), read_at)
+        await carry_out_all(run.w.deps, list(first.conflict_actions))
         while True:
             await run.lease()
             page: pb.GetReconcileStateResponse = await entitlement_call(

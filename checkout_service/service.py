@@ -18,6 +18,7 @@ from checkout_service.errors import (
     Aborted,
     AlreadyExists,
     CheckoutError,
+    CheckoutInProgress,
     FailedPrecondition,
     GroupConflict,
     InvalidRequest,
@@ -26,7 +27,7 @@ from checkout_service.errors import (
     RateLimited,
     Unavailable,
 )
-from checkout_service.stripe.gateway import Provider, ProviderError
+from checkout_service.stripe.gateway import Obj, Provider, ProviderError
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 
@@ -72,6 +73,7 @@ class Deps:
 class CreatedCheckout:
     purchase: pb.Purchase
     url: str
+    reused: bool = False  # the account's open purchase of the same selection, answered again
 
 
 def require(value: str, field: str) -> str:
@@ -113,9 +115,19 @@ async def entitlement_call(method: Callable[..., Awaitable[T]], request: object)
             rpc = _rpc_name(method)
             log.error("entitlement_call_refused", rpc=rpc, code=code.name, error=exc.details())
             raise Unavailable(f"the checkout service is not allowed to call {rpc}; retry later") from exc
+        if code == grpc.StatusCode.FAILED_PRECONDITION and (opened := _open_purchase_id(exc)):
+            raise CheckoutInProgress(exc.details() or "a checkout is in progress", opened) from exc
         if (translate := FROM_ENTITLEMENT.get(code)) is not None:
             raise translate(exc.details() or code.name.lower().replace("_", " ")) from exc
         raise
+
+
+def _open_purchase_id(exc: grpc.aio.AioRpcError) -> str:
+    """The open purchase a `checkout_in_progress` refusal names; empty for any other refusal."""
+    trailing = dict((str(k), v) for k, v in (exc.trailing_metadata() or ()))
+    if trailing.get("error-code") != CheckoutInProgress.code:
+        return ""
+    return str(trailing.get("open-purchase-id", ""))
 
 
 def _rpc_name(method: object) -> str:
@@ -167,18 +179,47 @@ async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str
             raise GroupConflict("; ".join(str(p["message"]) for p in problems if p["code"] == "group_conflict"),
                                 str(portal), list(validation.conflicting_subscription_ids))
         raise InvalidSelection("; ".join(str(p["message"]) for p in problems), problems)
-    customer = await customer_for(deps, account_id, validation.provider_customer_id)
     purchase_id = purchase_id_for(account_id, idempotency_key)
+    if validation.HasField("open_purchase") and validation.open_purchase.purchase_id != purchase_id:
+        return open_purchase_answer(account_id, validation.open_purchase, validation.open_purchase_same_selection)
+    customer = await customer_for(deps, account_id, validation.provider_customer_id)
     session = await provider_call(deps.provider.create_checkout_session(
         session_params(deps, validation, account_id, customer, purchase_id, cancel_url),
         f"checkout-{purchase_id}"))
-    registered: pb.RegisterPurchaseResponse = await entitlement_call(
-        deps.entitlement.RegisterPurchase, pb.RegisterPurchaseRequest(
-            purchase_id=purchase_id, account_id=account_id, checkout_session_id=session["id"], items=wanted,
-            subscription_group=validation.subscription_group, mode=validation.mode, success_url=success_url,
-            cancel_url=cancel_url, expires_at=_timestamp(session.get("expires_at")),
-            provider_customer_id=customer))
+    try:
+        registered: pb.RegisterPurchaseResponse = await entitlement_call(
+            deps.entitlement.RegisterPurchase, pb.RegisterPurchaseRequest(
+                purchase_id=purchase_id, account_id=account_id, checkout_session_id=session["id"], items=wanted,
+                subscription_group=validation.subscription_group, mode=validation.mode, success_url=success_url,
+                cancel_url=cancel_url, expires_at=_timestamp(session.get("expires_at")),
+                provider_customer_id=customer, checkout_url=str(session["url"])))
+    except CheckoutInProgress:
+        await expire_unused(deps, str(session["id"]))
+        raise
+    if registered.open_purchase_reused:
+        await expire_unused(deps, str(session["id"]))
+        return open_purchase_answer(account_id, registered.purchase, True)
     return CreatedCheckout(registered.purchase, str(session["url"]))
+
+
+def open_purchase_answer(account_id: str, opened: pb.Purchase, same_selection: bool) -> CreatedCheckout:
+    """The account's open purchase in the group answers a checkout of the same selection (its
+    purchase id and url); another selection, or one whose url was not kept, is refused naming it."""
+    if same_selection and opened.checkout_url:
+        return CreatedCheckout(opened, opened.checkout_url, reused=True)
+    raise CheckoutInProgress(
+        f"account {account_id} has purchase {opened.purchase_id} open in group {opened.subscription_group} for "
+        "another selection; pay or cancel it, or wait for its checkout session to expire", opened.purchase_id)
+
+
+async def expire_unused(deps: Deps, session_id: str) -> None:
+    """Expires a checkout session made for a purchase that was not registered (a concurrent
+    checkout of the group won), so nobody can pay it. Its url was never handed out; if the
+    provider cannot be reached now, the session expires by itself."""
+    try:
+        await deps.provider.expire_checkout_session(session_id)
+    except ProviderError as exc:
+        log.warning("unused_checkout_session_not_expired", checkout_session_id=session_id, error=str(exc))
 
 
 def session_params(deps: Deps, validation: pb.ValidatePurchaseResponse, account_id: str, customer: str,
@@ -266,3 +307,132 @@ async def list_catalog(deps: Deps, account_id: str | None) -> pb.ListCatalogResp
     reply: pb.ListCatalogResponse = await entitlement_call(
         deps.entitlement.ListCatalog, pb.ListCatalogRequest(account_id=account_id or ""))
     return reply
+
+
+# Previews of a change assume the provider's default billing of a change: prorations kept for the
+# next invoice (the entitlement service's preview assumes the same).
+PREVIEW_PRORATION = "create_prorations"
+
+
+@dataclass(frozen=True)
+class PreviewChange:
+    """A change to one subscription: exactly one of new `items`, `cancel_at_period_end`, `cancel_now`."""
+
+    subscription_id: str
+    items: Sequence[tuple[str, int]] | None = None
+    cancel_at_period_end: bool = False
+    cancel_now: bool = False
+
+
+def _preview_request(account_id: str, items: Sequence[tuple[str, int]] | None, change: PreviewChange | None,
+                     as_of: Timestamp | None) -> pb.PreviewPurchaseRequest:
+    request = pb.PreviewPurchaseRequest(account_id=require(account_id, "account_id"), as_of=as_of)
+    if (items is None) == (change is None):
+        raise InvalidRequest("exactly one of items and change is required")
+    if items is not None:
+        request.items.items.extend(selection(items))
+        return request
+    assert change is not None
+    request.change.subscription_id = require(change.subscription_id, "change.subscription_id")
+    if change.items is not None:
+        request.change.items.items.extend(selection(change.items))
+    elif change.cancel_at_period_end:
+        request.change.cancel_at_period_end = True
+    elif change.cancel_now:
+        request.change.cancel_now = True
+    else:
+        raise InvalidRequest("change needs one of items, cancel_at_period_end: true and cancel_now: true")
+    return request
+
+
+def _open_items(entitlements: pb.Entitlements, subscription_id: str) -> list[pb.SubscriptionItem]:
+    sub = next((s for s in entitlements.subscriptions if s.subscription_id == subscription_id), None)
+    return [i for i in sub.items if not i.HasField("effective_until")] if sub else []
+
+
+async def _invoice_params(deps: Deps, request: pb.PreviewPurchaseRequest, reply: pb.PreviewPurchaseResponse
+                          ) -> Obj | None:
+    """What to ask the provider's invoice preview, or None when it cannot preview this: a change
+    names its subscription and the items the entitlement service's preview gave it (a provider item
+    kept by its id, one no longer listed deleted); a new purchase of recurring items needs the
+    account's provider customer."""
+    details: dict[str, object] = {"proration_behavior": PREVIEW_PRORATION}
+    if request.HasField("as_of"):
+        details["proration_date"] = request.as_of.seconds
+    if request.HasField("change"):
+        change = request.change
+        params: Obj = {"subscription": change.subscription_id, "subscription_details": details}
+        if change.cancel_now:
+            details["cancel_now"] = True
+        elif change.cancel_at_period_end:
+            details["cancel_at_period_end"] = True
+        else:
+            held = await provider_call(deps.provider.retrieve_subscription(change.subscription_id))
+            held_ids = [str(i["id"]) for i in held.get("items", {}).get("data", [])]
+            wanted = _open_items(reply.entitlements, change.subscription_id)
+            lines: list[dict[str, object]] = [
+                {**({"id": i.item_id} if i.item_id in held_ids else {}), "price": i.price_id, "quantity": i.quantity}
+                for i in wanted]
+            kept = {i.item_id for i in wanted}
+            lines += [{"id": item_id, "deleted": True} for item_id in held_ids if item_id not in kept]
+            details["items"] = lines
+        return params
+    wanted = _open_items(reply.entitlements, "sub_preview")
+    if not wanted:
+        return None
+    account: pb.GetAccountResponse = await entitlement_call(
+        deps.entitlement.GetAccount, pb.GetAccountRequest(account_id=request.account_id))
+    if not account.provider_customer_id:
+        return None
+    details.pop("proration_date", None)
+    details["items"] = [{"price": i.price_id, "quantity": i.quantity} for i in wanted]
+    return {"customer": account.provider_customer_id, "subscription_details": details}
+
+
+def invoice_preview(invoice: Obj) -> pb.InvoicePreview:
+    """The provider's invoice as the preview's InvoicePreview (current API shape, or the older one
+    with the price and proration on the line)."""
+    lines = []
+    for line in invoice.get("lines", {}).get("data", []):
+        parent = (line.get("parent") or {}).get("subscription_item_details") or {}
+        price = ((line.get("pricing") or {}).get("price_details") or {}).get("price") or line.get("price") or ""
+        period = line.get("period") or {}
+        lines.append(pb.InvoicePreviewLine(
+            description=str(line.get("description") or ""), amount=int(line.get("amount") or 0),
+            proration=bool(parent.get("proration", line.get("proration", False))),
+            period_start=_unix(period.get("start")), period_end=_unix(period.get("end")),
+            price_id=str(price["id"] if isinstance(price, dict) else price), quantity=int(line.get("quantity") or 0)))
+    return pb.InvoicePreview(currency=str(invoice.get("currency") or ""),
+                             amount_due=int(invoice.get("amount_due") or 0), subtotal=int(invoice.get("subtotal") or 0),
+                             total=int(invoice.get("total") or 0), lines=lines)
+
+
+def _unix(value: object) -> Timestamp | None:
+    if not isinstance(value, int):
+        return None
+    stamp = Timestamp()
+    stamp.FromSeconds(value)
+    return stamp
+
+
+async def preview_purchase(deps: Deps, account_id: str, items: Sequence[tuple[str, int]] | None,
+                           change: PreviewChange | None, as_of: Timestamp | None) -> pb.PreviewPurchaseResponse:
+    """The entitlement service's preview, with the provider's invoice preview when it can make one
+    (a change, or a new subscription for an account with a provider customer). The provider having
+    no invoice to show (`invoice_upcoming_none`) leaves `invoice` unset."""
+    request = _preview_request(account_id, items, change, as_of)
+    reply: pb.PreviewPurchaseResponse = await entitlement_call(deps.entitlement.PreviewPurchase, request)
+    params = await _invoice_params(deps, request, reply) if not reply.problems else None
+    invoice = await provider_call(_provider_invoice(deps, params)) if params is not None else None
+    if invoice is not None:
+        reply.invoice.CopyFrom(invoice_preview(invoice))
+    return reply
+
+
+async def _provider_invoice(deps: Deps, params: Obj) -> Obj | None:
+    try:
+        return await deps.provider.preview_invoice(params)
+    except ProviderError as exc:
+        if exc.code == "invoice_upcoming_none":
+            return None
+        raise

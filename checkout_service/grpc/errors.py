@@ -13,6 +13,7 @@ from checkout_service.errors import (
     AlreadyExists,
     AlreadyRunning,
     BadWebhook,
+    CheckoutInProgress,
     FailedPrecondition,
     GroupConflict,
     InvalidRequest,
@@ -28,6 +29,7 @@ from service_runtime.rpc import COMMON_ERRORS, ErrorTable
 ERRORS = ErrorTable(
     (
         (GroupConflict, grpc.StatusCode.FAILED_PRECONDITION),
+        (CheckoutInProgress, grpc.StatusCode.FAILED_PRECONDITION),
         (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
         (AlreadyRunning, grpc.StatusCode.FAILED_PRECONDITION),
         (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),

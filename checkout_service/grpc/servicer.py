@@ -36,7 +36,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             await context.abort(code, message)
         p = created.purchase
         return pb.CreateCheckoutSessionResponse(purchase_id=p.purchase_id, checkout_session_id=p.checkout_session_id,
-                                                url=created.url, expires_at=p.expires_at, status=p.state)
+                                                url=created.url, expires_at=p.expires_at, status=p.state,
+                                                open_purchase_reused=created.reused)
 
     async def CreatePortalSession(self, request: pb.CreatePortalSessionRequest,
                                   context: Context) -> pb.CreatePortalSessionResponse:

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from checkout_service import service, webhooks
 from checkout_service.errors import InvalidRequest, PermissionDenied, Unauthenticated
@@ -99,7 +100,49 @@ async def create_checkout_session(request: web.Request) -> web.Response:
     return web.json_response({
         "purchase_id": p.purchase_id, "checkout_session_id": p.checkout_session_id, "url": created.url,
         "expires_at": p.expires_at.ToJsonString(), "status": purchase_json(p)["state"],
+        "open_purchase_reused": created.reused,
     }, status=201)
+
+
+def _as_of(body: dict[str, Any]) -> Timestamp | None:
+    value = body.get("as_of")
+    if value is None:
+        return None
+    stamp = Timestamp()
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        stamp.FromJsonString(value)
+    except ValueError:
+        raise InvalidRequest("as_of must be an RFC 3339 time") from None
+    return stamp
+
+
+def _change(body: dict[str, Any]) -> service.PreviewChange | None:
+    change = body.get("change")
+    if change is None:
+        return None
+    if not isinstance(change, dict):
+        raise InvalidRequest("change must be an object")
+    flags = {}
+    for flag in ("cancel_at_period_end", "cancel_now"):
+        if not isinstance(change.get(flag, False), bool):
+            raise InvalidRequest(f"change.{flag} must be a boolean")
+        flags[flag] = bool(change.get(flag, False))
+    return service.PreviewChange(text(change, "subscription_id"), items_of(change) if "items" in change else None,
+                                 **flags)
+
+
+async def preview_purchase(request: web.Request) -> web.Response:
+    require_product(request)
+    body = await json_body(request)
+    preview = await service.preview_purchase(
+        request.app[DEPS], text(body, "account_id"), items_of(body) if "items" in body else None, _change(body),
+        _as_of(body))
+    answer = as_json(preview)
+    if not preview.HasField("invoice"):
+        answer.pop("invoice", None)
+    return web.json_response(answer)
 
 
 async def create_portal_session(request: web.Request) -> web.Response:
@@ -157,6 +200,7 @@ def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: Ser
     add_probe_routes(app, readiness)
     app[DEPS], app[WEBHOOKS], app[TOKENS] = deps, hooks, tokens
     app.router.add_post("/v1/checkout/sessions", create_checkout_session)
+    app.router.add_post("/v1/checkout/preview", preview_purchase)
     app.router.add_post("/v1/portal/sessions", create_portal_session)
     app.router.add_get("/v1/purchases/{purchase_id}", get_purchase)
     app.router.add_get("/v1/catalog", list_catalog)

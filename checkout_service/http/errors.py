@@ -14,6 +14,7 @@ from checkout_service.errors import (
     AlreadyRunning,
     BadWebhook,
     CheckoutError,
+    CheckoutInProgress,
     FailedPrecondition,
     GroupConflict,
     InvalidRequest,
@@ -32,6 +33,7 @@ log = structlog.get_logger("http")
 # RetryLater answer (429, 503) carries `Retry-After`.
 STATUS: tuple[tuple[type[CheckoutError], int], ...] = (
     (GroupConflict, 409),
+    (CheckoutInProgress, 409),
     (FailedPrecondition, 409),
     (AlreadyRunning, 409),
     (AlreadyExists, 409),
@@ -54,6 +56,8 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 def _details(exc: CheckoutError) -> dict[str, Any]:
     if isinstance(exc, GroupConflict):
         return {"portal_url": exc.portal_url, "subscription_ids": exc.subscription_ids}
+    if isinstance(exc, CheckoutInProgress):
+        return {"open_purchase_id": exc.open_purchase_id}
     if isinstance(exc, InvalidSelection):
         return {"problems": exc.problems}
     return {}

@@ -27,10 +27,14 @@ class Provider(Protocol):
     async def retrieve_customer(self, customer_id: str) -> Obj: ...
     async def create_checkout_session(self, params: Obj, idempotency_key: str) -> Obj: ...
     async def create_portal_session(self, customer_id: str, return_url: str) -> str: ...
+    async def expire_checkout_session(self, session_id: str) -> Obj: ...
+    async def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> Obj: ...
+    async def create_refund(self, params: Obj, idempotency_key: str) -> Obj: ...
     async def retrieve_product(self, product_id: str) -> Obj: ...
     async def retrieve_subscription(self, subscription_id: str) -> Obj: ...
     async def retrieve_checkout_session(self, session_id: str) -> Obj: ...
     async def retrieve_invoice(self, invoice_id: str) -> Obj: ...
+    async def retrieve_invoice_payments(self, invoice_id: str) -> Obj: ...
     async def create_product(self, params: Obj) -> Obj: ...
     async def update_product(self, product_id: str, params: Obj) -> Obj: ...
     async def prices_by_lookup_keys(self, lookup_keys: Sequence[str]) -> list[Obj]: ...
@@ -39,6 +43,7 @@ class Provider(Protocol):
     async def list_subscriptions(self, customer_id: str, starting_after: str | None) -> Obj: ...
     async def list_events(self, created_gte: int | None, created_lt: int | None, starting_after: str | None
                           ) -> Obj: ...
+    async def preview_invoice(self, params: Obj) -> Obj: ...
 
 
 def _plain(obj: Any) -> Obj:
@@ -103,6 +108,18 @@ class StripeGateway:
         return await self._call(self._v1.checkout.sessions.create_async, params=params,
                                 options={"idempotency_key": idempotency_key})
 
+    async def expire_checkout_session(self, session_id: str) -> Obj:
+        return await self._call(self._v1.checkout.sessions.expire_async, session_id)
+
+    async def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> Obj:
+        return await self._call(self._v1.subscriptions.cancel_async, subscription_id,
+                                options={"idempotency_key": idempotency_key})
+
+    async def create_refund(self, params: Obj, idempotency_key: str) -> Obj:
+        """`params` names the payment: `payment_intent` or `charge`."""
+        return await self._call(self._v1.refunds.create_async, params=params,
+                                options={"idempotency_key": idempotency_key})
+
     async def create_portal_session(self, customer_id: str, return_url: str) -> str:
         found = await self._call(self._v1.billing_portal.sessions.create_async,
                                  params={"customer": customer_id, "return_url": return_url})
@@ -121,6 +138,10 @@ class StripeGateway:
 
     async def retrieve_invoice(self, invoice_id: str) -> Obj:
         return await self._call(self._v1.invoices.retrieve_async, invoice_id)
+
+    async def retrieve_invoice_payments(self, invoice_id: str) -> Obj:
+        """The invoice with its `payments` expanded (the current API names its payment intents there)."""
+        return await self._call(self._v1.invoices.retrieve_async, invoice_id, params={"expand": ["payments"]})
 
     async def create_product(self, params: Obj) -> Obj:
         return await self._call(self._v1.products.create_async, params=params)
@@ -154,3 +175,8 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         return await self._call(self._v1.events.list_async, params=params)
+
+    async def preview_invoice(self, params: Obj) -> Obj:
+        """The provider's invoice preview (`invoices.create_preview`): what a new subscription or a
+        change to one (`subscription_details`) would invoice. Writes nothing at the provider."""
+        return await self._call(self._v1.invoices.create_preview_async, params=params)

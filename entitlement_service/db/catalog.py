@@ -14,6 +14,7 @@ from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     ChangePolicy,
+    ConflictPolicy,
     GateBundle,
     GrantProgram,
     GrantSpec,
@@ -29,9 +30,11 @@ from entitlement_service.db.pool import Conn
 from entitlement_service.domain.price_book import PriceBook, PriceVersion
 
 UPSERT_GROUP = """
-INSERT INTO subscription_groups (code, stackable) VALUES ($1, $2)
-ON CONFLICT (code) DO UPDATE SET stackable = excluded.stackable, updated_at = now()
-    WHERE subscription_groups.stackable IS DISTINCT FROM excluded.stackable
+INSERT INTO subscription_groups (code, stackable, conflict_policy) VALUES ($1, $2, $3)
+ON CONFLICT (code) DO UPDATE SET stackable = excluded.stackable, conflict_policy = excluded.conflict_policy,
+    updated_at = now()
+    WHERE (subscription_groups.stackable, subscription_groups.conflict_policy)
+        IS DISTINCT FROM (excluded.stackable, excluded.conflict_policy)
 RETURNING code"""
 
 UPSERT_PLAN = """
@@ -59,7 +62,8 @@ async def upsert_config(conn: Conn, config: CatalogConfig) -> list[tuple[str, st
     """Returns (kind, code, changed) per entry."""
     results: list[tuple[str, str, bool]] = []
     for g in config.groups.values():
-        results.append(("group", g.code, await conn.fetchval(UPSERT_GROUP, g.code, g.stackable) is not None))
+        results.append(("group", g.code, await conn.fetchval(
+            UPSERT_GROUP, g.code, g.stackable, g.conflict_policy.value) is not None))
     for p in config.plans.values():
         results.append(("plan", p.code, await conn.fetchval(UPSERT_PLAN, p.code, p.priority, p.kind.value) is not None))
     for gp in config.grant_programs.values():
@@ -80,8 +84,8 @@ def _gate_bundle(row: asyncpg.Record) -> GateBundle:
 
 async def load_config(conn: Conn) -> CatalogConfig:
     return CatalogConfig(
-        groups={r["code"]: Group(r["code"], r["stackable"])
-                for r in await conn.fetch("SELECT code, stackable FROM subscription_groups")},
+        groups={r["code"]: Group(r["code"], r["stackable"], ConflictPolicy(r["conflict_policy"]))
+                for r in await conn.fetch("SELECT code, stackable, conflict_policy FROM subscription_groups")},
         plans={r["code"]: Plan(r["code"], r["priority"], PlanKind(r["kind"]))
                for r in await conn.fetch("SELECT code, priority, kind FROM plans")},
         grant_programs={r["code"]: _grant_program(r)

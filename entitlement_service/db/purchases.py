@@ -28,6 +28,7 @@ PURCHASE = Shape(PurchaseRecord, (
     Column("reason", "text"), Column("created_at", "timestamptz"), Column("returned_at", "timestamptz"),
     Column("finalized_at", "timestamptz"), Column("expired_at", "timestamptz"), Column("failed_at", "timestamptz"),
     Column("conflict_at", "timestamptz"), Column("expires_at", "timestamptz"), Column("timeout_at", "timestamptz"),
+    Column("checkout_url", "text"),
 ))
 
 TRANSITION = Shape(TransitionRecord, (
@@ -55,6 +56,14 @@ async def get_purchase(conn: Conn, *, purchase_id: str | None = None, checkout_s
     return PURCHASE.read(row) if row else None
 
 
+async def purchases_in_group(conn: Conn, account_id: str, subscription_group: str) -> list[PurchaseRecord]:
+    """The account's purchases in the group that are pending or returned (the index holds only those)."""
+    found = await conn.fetch(f"SELECT {PURCHASE.select()} FROM purchases WHERE account_id = $1 "
+                             "AND subscription_group = $2 AND state IN ('pending', 'returned') ORDER BY created_at",
+                             account_id, subscription_group)
+    return [PURCHASE.read(r) for r in found]
+
+
 async def purchase_for_subscription(conn: Conn, subscription_id: str) -> PurchaseRecord | None:
     row = await conn.fetchrow(
         f"SELECT {PURCHASE.select()} FROM purchases WHERE subscription_id = $1 OR purchase_id = "
@@ -76,18 +85,21 @@ async def transitions(conn: Conn, purchase_id: str) -> list[TransitionRecord]:
 
 
 # Each state's time is kept on the purchase itself; a failure or a conflict also keeps its reason.
+# A transition that keeps the state (its subscription changed group) leaves those alone.
 # A transition is recorded under its purchase's account (none found: the NOT NULL refuses it).
 MOVE_PURCHASES = f"""
 WITH moved AS (
     SELECT * FROM {TRANSITION.unnest(1)} AS v({TRANSITION.select()})
 ), updated AS (
     UPDATE purchases p SET state = m.to_state,
-        returned_at = CASE WHEN m.to_state = 'returned' THEN m.at ELSE p.returned_at END,
-        finalized_at = CASE WHEN m.to_state = 'finalized' THEN m.at ELSE p.finalized_at END,
-        expired_at = CASE WHEN m.to_state = 'expired' THEN m.at ELSE p.expired_at END,
-        failed_at = CASE WHEN m.to_state = 'failed' THEN m.at ELSE p.failed_at END,
-        conflict_at = CASE WHEN m.to_state = 'conflict' THEN m.at ELSE p.conflict_at END,
-        reason = CASE WHEN m.to_state IN ('failed', 'conflict') THEN m.reason END
+        returned_at = CASE WHEN m.to_state = 'returned' AND p.state <> m.to_state THEN m.at ELSE p.returned_at END,
+        finalized_at = CASE WHEN m.to_state = 'finalized' AND p.state <> m.to_state THEN m.at
+                            ELSE p.finalized_at END,
+        expired_at = CASE WHEN m.to_state = 'expired' AND p.state <> m.to_state THEN m.at ELSE p.expired_at END,
+        failed_at = CASE WHEN m.to_state = 'failed' AND p.state <> m.to_state THEN m.at ELSE p.failed_at END,
+        conflict_at = CASE WHEN m.to_state = 'conflict' AND p.state <> m.to_state THEN m.at ELSE p.conflict_at END,
+        reason = CASE WHEN p.state = m.to_state THEN p.reason
+                      WHEN m.to_state IN ('failed', 'conflict') THEN m.reason END
     FROM moved m WHERE p.purchase_id = m.purchase_id
     RETURNING p.account_id, p.purchase_id
 )
@@ -99,6 +111,15 @@ async def record_transitions(conn: Conn, moves: Sequence[TransitionRecord]) -> N
     """Moves each purchase (at most one move per purchase) and records the transition."""
     if moves:
         await conn.execute(MOVE_PURCHASES, *TRANSITION.arrays(moves))
+
+
+async def set_purchase_groups(conn: Conn, pairs: Sequence[tuple[str, str]]) -> None:
+    """Entries of (purchase id, the group its subscription is in now), each recorded with its own
+    transition."""
+    if pairs:
+        await conn.execute(
+            "UPDATE purchases p SET subscription_group = v.g FROM unnest($1::text[], $2::text[]) AS v(p, g) "
+            "WHERE p.purchase_id = v.p", [p for p, _ in pairs], [g for _, g in pairs])
 
 
 async def set_purchase_timeout(conn: Conn, purchase_id: str, timeout_at: datetime) -> None:

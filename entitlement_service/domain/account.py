@@ -3,17 +3,21 @@ between subscriptions that claim one non-stackable group at the same time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from catalog_rules.model import CatalogConfig, ResolvedPrice
+from catalog_rules.model import CatalogConfig, GrantProgram, ResolvedPrice
+from entitlement_service.domain.funding import Issue, invoice_issues
 from entitlement_service.domain.precedence import Claim, Loss, losses, split_by_losses
 from entitlement_service.domain.price_book import PriceBook
-from entitlement_service.domain.provider import SubscriptionSnapshot
+from entitlement_service.domain.provider import InvoiceSnapshot, SubscriptionSnapshot
 from entitlement_service.domain.timeline import AssignmentRow, BindingRow, Derived, Earlier, ItemRow, derive
 from entitlement_service.domain.windows import Window
+
+if TYPE_CHECKING:
+    from entitlement_service.domain.records import IssuedGrantRecord
 
 R = TypeVar("R", AssignmentRow, BindingRow)
 
@@ -55,6 +59,28 @@ class AccountState:
             if loss.window.contains(first.window.start):
                 return loss.winner
         return None
+
+
+def history_of(objects: Iterable[object]) -> tuple[dict[str, list[SubscriptionSnapshot]], list[InvoiceSnapshot]]:
+    """An account's history as derivation reads it: each subscription's snapshots, in the order
+    given, and the invoices; any other object takes no part."""
+    subscriptions: dict[str, list[SubscriptionSnapshot]] = {}
+    invoices: list[InvoiceSnapshot] = []
+    for obj in objects:
+        if isinstance(obj, SubscriptionSnapshot):
+            subscriptions.setdefault(obj.subscription_id, []).append(obj)
+        elif isinstance(obj, InvoiceSnapshot):
+            invoices.append(obj)
+    return subscriptions, invoices
+
+
+def funding(state: AccountState, invoices: Iterable[InvoiceSnapshot], prices: PriceBook | Mapping[str, ResolvedPrice],
+            programs: Mapping[str, GrantProgram], issued: Iterable[IssuedGrantRecord],
+            since: datetime | None = None) -> list[Issue]:
+    """The issues the paid invoices of the account's subscriptions call for that `issued` does not
+    hold yet, a period lost to another subscription funding nothing (domain/funding.py)."""
+    known = [d.latest.subscription_id for d in state.subscriptions]
+    return invoice_issues(invoices, prices, programs, known, state.lost, issued, since)
 
 
 def rebuild(

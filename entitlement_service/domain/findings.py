@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from entitlement_service.domain.account import AccountState
+from entitlement_service.domain.conflict_actions import DUPLICATE, Duplicate
 from entitlement_service.domain.provider import CheckoutSessionSnapshot
 from entitlement_service.domain.reconcile import Difference
 from entitlement_service.domain.records import Finding, Resolution
 
 # The kinds a derivation opens, and what closes each when a later derivation no longer finds it.
-DERIVED = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again"}
+DERIVED = {"group_conflict": "no longer conflicting", "group_mismatch": "items in one group again",
+           DUPLICATE: "one subscription holds the group again"}
 REPAIRED = "repaired: applied the provider's state"
 RESOLVED_PURCHASE = "resolved from the provider's checkout session"
 READ_AGAIN = "read from the provider again"
@@ -35,6 +37,15 @@ def derivation_findings(account_id: str, state: AccountState) -> list[Finding]:
             found.append(Finding("group_mismatch", account_id, subscription_id, f"group_mismatch:{subscription_id}",
                                  {"reason": derived.group_mismatch}))
     return found
+
+
+def duplicate_findings(account_id: str, duplicates: list[Duplicate]) -> list[Finding]:
+    """Two live subscriptions in one non-stackable group: one finding per losing subscription,
+    naming both and the group's policy, open while both are live."""
+    return [Finding(DUPLICATE, account_id, d.loser, f"{DUPLICATE}:{account_id}:{d.group}:{d.loser}",
+                    {"subscription_group": d.group, "subscription_id": d.loser, "winner_subscription_id": d.winner,
+                     "subscriptions": sorted([d.loser, d.winner]), "conflict_policy": d.policy.value})
+            for d in duplicates]
 
 
 def derivation_resolutions(open_mismatches: Mapping[str, str], found: list[Finding]) -> list[Resolution]:

@@ -62,8 +62,10 @@ def validate_selection(items: Sequence[tuple[str, int]], found: Mapping[str, Res
                        owned: Owned) -> Validation:
     """Every problem of a selection of (price id or lookup key, quantity), each naming its item:
     at least one item; each price known, purchasable by the account, listed once, quantity at
-    least 1; and, since one provider subscription belongs to one group, every item in one group
-    and all recurring or all one-time."""
+    least 1; and, since one provider subscription belongs to one group, the items name at most one
+    group and are all recurring or all one-time. A recurring price always has its group (the
+    catalog refuses it otherwise); one-time items without a group leave the selection's group
+    None."""
     problems: list[Problem] = []
     resolved_items: list[tuple[str, ResolvedPrice, int]] = []
     conflicts: tuple[str, ...] = ()
@@ -90,7 +92,8 @@ def validate_selection(items: Sequence[tuple[str, int]], found: Mapping[str, Res
         resolved_items.append((ref, resolved, quantity))
     prices = [r for _, r, _ in resolved_items]
     group = group_of_items(prices)
-    spanned = sorted({str(r.subscription_group) for r in prices})
+    # A one-time price may have no group: only the groups items name can be spanned.
+    spanned = sorted({r.subscription_group for r in prices if r.subscription_group})
     if group is None and len(spanned) > 1:
         problems.append(Problem("mixed_groups", -1, "", f"items span groups {', '.join(spanned)}; "
                                                          "one checkout buys into one group"))

@@ -1,6 +1,12 @@
 """The purchase session state machine: pending -> returned -> finalized | expired | failed |
 conflict. `returned` is recorded but never trusted; only the provider moves a purchase further,
-and what each provider fact wants of a purchase is decided here."""
+and what each provider fact wants of a purchase is decided here.
+
+A final state is what a poller stops at. A later provider fact either leaves the purchase alone or
+moves it along one of the few edges out of a final state (below); such a move is a transition of
+its own whose reason says which final state it revises and why. A subscription purchase also
+records the group its subscription is in: when the subscription moves to another group, the
+purchase records the new group by a transition that keeps its state and names both groups."""
 
 from __future__ import annotations
 
@@ -33,6 +39,42 @@ def next_state(current: S, wanted: S) -> S | None:
     if wanted == current or wanted not in _ALLOWED[current]:
         return None
     return wanted
+
+
+def transition_reason(current: S, target: S, reason: str) -> str:
+    """The reason recorded for a move: a move out of a final state says which state it revises,
+    so a purchase a poller already saw as final never changes without saying so."""
+    if current in FINAL:
+        return f"{current.value} revised to {target.value}: {reason}"
+    return reason
+
+
+@dataclass(frozen=True)
+class PurchaseMove:
+    """One transition to record for a purchase: its new state (its current one when only its
+    group changes), the reason, and its subscription's group to record (None: unchanged)."""
+
+    to_state: S
+    reason: str
+    group: str | None = None
+
+
+def settle(current: S, wanted: S | None, reason: str, recorded_group: str | None = None,
+           group_now: str | None = None, subscription_id: str = "") -> PurchaseMove | None:
+    """What one provider fact does to a purchase, or None when it changes nothing: a move along an
+    allowed edge (a move out of a final state says what it revises), and, when its subscription
+    is now in another group than the one the purchase records, that group and a reason naming
+    both. A group change alone keeps the state."""
+    target = next_state(current, wanted) if wanted is not None else None
+    moved_group = group_now if recorded_group and group_now and group_now != recorded_group else None
+    group_reason = (f"{subscription_id or 'its subscription'} moved from group {recorded_group} to group "
+                    f"{moved_group}") if moved_group else ""
+    if target is not None:
+        why = transition_reason(current, target, reason or f"the provider reports {target.value}")
+        return PurchaseMove(target, f"{why}; {group_reason}" if group_reason else why, moved_group)
+    if moved_group is not None:
+        return PurchaseMove(current, group_reason, moved_group)
+    return None
 
 
 @dataclass(frozen=True)

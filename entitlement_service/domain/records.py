@@ -135,6 +135,7 @@ class PurchaseRecord:
     conflict_at: datetime | None
     expires_at: datetime
     timeout_at: datetime
+    checkout_url: str | None = None  # the provider checkout session's URL; None when not kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,3 +321,21 @@ class HistoryEntry:
         assert isinstance(obj, SubscriptionSnapshot), f"{event.type} is not part of an account's history"
         return cls(account_id, event.provider_event_id, obj.subscription_id, False, obj.at, ended_at(obj), None,
                    event.snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictActionRecord:
+    """Under `cancel_and_refund`: the decision to cancel `subscription_id` (which lost its group to
+    `winner_subscription_id`) and refund its payment, and how far it has been carried out."""
+
+    account_id: str
+    subscription_id: str
+    subscription_group: str
+    winner_subscription_id: str
+    purchase_id: str | None
+    state: str  # domain/conflict_actions.py ActionState
+    refund_id: str | None
+    reason: str
+    cause_id: str
+    decided_at: datetime
+    updated_at: datetime

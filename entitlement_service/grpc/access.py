@@ -29,6 +29,8 @@ ROLES_BY_RPC: dict[str, frozenset[Role]] = {
     "LeaseReconciler": frozenset({_C}),
     "ReplayEvents": frozenset({_O}),
     "ReplayUnreadableEvents": frozenset({_C}),
+    "RecordConflictAction": frozenset({_C, _O}),
+    "PreviewPurchase": frozenset({_P, _C, _S}),
 }
 
 ROLES_BY_METHOD = {f"/{SERVICE}/{rpc}": roles for rpc, roles in ROLES_BY_RPC.items()}

@@ -17,6 +17,7 @@ from catalog_rules.model import (
     Cadence,
     CatalogConfig,
     ChangePolicy,
+    ConflictPolicy,
     GateBundle,
     GrantProgram,
     Group,
@@ -25,6 +26,7 @@ from catalog_rules.model import (
     Price,
     Product,
 )
+from entitlement_service.domain.conflict_actions import ActionState
 from entitlement_service.domain.errors import InvalidRequest
 from entitlement_service.domain.model import Mode, Status
 from entitlement_service.domain.provider import (
@@ -38,6 +40,7 @@ from entitlement_service.domain.provider import (
     ProviderObject,
     SubscriptionSnapshot,
 )
+from entitlement_service.service.preview import Change, PreviewRequest
 from entitlement_service.service.purchases import NewPurchase
 from entitlement_service.service.reads import MAX_WATCHED_ACCOUNTS
 from entitlement_service.service.reconciliation import ProviderAccount, Reconciliation
@@ -58,6 +61,8 @@ CADENCES = {pb.GRANT_CADENCE_PER_PERIOD: Cadence.PER_PERIOD, pb.GRANT_CADENCE_WH
             pb.GRANT_CADENCE_ONE_TIME: Cadence.ONE_TIME}
 CHANGE_POLICIES = {pb.CHANGE_POLICY_UNSPECIFIED: ChangePolicy.NONE, pb.CHANGE_POLICY_NONE: ChangePolicy.NONE,
                    pb.CHANGE_POLICY_DIFFERENCE: ChangePolicy.DIFFERENCE}
+CONFLICT_POLICIES = {pb.CONFLICT_POLICY_UNSPECIFIED: ConflictPolicy.FLAG, pb.CONFLICT_POLICY_FLAG: ConflictPolicy.FLAG,
+                     pb.CONFLICT_POLICY_CANCEL_AND_REFUND: ConflictPolicy.CANCEL_AND_REFUND}
 KINDS = {pb.PLAN_KIND_BASE: PlanKind.BASE, pb.PLAN_KIND_ADDON: PlanKind.ADDON, pb.PLAN_KIND_UNSPECIFIED: PlanKind.BASE}
 
 
@@ -193,8 +198,11 @@ def catalog_config(c: pb.CatalogConfig) -> CatalogConfig:
             raise InvalidRequest(f"config.grant_programs[{i}].on_change is not a known change policy")
         if CHANGE_POLICIES[gp.on_change] is not ChangePolicy.NONE and gp.cadence != pb.GRANT_CADENCE_PER_PERIOD:
             raise InvalidRequest(f"config.grant_programs[{i}].on_change applies to per_period programs only")
+    for i, g in enumerate(c.groups):
+        if g.conflict_policy not in CONFLICT_POLICIES:
+            raise InvalidRequest(f"config.groups[{i}].conflict_policy is not a known conflict policy")
     return CatalogConfig(
-        groups={g.code: Group(g.code, g.stackable) for g in c.groups},
+        groups={g.code: Group(g.code, g.stackable, CONFLICT_POLICIES[g.conflict_policy]) for g in c.groups},
         plans={p.code: Plan(p.code, p.priority, KINDS[p.kind]) for p in c.plans},
         grant_programs={g.code: GrantProgram(g.code, CADENCES[g.cadence], g.unit, CHANGE_POLICIES[g.on_change])
                         for g in c.grant_programs},
@@ -295,6 +303,17 @@ def stored_event(snapshot: bytes) -> ProviderEvent:
     return provider_event(message)
 
 
+ACTION_STATES = {pb.CONFLICT_ACTION_STATE_CANCELED: ActionState.CANCELED,
+                 pb.CONFLICT_ACTION_STATE_REFUNDED: ActionState.REFUNDED,
+                 pb.CONFLICT_ACTION_STATE_SKIPPED: ActionState.SKIPPED}
+
+
+def action_state(state: pb.ConflictActionState.ValueType) -> ActionState:
+    if state not in ACTION_STATES:
+        raise InvalidRequest("state must be CANCELED, REFUNDED or SKIPPED")
+    return ACTION_STATES[state]
+
+
 def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
     if r.mode not in MODES:
         raise InvalidRequest("mode is required")
@@ -308,7 +327,7 @@ def new_purchase(r: pb.RegisterPurchaseRequest) -> NewPurchase:
         checkout_session_id=required(r.checkout_session_id, "checkout_session_id"), items=selection,
         subscription_group=r.subscription_group or None, mode=MODES[r.mode], success_url=r.success_url,
         cancel_url=r.cancel_url, expires_at=required_time(r, "expires_at", "expires_at"),
-        provider_customer_id=r.provider_customer_id or None,
+        provider_customer_id=r.provider_customer_id or None, checkout_url=r.checkout_url or None,
     )
 
 
@@ -369,3 +388,26 @@ def unreadable_selection(r: pb.ReplayUnreadableEventsRequest) -> ReplaySelection
         provider_event_ids=tuple(required(i, f"provider_event_ids[{n}]") for n, i in enumerate(r.provider_event_ids)),
         reason=UNREADABLE, limit=min(r.limit or 100, 1000),
         renormalized=tuple(provider_event(e, f"renormalized[{n}]") for n, e in enumerate(r.renormalized)))
+
+
+def preview_request(r: pb.PreviewPurchaseRequest) -> PreviewRequest:
+    """Exactly one of `items` and `change`; a change names its subscription and one action."""
+    account_id = required(r.account_id, "account_id")
+    as_of = time_or_none(r, "as_of")
+    selection = r.WhichOneof("selection")
+    if selection == "items":
+        return PreviewRequest(account_id, items=items(r.items.items), as_of=as_of)
+    if selection != "change":
+        raise InvalidRequest("one of items and change is required")
+    c = r.change
+    subscription_id = required(c.subscription_id, "change.subscription_id")
+    action = c.WhichOneof("action")
+    if action == "items":
+        change = Change(subscription_id, items=items(c.items.items, "change.items"))
+    elif action == "cancel_at_period_end" and c.cancel_at_period_end:
+        change = Change(subscription_id, cancel_at_period_end=True)
+    elif action == "cancel_now" and c.cancel_now:
+        change = Change(subscription_id, cancel_now=True)
+    else:
+        raise InvalidRequest("change needs one of items, cancel_at_period_end = true and cancel_now = true")
+    return PreviewRequest(account_id, change=change, as_of=as_of)

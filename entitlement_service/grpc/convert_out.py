@@ -7,20 +7,32 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from catalog_rules.model import Cadence, CatalogConfig, ChangePolicy, PlanKind, Price, ResolvedPrice, Source
+from catalog_rules.model import (
+    Cadence,
+    CatalogConfig,
+    ChangePolicy,
+    ConflictPolicy,
+    PlanKind,
+    Price,
+    ResolvedPrice,
+    Source,
+)
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.conflict_actions import ActionState, cancel_key, refund_key
 from entitlement_service.domain.entitlements import GateDecision
 from entitlement_service.domain.model import Mode, Outcome, PurchaseState, Status
 from entitlement_service.domain.provider import UNREADABLE
-from entitlement_service.domain.purchasability import PriceChoice, Validation
+from entitlement_service.domain.purchasability import PriceChoice, Problem, Validation
 from entitlement_service.domain.records import (
     AuditEntry,
+    ConflictActionRecord,
     EventRecord,
     EventResult,
     IssuedGrantRecord,
     MismatchRecord,
 )
 from entitlement_service.service.catalog import CatalogListing, EntryResult
+from entitlement_service.service.preview import Preview
 from entitlement_service.service.purchases import PurchaseView
 from entitlement_service.service.reads import (
     EntitlementsView,
@@ -45,6 +57,8 @@ CADENCES = {Cadence.PER_PERIOD: pb.GRANT_CADENCE_PER_PERIOD, Cadence.WHILE_ACTIV
 SOURCES = {Source.PRICE: pb.BINDING_SOURCE_PRICE, Source.PRODUCT: pb.BINDING_SOURCE_PRODUCT}
 KINDS = {PlanKind.BASE: pb.PLAN_KIND_BASE, PlanKind.ADDON: pb.PLAN_KIND_ADDON}
 CHANGE_POLICIES = {ChangePolicy.NONE: pb.CHANGE_POLICY_NONE, ChangePolicy.DIFFERENCE: pb.CHANGE_POLICY_DIFFERENCE}
+CONFLICT_POLICIES = {ConflictPolicy.FLAG: pb.CONFLICT_POLICY_FLAG,
+                     ConflictPolicy.CANCEL_AND_REFUND: pb.CONFLICT_POLICY_CANCEL_AND_REFUND}
 STATUSES = {Status.INCOMPLETE: pb.SUBSCRIPTION_STATUS_INCOMPLETE,
             Status.INCOMPLETE_EXPIRED: pb.SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED,
             Status.TRIALING: pb.SUBSCRIPTION_STATUS_TRIALING, Status.ACTIVE: pb.SUBSCRIPTION_STATUS_ACTIVE,
@@ -81,6 +95,7 @@ def purchase(v: PurchaseView) -> pb.Purchase:
             from_state=STATES[t.from_state] if t.from_state else pb.PURCHASE_STATE_UNSPECIFIED,
             to_state=STATES[t.to_state], at=ts(t.at), provider_event_id=t.provider_event_id or "",
             reason=t.reason) for t in v.transitions],
+        checkout_url=p.checkout_url or "",
     )
 
 
@@ -213,7 +228,8 @@ def catalog_price(c: PriceChoice) -> pb.CatalogPrice:
 def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     c = v.config
     return pb.ListCatalogResponse(
-        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable) for g in c.groups.values()],
+        groups=[pb.SubscriptionGroup(code=g.code, stackable=g.stackable,
+                                     conflict_policy=CONFLICT_POLICIES[g.conflict_policy]) for g in c.groups.values()],
         plans=[pb.Plan(code=p.code, priority=p.priority, kind=KINDS[p.kind]) for p in c.plans.values()],
         grant_programs=[pb.GrantProgram(code=g.code, cadence=CADENCES[g.cadence], unit=g.unit,
                                         on_change=CHANGE_POLICIES[g.on_change])
@@ -225,14 +241,33 @@ def catalog(v: CatalogListing) -> pb.ListCatalogResponse:
     )
 
 
+def problem(p: Problem) -> pb.PurchaseProblem:
+    return pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
+
+
+def preview(p: Preview) -> pb.PreviewPurchaseResponse:
+    c, config = p.changes, p.entitlements.config
+    return pb.PreviewPurchaseResponse(
+        entitlements=entitlements(p.entitlements), problems=[problem(x) for x in p.problems],
+        changes=pb.EntitlementChanges(
+            gates_gained=c.gates_gained, gates_lost=c.gates_lost,
+            plans_added=[assignment(a, config) for a in c.plans_added],
+            plans_removed=[assignment(a, config) for a in c.plans_removed],
+            plans_changed=[assignment(a, config) for a in c.plans_changed],
+            bindings_added=[binding(b, config) for b in c.bindings_added],
+            bindings_removed=[binding(b, config) for b in c.bindings_removed],
+            funding_added=[issued(f) for f in c.funding_added],
+            gate_bundle_before=c.gate_bundle_before or "", gate_bundle_after=c.gate_bundle_after or ""),
+    )
+
+
 def validation(v: Validation, provider_customer_id: str | None) -> pb.ValidatePurchaseResponse:
     return pb.ValidatePurchaseResponse(
         ok=v.ok, subscription_group=v.subscription_group or "",
         mode=MODES[v.mode] if v.mode else pb.PURCHASE_MODE_UNSPECIFIED,
         items=[pb.ResolvedItem(price=ref, price_id=r.price_id, lookup_key=r.price.lookup_key or "", quantity=n)
                for ref, r, n in v.items],
-        problems=[pb.PurchaseProblem(code=PROBLEMS[p.code], item_index=p.item_index, price=p.price, message=p.message)
-                  for p in v.problems],
+        problems=[problem(p) for p in v.problems],
         conflicting_subscription_ids=list(v.conflicting_subscription_ids),
         provider_customer_id=provider_customer_id or "",
     )
@@ -249,6 +284,21 @@ def audit_entry(r: AuditEntry) -> pb.AuditEntry:
                          action=r.action, detail=json.dumps(r.detail, sort_keys=True))
 
 
+ACTION_STATES = {ActionState.DECIDED: pb.CONFLICT_ACTION_STATE_DECIDED,
+                 ActionState.CANCELED: pb.CONFLICT_ACTION_STATE_CANCELED,
+                 ActionState.REFUNDED: pb.CONFLICT_ACTION_STATE_REFUNDED,
+                 ActionState.SKIPPED: pb.CONFLICT_ACTION_STATE_SKIPPED}
+
+
+def conflict_action(a: ConflictActionRecord) -> pb.ConflictAction:
+    return pb.ConflictAction(
+        account_id=a.account_id, subscription_id=a.subscription_id, subscription_group=a.subscription_group,
+        winner_subscription_id=a.winner_subscription_id, purchase_id=a.purchase_id or "",
+        state=ACTION_STATES[ActionState(a.state)], refund_id=a.refund_id or "", reason=a.reason,
+        cancel_idempotency_key=cancel_key(a.subscription_id), refund_idempotency_key=refund_key(a.subscription_id),
+        decided_at=ts(a.decided_at), updated_at=ts(a.updated_at))
+
+
 def trace(t: Trace) -> pb.TracePurchaseResponse:
     return pb.TracePurchaseResponse(
         purchase=purchase(t.purchase) if t.purchase else None, events=[event_record(e) for e in t.events],
@@ -256,6 +306,7 @@ def trace(t: Trace) -> pb.TracePurchaseResponse:
         assignments=[assignment(a, t.config) for a in t.assignments],
         grant_bindings=[binding(b, t.config) for b in t.bindings], funding=[issued(f) for f in t.funding],
         gate_decision=gate_decision(t.decision), audit=[audit_entry(a) for a in t.audit],
+        conflict_actions=[conflict_action(a) for a in t.conflict_actions],
     )
 
 

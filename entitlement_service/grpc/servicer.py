@@ -14,8 +14,10 @@ from entitlement_service.grpc import convert_in as cin
 from entitlement_service.grpc import convert_out as out
 from entitlement_service.service import (
     catalog,
+    conflict_actions,
     event_accounts,
     events,
+    preview,
     purchases,
     reads,
     reconciliation,
@@ -67,14 +69,23 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def ValidatePurchase(self, request: pb.ValidatePurchaseRequest,
                                context: Context) -> pb.ValidatePurchaseResponse:
-        result, customer_id = await catalog.validate_purchase(
+        checked = await catalog.validate_purchase(
             self.deps, cin.required(request.account_id, "account_id"), cin.items(request.items))
-        return out.validation(result, customer_id)
+        reply = out.validation(checked.validation, checked.provider_customer_id)
+        if checked.open_purchase is not None:
+            reply.open_purchase.CopyFrom(out.purchase(checked.open_purchase))
+            reply.open_purchase_same_selection = checked.same_selection
+        return reply
+
+    async def PreviewPurchase(self, request: pb.PreviewPurchaseRequest,
+                              context: Context) -> pb.PreviewPurchaseResponse:
+        return out.preview(await preview.preview_purchase(self.deps, cin.preview_request(request)))
 
     async def RegisterPurchase(self, request: pb.RegisterPurchaseRequest,
                                context: Context) -> pb.RegisterPurchaseResponse:
-        return pb.RegisterPurchaseResponse(purchase=out.purchase(
-            await purchases.register_purchase(self.deps, cin.new_purchase(request))))
+        registered = await purchases.register_purchase(self.deps, cin.new_purchase(request))
+        return pb.RegisterPurchaseResponse(purchase=out.purchase(registered.view),
+                                           open_purchase_reused=registered.reused)
 
     async def MarkPurchaseReturned(self, request: pb.MarkPurchaseReturnedRequest,
                                    context: Context) -> pb.MarkPurchaseReturnedResponse:
@@ -150,7 +161,15 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
             accounts=[pb.ReconcileAccount(account_id=a, provider_customer_id=c) for a, c in state.accounts],
             overdue_purchases=[pb.OverduePurchase(purchase_id=o.purchase_id, checkout_session_id=o.checkout_session_id,
                                                   account_id=o.account_id) for o in state.overdue],
-            sweep_position=state.sweep_position, sweep_started_after=state.sweep_started_after)
+            sweep_position=state.sweep_position, sweep_started_after=state.sweep_started_after,
+            conflict_actions=[out.conflict_action(a) for a in state.conflict_actions])
+
+    async def RecordConflictAction(self, request: pb.RecordConflictActionRequest,
+                                   context: Context) -> pb.RecordConflictActionResponse:
+        recorded = await conflict_actions.record_step(
+            self.deps, cin.required(request.subscription_id, "subscription_id"), cin.action_state(request.state),
+            request.refund_id or None, request.reason)
+        return pb.RecordConflictActionResponse(action=out.conflict_action(recorded.action), changed=recorded.changed)
 
     async def ApplyReconciliation(self, request: pb.ApplyReconciliationRequest,
                                   context: Context) -> pb.ApplyReconciliationResponse:

@@ -13,9 +13,11 @@ from entitlement_service.db import accounts, listener, reads
 from entitlement_service.db import catalog as db
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain import event_policy as policy
+from entitlement_service.domain.open_purchases import Decision
 from entitlement_service.domain.purchasability import Owned, PriceChoice, Validation, choice_for, validate_selection
 from entitlement_service.service import transactions
 from entitlement_service.service.deps import Deps
+from entitlement_service.service.purchases import PurchaseView, open_checkout_in, view_of
 from entitlement_service.service.rebuild import rebuild_accounts
 from entitlement_service.service.transactions import write_transaction
 
@@ -184,12 +186,33 @@ async def list_catalog(deps: Deps, account_id: str | None) -> CatalogListing:
     return CatalogListing(config, tuple(choice_for(p, config, owned) for p in visible), owned)
 
 
-async def validate_purchase(deps: Deps, account_id: str, items: Sequence[tuple[str, int]]
-                            ) -> tuple[Validation, str | None]:
-    """The selection's validation, and the provider customer the account is linked to, if any."""
+@dataclass(frozen=True)
+class CheckedSelection:
+    validation: Validation
+    provider_customer_id: str | None
+    # A purchase of the account already open in the selection's non-stackable group, if any, and
+    # whether it is for the same selection (domain/open_purchases.py). RegisterPurchase decides
+    # again under the account's lock; this lets a checkout skip creating a session it cannot use.
+    open_purchase: PurchaseView | None = None
+    same_selection: bool = False
+
+
+async def validate_purchase(deps: Deps, account_id: str, items: Sequence[tuple[str, int]]) -> CheckedSelection:
+    """The selection's validation, the provider customer the account is linked to, if any, and
+    the purchase it has open in the selection's group, if any."""
+    now = deps.clock()
     async with deps.pool.acquire() as conn:
         found = await db.find_prices(conn, [ref for ref, _ in items])
         config = await db.load_config(conn)
-        owned = await owned_groups(conn, account_id, deps.clock())
+        owned = await owned_groups(conn, account_id, now)
         account = await accounts.get_account(conn, account_id)
-    return validate_selection(items, found, config, owned), account.provider_customer_id if account else None
+        validation = validate_selection(items, found, config, owned)
+        customer = account.provider_customer_id if account else None
+        if not validation.ok:
+            return CheckedSelection(validation, customer)
+        opened = await open_checkout_in(conn, config, account_id, "", tuple(items), validation.mode,
+                                        validation.subscription_group, now)
+        if opened.open_purchase is None:
+            return CheckedSelection(validation, customer)
+        return CheckedSelection(validation, customer, await view_of(conn, opened.open_purchase.purchase_id),
+                                opened.decision is Decision.REUSE)

@@ -16,7 +16,7 @@ from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.funding import checkout_issues
 from entitlement_service.domain.model import Outcome
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent
-from entitlement_service.domain.purchases import next_state, session_step
+from entitlement_service.domain.purchases import session_step, settle
 from entitlement_service.domain.records import EventResult, Issuance
 from entitlement_service.service.catalog import Touched, queue_touched, store_price, store_product
 from entitlement_service.service.catalog_cache import CachedCatalog
@@ -63,11 +63,10 @@ async def apply_checkout_session(conn: Conn, deps: Deps, event: ProviderEvent,
                                     for issue in checkout_issues(session, prices, cached.config.grant_programs)])
     if step.links_subscription and purchase is not None and session.subscription_id:
         await purchases.set_purchase_subscriptions(conn, [(purchase.purchase_id, session.subscription_id)])
-    if purchase is not None and step.wanted is not None:
-        target = next_state(purchase.state, step.wanted)
-        if target is not None:
-            await record_transition(conn, deps, purchase, target, event.provider_event_id, step.reason,
-                                    policy.completion_time(event))
+    move = settle(purchase.state, step.wanted, step.reason) if purchase is not None else None
+    if purchase is not None and move is not None:
+        await record_transition(conn, deps, purchase, move.to_state, event.provider_event_id, move.reason,
+                                policy.completion_time(event))
     await rebuild_account(conn, deps, account, policy.cause_of(event), event.provider_event_id,
                           policy.completion_time(event))
     return EventResult(event.provider_event_id, Outcome.APPLIED, step.reason, account)

@@ -33,6 +33,12 @@ MISMATCHES_REPAIRED = Counter(
     "mismatches_repaired_total", "Differences the reconciler repaired by applying the provider's state, by kind.",
     ["kind"],
 )
+GROUP_CONFLICTS = Counter(
+    "group_conflicts_total",
+    "Live subscriptions found sharing a non-stackable group: each losing subscription once, when its "
+    "duplicate_subscription_in_group mismatch opens, by the group's conflict policy.",
+    ["policy"],
+)
 OPEN_MISMATCHES = Gauge("mismatches_open", "Open differences between the provider's view and internal state.")
 PURCHASES_PENDING = Gauge("purchases_pending", "Purchases pending or returned, not yet final.")
 PURCHASES_PAST_TIMEOUT = Gauge("purchases_past_timeout", "Pending or returned purchases past their timeout.")

@@ -7,22 +7,23 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from catalog_rules.model import GrantProgram
+from catalog_rules.model import CatalogConfig, ConflictPolicy, GrantProgram
 from entitlement_service.db import history, purchases
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain import account as account_rules
 from entitlement_service.domain.account import AccountState, PlacedAssignment, PlacedBinding
-from entitlement_service.domain.findings import derivation_findings, derivation_resolutions
-from entitlement_service.domain.funding import invoice_issues
+from entitlement_service.domain.conflict_actions import ActionState, live_duplicates
+from entitlement_service.domain.findings import derivation_findings, derivation_resolutions, duplicate_findings
 from entitlement_service.domain.model import PurchaseState
 from entitlement_service.domain.partial import check_exact, joined, joined_items
-from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent, SubscriptionSnapshot
-from entitlement_service.domain.purchases import next_state, subscription_outcome
+from entitlement_service.domain.provider import InvoiceSnapshot, ProviderEvent
+from entitlement_service.domain.purchases import settle, subscription_outcome
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
     AccountItem,
     AuditEntry,
+    ConflictActionRecord,
     HistoryEntry,
     Issuance,
     PurchaseRecord,
@@ -31,9 +32,10 @@ from entitlement_service.domain.records import (
     TransitionRecord,
 )
 from entitlement_service.domain.timeline import ItemRow
+from entitlement_service.service import transactions
 from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
-from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS
+from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS, GROUP_CONFLICTS
 from entitlement_service.service.writes import Writes
 
 
@@ -97,18 +99,14 @@ class Rebuild:
         """True when anything the account is entitled to, or any of its rows, changed; the account
         then moves to a new revision when the writes are flushed. Raises PartialHistory, having
         written nothing, when the history read from an instant on cannot derive it exactly."""
-        subscriptions: dict[str, list[SubscriptionSnapshot]] = {}
-        invoices: list[InvoiceSnapshot] = []
         summaries: list[HistoryEntry] = []
+        objects = []
         for stored in self.stored.history:
             event = self.decoded.get(stored) or self.deps.decode_event(stored)
             if stored in self.stored.unsummarized:
                 summaries.append(HistoryEntry.of(event, self.account_id))
-            obj = event.object
-            if isinstance(obj, SubscriptionSnapshot):
-                subscriptions.setdefault(obj.subscription_id, []).append(obj)
-            elif isinstance(obj, InvoiceSnapshot):
-                invoices.append(obj)
+            objects.append(event.object)
+        subscriptions, invoices = account_rules.history_of(objects)
         config = self.catalog.config
         since, earlier = self.stored.since, self.stored.earlier
         state = account_rules.rebuild(subscriptions, self.catalog.book, config, earlier, since)
@@ -125,7 +123,7 @@ class Rebuild:
         changed = self._bindings(state) or changed
         changed = self._funding(state, invoices, config.grant_programs) or changed
         self._purchases(state)
-        self._mismatches(state)
+        self._mismatches(state, config)
         if changed:
             self.writes.changed_accounts.append(self.account_id)
         return changed
@@ -201,9 +199,8 @@ class Rebuild:
 
     def _funding(self, state: AccountState, invoices: list[InvoiceSnapshot],
                  programs: Mapping[str, GrantProgram]) -> bool:
-        known = [d.latest.subscription_id for d in state.subscriptions]
-        issues = invoice_issues(invoices, self.catalog.book, programs, known, state.lost, self.stored.issued,
-                                self.stored.since)
+        issues = account_rules.funding(state, invoices, self.catalog.book, programs, self.stored.issued,
+                                       self.stored.since)
         for issue in issues:
             self.writes.issues.append(Issuance(self.account_id, issue, self.cause_id))
             self.note("issued_grant", issue.issue_key, "insert",
@@ -221,16 +218,34 @@ class Rebuild:
             if purchase.subscription_id is None:
                 self.writes.purchase_subscriptions.append((purchase.purchase_id, derived.latest.subscription_id))
             wanted, reason = subscription_outcome(state, derived)
-            target = next_state(purchase.state, wanted) if wanted is not None else None
-            if target is not None:
+            move = settle(purchase.state, wanted, reason, purchase.subscription_group, derived.subscription_group,
+                          derived.latest.subscription_id)
+            if move is not None:
                 now = self.deps.clock()
-                self.writes.transitions.append(TransitionRecord(purchase.purchase_id, purchase.state, target, now,
-                                                                self.cause_id, reason))
-                observe_transition(purchase, target, now, self.provider_at)
-                self.note("purchase", purchase.purchase_id, target.value, {"reason": reason})
+                self.writes.transitions.append(TransitionRecord(purchase.purchase_id, purchase.state, move.to_state,
+                                                                now, self.cause_id, move.reason))
+                if move.group is not None:
+                    self.writes.purchase_groups.append((purchase.purchase_id, move.group))
+                if move.to_state is not purchase.state:
+                    observe_transition(purchase, move.to_state, now, self.provider_at)
+                detail = {"reason": move.reason, **({"subscription_group": move.group} if move.group else {})}
+                self.note("purchase", purchase.purchase_id, move.to_state.value, detail)
 
-    def _mismatches(self, state: AccountState) -> None:
-        found = derivation_findings(self.account_id, state)
+    def _mismatches(self, state: AccountState, config: CatalogConfig) -> None:
+        duplicates = live_duplicates(state, config)
+        duplicated = duplicate_findings(self.account_id, duplicates)
+        found = derivation_findings(self.account_id, state) + duplicated
+        for d, finding in zip(duplicates, duplicated, strict=True):
+            if finding.fingerprint not in self.stored.open_mismatches:
+                transactions.after_commit(GROUP_CONFLICTS.labels(d.policy.value).inc)
+        now = self.deps.clock()
+        purchase_of = {p.subscription_id: p.purchase_id for p in self.stored.purchases if p.subscription_id}
+        self.writes.conflict_actions.extend(
+            ConflictActionRecord(self.account_id, d.loser, d.group, d.winner, purchase_of.get(d.loser),
+                                 ActionState.DECIDED.value, None, "", self.cause_id, now, now)
+            for d in duplicates if d.policy is ConflictPolicy.CANCEL_AND_REFUND)
+        if duplicates:
+            self.writes.conflict_cause = self.cause
         self.writes.findings.extend(found)
         self.writes.resolutions.extend(derivation_resolutions(self.stored.open_mismatches, found))
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from entitlement_service.db import accounts, purchases, reads
+from entitlement_service.db import accounts, conflict_actions, purchases, reads
 from entitlement_service.db import support as db_support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.findings import (
@@ -25,7 +25,13 @@ from entitlement_service.domain.findings import (
 from entitlement_service.domain.model import Outcome, PurchaseState
 from entitlement_service.domain.provider import CheckoutSessionSnapshot, ProviderEvent, SubscriptionSnapshot
 from entitlement_service.domain.reconcile import HeldSubscription, difference
-from entitlement_service.domain.records import Finding, MismatchRecord, OverduePurchase, Resolution
+from entitlement_service.domain.records import (
+    ConflictActionRecord,
+    Finding,
+    MismatchRecord,
+    OverduePurchase,
+    Resolution,
+)
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.events import apply_event
 from entitlement_service.service.metrics import MISMATCHES_FOUND, MISMATCHES_REPAIRED
@@ -44,6 +50,7 @@ class ReconcileState:
     overdue: list[OverduePurchase]
     sweep_position: str  # to save once the page is applied; "" ends the sweep
     sweep_started_after: str
+    conflict_actions: list[ConflictActionRecord] = field(default_factory=list)  # not carried out yet
 
 
 async def reconcile_state(deps: Deps, account_id: str | None, page_size: int = 0) -> ReconcileState:
@@ -52,12 +59,14 @@ async def reconcile_state(deps: Deps, account_id: str | None, page_size: int = 0
     async with deps.pool.acquire() as conn:
         checkpoint = await db_support.checkpoint(conn, CHECKPOINT)
         overdue = await purchases.overdue_purchases(conn, account_id, deps.clock())
+        actions = await conflict_actions.to_do(conn)
         if account_id:
-            return ReconcileState(checkpoint, await accounts.accounts_with_customers(conn, account_id), overdue, "", "")
+            return ReconcileState(checkpoint, await accounts.accounts_with_customers(conn, account_id), overdue, "", "",
+                                  actions)
         after = await db_support.sweep_position(conn, CHECKPOINT)
         size = min(max(page_size or PAGE_SIZE, 1), MAX_PAGE_SIZE)
         page = await accounts.accounts_with_customers(conn, None, after, size)
-    return ReconcileState(checkpoint, page, overdue, page[-1][0] if len(page) == size else "", after)
+    return ReconcileState(checkpoint, page, overdue, page[-1][0] if len(page) == size else "", after, actions)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from catalog_rules.model import CatalogConfig
-from entitlement_service.db import events, purchases, reads
+from entitlement_service.db import conflict_actions, events, purchases, reads
 from entitlement_service.db import support as db_support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
@@ -14,6 +14,7 @@ from entitlement_service.domain.entitlements import GateDecision, decide_gates, 
 from entitlement_service.domain.errors import InvalidRequest, NotFound
 from entitlement_service.domain.records import (
     AuditEntry,
+    ConflictActionRecord,
     EventRecord,
     IssuedGrantRecord,
     MismatchRecord,
@@ -40,6 +41,7 @@ class Trace:
     decision: GateDecision
     audit: list[AuditEntry]
     config: CatalogConfig
+    conflict_actions: tuple[ConflictActionRecord, ...] = ()
 
 
 async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_id: str | None,
@@ -62,6 +64,7 @@ async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_i
         audit = await db_support.audit_for(conn, [e.provider_event_id for e in found],
                                         [i for i in (purchase and purchase.purchase_id, sub) if i])
         view = await view_of(conn, purchase.purchase_id) if purchase else None
+        actions = tuple(await conflict_actions.of_subscriptions(conn, [sub])) if sub else ()
     mine = [a for a in stored.assignments if a.row.subscription_id == sub]
     return Trace(
         purchase=view, events=found,
@@ -70,7 +73,7 @@ async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_i
         funding=tuple(f for f in stored.funding if (sub and f.subscription_id == sub)
                       or (session and f.checkout_session_id == session)),
         decision=decide_gates(effective_at(stored.assignments, deps.clock()), stored.config.gate_bundles),
-        audit=audit, config=stored.config,
+        audit=audit, config=stored.config, conflict_actions=actions,
     )
 
 

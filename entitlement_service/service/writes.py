@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from entitlement_service.db import derived, events, purchases, support
+from entitlement_service.db import conflict_actions, derived, events, purchases, support
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.records import (
     AccountAssignment,
     AccountBinding,
     AccountItem,
     AuditEntry,
+    ConflictActionRecord,
     EventResult,
     Finding,
     HistoryEntry,
@@ -39,8 +40,11 @@ class Writes:
     bindings: list[AccountBinding] = field(default_factory=list)
     issues: list[Issuance] = field(default_factory=list)
     purchase_subscriptions: list[tuple[str, str]] = field(default_factory=list)  # (purchase id, subscription id)
+    purchase_groups: list[tuple[str, str]] = field(default_factory=list)  # (purchase id, its subscription's group)
     transitions: list[TransitionRecord] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    conflict_actions: list[ConflictActionRecord] = field(default_factory=list)
+    conflict_cause: str = "provider_event"
     resolutions: list[Resolution] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     outcomes: list[tuple[datetime, EventResult]] = field(default_factory=list)  # (the event's created, result)
@@ -58,6 +62,8 @@ class Writes:
         await derived.insert_issues(conn, self.issues)
         await purchases.set_purchase_subscriptions(conn, self.purchase_subscriptions)
         await purchases.record_transitions(conn, self.transitions)
+        await purchases.set_purchase_groups(conn, self.purchase_groups)
         await support.close_mismatches(conn, self.resolutions)
         await support.open_mismatches(conn, self.findings)
+        await conflict_actions.decide(conn, self.conflict_cause, self.conflict_actions)
         await events.set_event_outcomes(conn, self.outcomes)

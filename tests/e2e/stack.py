@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import grpc
 
+from checkout_service.stripe.gateway import StripeGateway
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
 from service_runtime.auth import Role
@@ -68,6 +69,29 @@ class Stack:
         headers = {"Authorization": f"Bearer {TOKENS[Role.PRODUCT]}"}
         async with self.http.post(f"{self.checkout}/v1/checkout/sessions", json=body, headers=headers) as response:
             return response.status, await response.json()
+
+    def provider(self) -> StripeGateway:
+        """The provider through the stripe SDK, as a dashboard or another integration reaches it;
+        close it when done."""
+        return StripeGateway(self.env["STRIPE_API_KEY"], self.sim, timeout_s=10, max_retries=0, deadline_s=20)
+
+    async def outside_checkout(self, account_id: str, lookup_key: str) -> dict[str, Any]:
+        """A subscription checkout session made at the provider directly for the account's
+        customer, not through the checkout service (no purchase of ours), then paid."""
+        account = await self.stub(Role.CHECKOUT).GetAccount(pb.GetAccountRequest(account_id=account_id))
+        provider = self.provider()
+        try:
+            [price] = await provider.prices_by_lookup_keys([lookup_key])
+            session = await provider.create_checkout_session({
+                "mode": "subscription", "customer": account.provider_customer_id,
+                "line_items": [{"price": price["id"], "quantity": 1}],
+                "success_url": "https://app.example/elsewhere", "cancel_url": "https://app.example/elsewhere",
+                "subscription_data": {"metadata": {"account_id": account_id}},
+            }, f"outside-{account_id}-{lookup_key}")
+        finally:
+            await provider.close()
+        await self.sim_control(f"checkout/sessions/{session['id']}/complete")
+        return session
 
     async def purchase(self, purchase_id: str) -> pb.Purchase:
         reply = await self.stub(Role.CHECKOUT).GetPurchase(pb.GetPurchaseRequest(purchase_id=purchase_id))

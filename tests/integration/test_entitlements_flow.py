@@ -235,11 +235,12 @@ async def test_validation_names_every_problem_with_a_selection(service: Client) 
     await service.apply(subscription_event("evt_1", "sub_1", T0))
     reply = await service.checkout.ValidatePurchase(pb.ValidatePurchaseRequest(account_id="acct_1", items=[
         pb.PurchaseItem(price="starter_monthly", quantity=1), pb.PurchaseItem(price="nope", quantity=1),
-        pb.PurchaseItem(price="credit_pack_500", quantity=0)]))
+        pb.PurchaseItem(price="credit_pack_500", quantity=0), pb.PurchaseItem(price="team_seats_monthly", quantity=1)]))
     codes = {p.code for p in reply.problems}
     assert not reply.ok
     assert {pb.PURCHASE_PROBLEM_CODE_GROUP_CONFLICT, pb.PURCHASE_PROBLEM_CODE_UNKNOWN_PRICE,
-            pb.PURCHASE_PROBLEM_CODE_BAD_QUANTITY, pb.PURCHASE_PROBLEM_CODE_MIXED_GROUPS} <= codes
+            pb.PURCHASE_PROBLEM_CODE_BAD_QUANTITY, pb.PURCHASE_PROBLEM_CODE_MIXED_GROUPS,
+            pb.PURCHASE_PROBLEM_CODE_MIXED_MODES} <= codes
     assert list(reply.conflicting_subscription_ids) == ["sub_1"]
     ok = await service.checkout.ValidatePurchase(pb.ValidatePurchaseRequest(
         account_id="acct_1", items=[pb.PurchaseItem(price=pid("team_seats_monthly"), quantity=3)]))

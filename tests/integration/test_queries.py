@@ -231,6 +231,23 @@ async def test_a_purchase_reads_back_as_recorded_and_each_move_stamps_its_state(
         (PurchaseState.RETURNED, PurchaseState.CONFLICT, "evt_9")]
 
 
+async def test_a_group_move_is_recorded_without_restamping_the_state_it_keeps(db: asyncpg.Connection) -> None:
+    await hold(db, ("acct_1", None))
+    await purchases.insert_purchase(db, pending())
+    await purchases.record_transitions(db, [TransitionRecord("pur_1", PurchaseState.PENDING, PurchaseState.CONFLICT,
+                                                             T0 + DAY / 4, "evt_1", "lost its group to sub_0")])
+    await purchases.record_transitions(db, [TransitionRecord("pur_1", PurchaseState.CONFLICT, PurchaseState.CONFLICT,
+                                                             T0 + DAY / 2, "evt_2", "sub_1 moved from group core to "
+                                                             "group addons")])
+    await purchases.set_purchase_groups(db, [("pur_1", "addons")])
+    moved = await purchases.get_purchase(db, purchase_id="pur_1")
+    assert moved == replace(pending(), state=PurchaseState.CONFLICT, conflict_at=T0 + DAY / 4,
+                            reason="lost its group to sub_0", subscription_group="addons")
+    assert [(t.from_state, t.to_state, t.reason) for t in await purchases.transitions(db, "pur_1")] == [
+        (PurchaseState.PENDING, PurchaseState.CONFLICT, "lost its group to sub_0"),
+        (PurchaseState.CONFLICT, PurchaseState.CONFLICT, "sub_1 moved from group core to group addons")]
+
+
 async def test_the_database_funds_a_period_once_whatever_the_code_asks(db: asyncpg.Connection) -> None:
     await hold(db, ("acct_1", "cus_1"))
     period = Window(T0, T0 + 30 * DAY)

@@ -49,6 +49,24 @@ class FakeProvider(Provider):
             self.sessions[session_id] = self.by_key[idempotency_key] = session
         return self.by_key[idempotency_key]
 
+    async def expire_checkout_session(self, session_id: str) -> Obj:
+        self._check("expire_checkout_session")
+        self.sessions[session_id]["status"] = "expired"
+        return self.sessions[session_id]
+
+    async def retrieve_invoice_payments(self, invoice_id: str) -> Obj:
+        return await self.retrieve_invoice(invoice_id)
+
+    async def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> Obj:
+        self._check("cancel_subscription")
+        return {"id": subscription_id, "status": "canceled"}
+
+    async def create_refund(self, params: Obj, idempotency_key: str) -> Obj:
+        self._check("create_refund")
+        if idempotency_key not in self.by_key:
+            self.by_key[idempotency_key] = {"id": f"re_{next(_ids)}", "status": "succeeded", **params}
+        return self.by_key[idempotency_key]
+
     async def create_portal_session(self, customer_id: str, return_url: str) -> str:
         self._check("create_portal_session")
         return f"https://portal.test/{customer_id}?return_url={return_url}"
@@ -114,3 +132,7 @@ class FakeProvider(Provider):
         found = [e for e in self.events if (created_gte is None or e["created"] >= created_gte)
                  and (created_lt is None or e["created"] < created_lt)]
         return {"object": "list", "data": found, "has_more": False}
+
+    async def preview_invoice(self, params: Obj) -> Obj:
+        self._check("preview_invoice")
+        raise ProviderError("No upcoming invoices for customer", 404, "invoice_upcoming_none")

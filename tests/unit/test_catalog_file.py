@@ -7,7 +7,7 @@ import pytest
 
 from catalog_rules.file import CatalogFileError, PriceSpec, parse_catalog
 from catalog_rules.metadata import resolve_prices
-from catalog_rules.model import Cadence, ChangePolicy, GrantSpec, PlanKind, Source
+from catalog_rules.model import Cadence, ChangePolicy, ConflictPolicy, GrantSpec, PlanKind, Source
 from checkout_service.cli import read_catalog
 from tests.support.provider import catalog_snapshots, example_catalog
 
@@ -71,7 +71,7 @@ def test_the_shipped_example_declares_the_documented_catalog() -> None:
     catalog = example_catalog()
     config = catalog.config
     assert {code: group.stackable for code, group in config.groups.items()} == {
-        "core": False, "addons": True, "credits": True,
+        "core": False, "addons": True,
     }
     assert {code: (plan.priority, plan.kind) for code, plan in config.plans.items()} == {
         "starter": (10, PlanKind.BASE), "pro": (20, PlanKind.BASE), "team_seats": (5, PlanKind.ADDON),
@@ -91,11 +91,11 @@ def test_the_shipped_example_declares_the_documented_catalog() -> None:
         ("pro_yearly", "core", "pro", "pro", (GrantSpec("ai_credits", 15000, False, Source.PRICE),), "year", 20000),
         ("team_seats_monthly", "addons", "team_seats", None, (GrantSpec("seats", 1, True, Source.PRODUCT),),
          "month", 500),
-        ("credit_pack_500", "credits", None, None, (GrantSpec("credit_pack", 500, True, Source.PRODUCT),), None, 1000),
+        ("credit_pack_500", None, None, None, (GrantSpec("credit_pack", 500, True, Source.PRODUCT),), None, 1000),
     ],
 )
 def test_each_example_price_resolves_as_documented(
-    lookup_key: str, group: str, plan: str | None, bundle: str | None, grants: tuple[GrantSpec, ...],
+    lookup_key: str, group: str | None, plan: str | None, bundle: str | None, grants: tuple[GrantSpec, ...],
     interval: str | None, amount: int,
 ) -> None:
     catalog = example_catalog()
@@ -139,7 +139,7 @@ def test_a_catalog_without_products_is_only_configuration() -> None:
         ("[groups.core]\nstackable = 'no'\n", "groups.core: stackable must be true or false, not a string ('no')"),
         ("[groups.core]\n", "groups.core: stackable is missing"),
         ("[groups.core]\nstackable = true\nstackabel = false\n",
-         "groups.core: unknown key 'stackabel' (expected stackable)"),
+         "groups.core: unknown key 'stackabel' (expected conflict_policy, stackable)"),
         ("groups = 1\n", "groups must be a table keyed by code, not an integer (1)"),
         ("[plans.pro]\npriority = '20'\n", "plans.pro: priority must be an integer, not a string ('20')"),
         ("[plans.pro]\npriority = true\n", "plans.pro: priority must be an integer, not a boolean (true)"),
@@ -327,7 +327,7 @@ def test_a_bad_price_field_is_refused_naming_the_price(text: str, error: str) ->
                   '[[products.prices]]\nlookup_key = "x"\nunit_amount = 1\ncurrency = "usd"\n'
                   '[products.prices.metadata]\nsubscription_group = "core2"\n'
                   '[[products]]\nid = "solo"\nname = "Solo"\n[[products.prices]]\nlookup_key = "y"\nunit_amount = 1\n'
-                  'currency = "usd"\n',
+                  'currency = "usd"\ninterval = "month"\n',
          "products[0] (id 'pro') price 'x': subscription_group 'core2' is not a known group\n"
          "products[1] (id 'solo') price 'y': no subscription_group on the price or its product"),
         (CONFIG + PRO + PRO.replace("lookup_key = \"pro_monthly\"", "lookup_key = \"pro_yearly\""),
@@ -430,3 +430,80 @@ def test_snapshots_do_not_share_metadata_with_the_file() -> None:
     products, _ = catalog_snapshots(catalog, {"pro_monthly": "price_123"}, AT)
     products[0].metadata["subscription_group"] = "changed"
     assert catalog.products[0].metadata["subscription_group"] == "core"
+
+
+# --- one-time prices and gate bundles -------------------------------------------------------------
+
+PACK = """
+[grant_programs.pack]
+cadence = "one_time"
+unit = "credit"
+
+[[products]]
+id = "pack"
+name = "Credit pack"
+[products.metadata]
+grants = '[{"grant_program_code": "pack", "amount": 500}]'
+PRODUCT_METADATA
+
+[[products.prices]]
+lookup_key = "pack_500"
+unit_amount = 1000
+currency = "usd"
+PRICE_LINES
+"""
+
+
+def pack(product_metadata: str = "", price_lines: str = "") -> str:
+    return CONFIG + PACK.replace("PRODUCT_METADATA", product_metadata).replace("PRICE_LINES", price_lines)
+
+
+def test_a_one_time_product_needs_no_group() -> None:
+    catalog = parse_catalog(pack())
+    products, prices = catalog_snapshots(catalog, {"pack_500": "price_pack"}, AT)
+    resolved = resolve_prices(prices, {p.product_id: p for p in products}, catalog.config)["price_pack"]
+    assert resolved.valid and resolved.subscription_group is None
+    assert resolved.grants == (GrantSpec("pack", 500, True, Source.PRODUCT),)
+
+
+def test_the_same_product_with_a_recurring_price_is_refused_for_want_of_a_group() -> None:
+    text = pack(price_lines='interval = "month"')
+    assert errors_of(text) == ["products[0] (id 'pack') price 'pack_500': no subscription_group on the price or its "
+                               "product"]
+
+
+FIX = ("needs a billing_plan_code on the price or its product: a gate bundle grants its gates only through a plan; "
+       "set billing_plan_code or remove gating.bundle")
+
+
+@pytest.mark.parametrize(
+    ("product_metadata", "price_lines"),
+    [('"gating.bundle" = "pro"', ""), ("", '[products.prices.metadata]\n"gating.bundle" = "pro"')],
+    ids=["bundle on the product", "bundle on the price"],
+)
+def test_a_gate_bundle_on_an_entry_without_a_plan_is_refused_naming_the_price_and_the_fix(
+    product_metadata: str, price_lines: str
+) -> None:
+    text = pack(product_metadata, price_lines)
+    assert errors_of(text) == [f"products[0] (id 'pack') price 'pack_500': gating.bundle 'pro' {FIX}"]
+
+
+def test_a_product_bundle_is_accepted_where_each_price_brings_the_plan() -> None:
+    catalog = parse_catalog(pro_with(product_metadata='"gating.bundle" = "pro"',
+                                     price_metadata='billing_plan_code = "pro"'))
+    assert catalog.products[1].metadata["gating.bundle"] == "pro"
+
+
+def test_a_bundle_with_an_unknown_plan_reports_the_plan_not_the_bundle() -> None:
+    text = pro_with(product_metadata='"gating.bundle" = "pro"', price_metadata='billing_plan_code = "gold"')
+    assert errors_of(text) == [f"{M}: billing_plan_code 'gold' is not a known plan"]
+
+
+def test_a_groups_conflict_policy_is_read_and_defaults_to_flag() -> None:
+    parsed = parse_catalog('[groups.core]\nstackable = false\nconflict_policy = "cancel_and_refund"\n'
+                           '[groups.other]\nstackable = false\n')
+    assert parsed.config.groups["core"].conflict_policy is ConflictPolicy.CANCEL_AND_REFUND
+    assert parsed.config.groups["other"].conflict_policy is ConflictPolicy.FLAG
+    with pytest.raises(CatalogFileError) as refused:
+        parse_catalog('[groups.core]\nstackable = false\nconflict_policy = "ignore"\n')
+    assert "conflict_policy" in str(refused.value)

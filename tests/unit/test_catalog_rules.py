@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from catalog_rules.metadata import (
     MetadataError,
+    bundle_without_plan,
     explain_price,
     group_of_items,
     merge_grants,
@@ -422,3 +423,69 @@ def test_a_subscription_has_a_group_only_when_all_its_items_share_it(
     groups: list[str | None], expected: str | None
 ) -> None:
     assert group_of_items([resolved_in(group) for group in groups]) == expected
+
+
+# --- one-time prices and gate bundles -------------------------------------------------------------
+
+
+def one_time(metadata: dict[str, str] | None = None) -> Price:
+    return price(metadata, interval=None, interval_count=None, lookup_key="pack")
+
+
+@pytest.mark.parametrize(
+    ("product_metadata", "price_metadata", "group"),
+    [({}, {}, None), ({"subscription_group": "addons"}, {}, "addons"), ({}, {"subscription_group": "core"}, "core")],
+    ids=["no group anywhere", "group on the product", "group on the price"],
+)
+def test_a_one_time_price_is_valid_with_or_without_a_group(
+    product_metadata: dict[str, str], price_metadata: dict[str, str], group: str | None
+) -> None:
+    resolved, problems = explain_price(one_time(price_metadata), product(product_metadata), CONFIG)
+    assert problems == ()
+    assert resolved.valid and resolved.purchasable
+    assert resolved.subscription_group == group
+
+
+def test_a_recurring_price_still_needs_a_group_where_the_same_one_time_price_does_not() -> None:
+    grants = {"grants": '{"seats": 1}'}
+    recurring = resolve_price(price(grants), product({}), CONFIG)
+    once = resolve_price(one_time(grants), product({}), CONFIG)
+    assert recurring.invalid_reason == "price price_1: no subscription_group on the price or its product"
+    assert once.valid and once.grants == (grant("seats", 1, Source.PRICE),)
+
+
+def test_a_one_time_price_naming_an_unknown_group_is_still_invalid() -> None:
+    resolved = resolve_price(one_time({"subscription_group": "nope"}), product({}), CONFIG)
+    assert resolved.invalid_reason == "price price_1: subscription_group 'nope' is not a known group"
+
+
+def test_one_time_items_without_a_group_have_no_group_together() -> None:
+    items = [resolve_price(one_time(), product({}), CONFIG), resolve_price(one_time(), product({}), CONFIG)]
+    assert all(item.valid for item in items)
+    assert group_of_items(items) is None
+
+
+@pytest.mark.parametrize(
+    ("product_metadata", "price_metadata", "unused"),
+    [
+        ({"gating.bundle": "pro"}, {}, "pro"),
+        ({}, {"gating.bundle": "pro_plus"}, "pro_plus"),
+        ({"gating.bundle": "pro", "billing_plan_code": "pro"}, {}, None),
+        ({"gating.bundle": "pro"}, {"billing_plan_code": "pro"}, None),
+        ({"billing_plan_code": "pro"}, {}, None),
+        ({}, {}, None),
+    ],
+    ids=["bundle on the product, no plan", "bundle on the price, no plan", "bundle and plan on the product",
+         "bundle on the product, plan on the price", "plan without bundle", "neither"],
+)
+def test_a_gate_bundle_without_a_plan_is_named_as_granting_nothing(
+    product_metadata: dict[str, str], price_metadata: dict[str, str], unused: str | None
+) -> None:
+    resolved = resolve_price(one_time(price_metadata), product({"subscription_group": "core", **product_metadata}),
+                             CONFIG)
+    reason = bundle_without_plan(resolved)
+    if unused is None:
+        assert reason is None
+    else:
+        assert reason == (f"gating.bundle {unused!r} needs a billing_plan_code on the price or its product: a gate "
+                          "bundle grants its gates only through a plan; set billing_plan_code or remove gating.bundle")

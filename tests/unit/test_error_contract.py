@@ -70,6 +70,8 @@ def sample(kind: type[CheckoutError]) -> CheckoutError:
         return errors.GroupConflict("no", "https://portal.test/", [])
     if kind is errors.BadWebhook:
         return errors.BadWebhook("bad_signature", "no")
+    if kind is errors.CheckoutInProgress:
+        return errors.CheckoutInProgress("no", "pur_open")
     return kind("no")
 
 
@@ -115,6 +117,19 @@ async def test_every_entitlement_status_code_reaches_callers_as_documented(code:
     assert type(exc).__name__ == name
     status, _, grpc_code = DOCUMENTED[name]
     assert isinstance(exc, CheckoutError) and (http_status(exc), ERRORS.status_for(exc)) == (status, grpc_code)
+
+
+async def test_a_checkout_in_progress_refusal_reaches_callers_naming_the_open_purchase() -> None:
+    class InProgress(Refusing):
+        async def __call__(self, request: object, **options: object) -> object:
+            trailing = grpc.aio.Metadata(("error-code", "checkout_in_progress"), ("open-purchase-id", "pur_open"))
+            raise grpc.aio.AioRpcError(self.code, grpc.aio.Metadata(), trailing, self.details)
+
+    with pytest.raises(errors.CheckoutInProgress) as raised:
+        await entitlement_call(InProgress(grpc.StatusCode.FAILED_PRECONDITION), object())
+    assert raised.value.open_purchase_id == "pur_open"
+    assert raised.value.grpc_trailing_metadata() == (("error-code", "checkout_in_progress"),
+                                                     ("open-purchase-id", "pur_open"))
 
 
 def test_every_entitlement_status_code_is_documented_or_an_internal_error() -> None:

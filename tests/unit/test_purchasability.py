@@ -78,3 +78,25 @@ def test_a_group_conflict_names_the_subscriptions_holding_the_group_and_points_t
 def test_an_invalid_or_inactive_price_cannot_be_bought(entry: object, problem: str | None) -> None:
     choice = choice_for(entry, CONFIG, {})  # type: ignore[arg-type]
     assert (choice.purchasable, choice.problem) == (problem is None, problem)
+
+
+GROUPLESS_PACK = resolved(price("price_free_pack", "free_pack", interval=None), product("free_pack", group=None))
+
+
+@pytest.mark.parametrize(("items", "group"), [
+    ([("price_free_pack", 2)], None),
+    ([("price_free_pack", 1), ("price_pack", 1)], None),
+], ids=["a one-time price without a group", "beside a one-time price with one"])
+def test_a_one_time_price_without_a_group_is_bought_in_a_payment_checkout_with_no_group(
+    items: list[tuple[str, int]], group: str | None
+) -> None:
+    assert GROUPLESS_PACK.valid and GROUPLESS_PACK.subscription_group is None
+    result = validate_selection(items, {**FOUND, "price_free_pack": GROUPLESS_PACK}, CONFIG, OWNS_CORE)
+    assert (result.ok, result.problems, result.subscription_group, result.mode) == (True, (), group, Mode.PAYMENT)
+
+
+def test_one_time_prices_naming_two_groups_still_span_them() -> None:
+    core_pack = resolved(price("price_core_pack", "core_pack", interval=None), product("core_pack"))
+    found = {**FOUND, "price_core_pack": core_pack, "price_free_pack": GROUPLESS_PACK}
+    assert problems([("price_core_pack", 1), ("price_pack", 1), ("price_free_pack", 1)],
+                    found=found) == [("mixed_groups", -1)]

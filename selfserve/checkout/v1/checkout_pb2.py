@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from selfserve.entitlement.v1 import entitlement_pb2 as selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$selfserve/checkout/v1/checkout.proto\x12\x15selfserve.checkout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*selfserve/entitlement/v1/entitlement.proto\"\xab\x01\n\x1c\x43reateCheckoutSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.selfserve.entitlement.v1.PurchaseItem\x12\x13\n\x0bsuccess_url\x18\x03 \x01(\t\x12\x12\n\ncancel_url\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xc7\x01\n\x1d\x43reateCheckoutSessionResponse\x12\x13\n\x0bpurchase_id\x18\x01 \x01(\t\x12\x1b\n\x13\x63heckout_session_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06status\x18\x05 \x01(\x0e\x32\'.selfserve.entitlement.v1.PurchaseState\"D\n\x1a\x43reatePortalSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nreturn_url\x18\x02 \x01(\t\"*\n\x1b\x43reatePortalSessionResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\")\n\x12GetPurchaseRequest\x12\x13\n\x0bpurchase_id\x18\x01 \x01(\t\"\x92\x01\n\x13GetPurchaseResponse\x12\x34\n\x08purchase\x18\x01 \x01(\x0b\x32\".selfserve.entitlement.v1.Purchase\x12\x15\n\rpoll_after_ms\x18\x02 \x01(\x05\x12.\n\ntimeout_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x12ListCatalogRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"U\n\x13ListCatalogResponse\x12>\n\x07\x63\x61talog\x18\x01 \x01(\x0b\x32-.selfserve.entitlement.v1.ListCatalogResponse\"&\n\x10ReconcileRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xc5\x02\n\x11ReconcileResponse\x12\x1d\n\x15subscriptions_checked\x18\x01 \x01(\x05\x12\x18\n\x10mismatches_found\x18\x02 \x01(\x05\x12\x1b\n\x13mismatches_repaired\x18\x03 \x01(\x05\x12\x17\n\x0f\x65vents_replayed\x18\x04 \x01(\x05\x12\x1a\n\x12purchases_resolved\x18\x05 \x01(\x05\x12;\n\x0fopen_mismatches\x18\x06 \x03(\x0b\x32\".selfserve.entitlement.v1.Mismatch\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x07 \x01(\x05\x12\x1b\n\x13\x61\x63\x63ounts_unreadable\x18\x08 \x01(\x05\x12\x19\n\x11\x65vents_unreadable\x18\t \x01(\x05\x12\x16\n\x0esweep_complete\x18\n \x01(\x08\"[\n\x1dReplayUnreadableEventsRequest\x12\x1a\n\x12provider_event_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\x05\"g\n\x1eReplayUnreadableEventsResponse\x12\x37\n\x06\x65vents\x18\x01 \x03(\x0b\x32\'.selfserve.entitlement.v1.ReplayedEvent\x12\x0c\n\x04more\x18\x02 \x01(\x08\x32\xc8\x05\n\x0f\x43heckoutService\x12\x82\x01\n\x15\x43reateCheckoutSession\x12\x33.selfserve.checkout.v1.CreateCheckoutSessionRequest\x1a\x34.selfserve.checkout.v1.CreateCheckoutSessionResponse\x12|\n\x13\x43reatePortalSession\x12\x31.selfserve.checkout.v1.CreatePortalSessionRequest\x1a\x32.selfserve.checkout.v1.CreatePortalSessionResponse\x12\x64\n\x0bGetPurchase\x12).selfserve.checkout.v1.GetPurchaseRequest\x1a*.selfserve.checkout.v1.GetPurchaseResponse\x12\x64\n\x0bListCatalog\x12).selfserve.checkout.v1.ListCatalogRequest\x1a*.selfserve.checkout.v1.ListCatalogResponse\x12^\n\tReconcile\x12\'.selfserve.checkout.v1.ReconcileRequest\x1a(.selfserve.checkout.v1.ReconcileResponse\x12\x85\x01\n\x16ReplayUnreadableEvents\x12\x34.selfserve.checkout.v1.ReplayUnreadableEventsRequest\x1a\x35.selfserve.checkout.v1.ReplayUnreadableEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$selfserve/checkout/v1/checkout.proto\x12\x15selfserve.checkout.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a*selfserve/entitlement/v1/entitlement.proto\"\xab\x01\n\x1c\x43reateCheckoutSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32&.selfserve.entitlement.v1.PurchaseItem\x12\x13\n\x0bsuccess_url\x18\x03 \x01(\t\x12\x12\n\ncancel_url\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xe5\x01\n\x1d\x43reateCheckoutSessionResponse\x12\x13\n\x0bpurchase_id\x18\x01 \x01(\t\x12\x1b\n\x13\x63heckout_session_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06status\x18\x05 \x01(\x0e\x32\'.selfserve.entitlement.v1.PurchaseState\x12\x1c\n\x14open_purchase_reused\x18\x06 \x01(\x08\"D\n\x1a\x43reatePortalSessionRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nreturn_url\x18\x02 \x01(\t\"*\n\x1b\x43reatePortalSessionResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\")\n\x12GetPurchaseRequest\x12\x13\n\x0bpurchase_id\x18\x01 \x01(\t\"\x92\x01\n\x13GetPurchaseResponse\x12\x34\n\x08purchase\x18\x01 \x01(\x0b\x32\".selfserve.entitlement.v1.Purchase\x12\x15\n\rpoll_after_ms\x18\x02 \x01(\x05\x12.\n\ntimeout_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x12ListCatalogRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"U\n\x13ListCatalogResponse\x12>\n\x07\x63\x61talog\x18\x01 \x01(\x0b\x32-.selfserve.entitlement.v1.ListCatalogResponse\"&\n\x10ReconcileRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xc5\x02\n\x11ReconcileResponse\x12\x1d\n\x15subscriptions_checked\x18\x01 \x01(\x05\x12\x18\n\x10mismatches_found\x18\x02 \x01(\x05\x12\x1b\n\x13mismatches_repaired\x18\x03 \x01(\x05\x12\x17\n\x0f\x65vents_replayed\x18\x04 \x01(\x05\x12\x1a\n\x12purchases_resolved\x18\x05 \x01(\x05\x12;\n\x0fopen_mismatches\x18\x06 \x03(\x0b\x32\".selfserve.entitlement.v1.Mismatch\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x07 \x01(\x05\x12\x1b\n\x13\x61\x63\x63ounts_unreadable\x18\x08 \x01(\x05\x12\x19\n\x11\x65vents_unreadable\x18\t \x01(\x05\x12\x16\n\x0esweep_complete\x18\n \x01(\x08\"[\n\x1dReplayUnreadableEventsRequest\x12\x1a\n\x12provider_event_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\x05\"g\n\x1eReplayUnreadableEventsResponse\x12\x37\n\x06\x65vents\x18\x01 \x03(\x0b\x32\'.selfserve.entitlement.v1.ReplayedEvent\x12\x0c\n\x04more\x18\x02 \x01(\x08\x32\xc8\x05\n\x0f\x43heckoutService\x12\x82\x01\n\x15\x43reateCheckoutSession\x12\x33.selfserve.checkout.v1.CreateCheckoutSessionRequest\x1a\x34.selfserve.checkout.v1.CreateCheckoutSessionResponse\x12|\n\x13\x43reatePortalSession\x12\x31.selfserve.checkout.v1.CreatePortalSessionRequest\x1a\x32.selfserve.checkout.v1.CreatePortalSessionResponse\x12\x64\n\x0bGetPurchase\x12).selfserve.checkout.v1.GetPurchaseRequest\x1a*.selfserve.checkout.v1.GetPurchaseResponse\x12\x64\n\x0bListCatalog\x12).selfserve.checkout.v1.ListCatalogRequest\x1a*.selfserve.checkout.v1.ListCatalogResponse\x12^\n\tReconcile\x12\'.selfserve.checkout.v1.ReconcileRequest\x1a(.selfserve.checkout.v1.ReconcileResponse\x12\x85\x01\n\x16ReplayUnreadableEvents\x12\x34.selfserve.checkout.v1.ReplayUnreadableEventsRequest\x1a\x35.selfserve.checkout.v1.ReplayUnreadableEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_start=141
   _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_end=312
   _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_start=315
-  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_end=514
-  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_start=516
-  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_end=584
-  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_start=586
-  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_end=628
-  _globals['_GETPURCHASEREQUEST']._serialized_start=630
-  _globals['_GETPURCHASEREQUEST']._serialized_end=671
-  _globals['_GETPURCHASERESPONSE']._serialized_start=674
-  _globals['_GETPURCHASERESPONSE']._serialized_end=820
-  _globals['_LISTCATALOGREQUEST']._serialized_start=822
-  _globals['_LISTCATALOGREQUEST']._serialized_end=862
-  _globals['_LISTCATALOGRESPONSE']._serialized_start=864
-  _globals['_LISTCATALOGRESPONSE']._serialized_end=949
-  _globals['_RECONCILEREQUEST']._serialized_start=951
-  _globals['_RECONCILEREQUEST']._serialized_end=989
-  _globals['_RECONCILERESPONSE']._serialized_start=992
-  _globals['_RECONCILERESPONSE']._serialized_end=1317
-  _globals['_REPLAYUNREADABLEEVENTSREQUEST']._serialized_start=1319
-  _globals['_REPLAYUNREADABLEEVENTSREQUEST']._serialized_end=1410
-  _globals['_REPLAYUNREADABLEEVENTSRESPONSE']._serialized_start=1412
-  _globals['_REPLAYUNREADABLEEVENTSRESPONSE']._serialized_end=1515
-  _globals['_CHECKOUTSERVICE']._serialized_start=1518
-  _globals['_CHECKOUTSERVICE']._serialized_end=2230
+  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_end=544
+  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_start=546
+  _globals['_CREATEPORTALSESSIONREQUEST']._serialized_end=614
+  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_start=616
+  _globals['_CREATEPORTALSESSIONRESPONSE']._serialized_end=658
+  _globals['_GETPURCHASEREQUEST']._serialized_start=660
+  _globals['_GETPURCHASEREQUEST']._serialized_end=701
+  _globals['_GETPURCHASERESPONSE']._serialized_start=704
+  _globals['_GETPURCHASERESPONSE']._serialized_end=850
+  _globals['_LISTCATALOGREQUEST']._serialized_start=852
+  _globals['_LISTCATALOGREQUEST']._serialized_end=892
+  _globals['_LISTCATALOGRESPONSE']._serialized_start=894
+  _globals['_LISTCATALOGRESPONSE']._serialized_end=979
+  _globals['_RECONCILEREQUEST']._serialized_start=981
+  _globals['_RECONCILEREQUEST']._serialized_end=1019
+  _globals['_RECONCILERESPONSE']._serialized_start=1022
+  _globals['_RECONCILERESPONSE']._serialized_end=1347
+  _globals['_REPLAYUNREADABLEEVENTSREQUEST']._serialized_start=1349
+  _globals['_REPLAYUNREADABLEEVENTSREQUEST']._serialized_end=1440
+  _globals['_REPLAYUNREADABLEEVENTSRESPONSE']._serialized_start=1442
+  _globals['_REPLAYUNREADABLEEVENTSRESPONSE']._serialized_end=1545
+  _globals['_CHECKOUTSERVICE']._serialized_start=1548
+  _globals['_CHECKOUTSERVICE']._serialized_end=2260
 # @@protoc_insertion_point(module_scope)

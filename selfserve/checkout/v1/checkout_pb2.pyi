@@ -79,6 +79,7 @@ class CreateCheckoutSessionResponse(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_REUSED_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Our id for the purchase; poll GetPurchase with it."""
     checkout_session_id: _builtins.str
@@ -88,6 +89,10 @@ class CreateCheckoutSessionResponse(_message.Message):
     status: _entitlement_pb2.PurchaseState.ValueType
     """The purchase's state: pending for a new purchase; for a retry with the same idempotency key,
     its state now.
+    """
+    open_purchase_reused: _builtins.bool
+    """True when the account already had this selection open in the group: the answer is that
+    purchase and its checkout session, and no new one was created.
     """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
@@ -101,10 +106,11 @@ class CreateCheckoutSessionResponse(_message.Message):
         url: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         status: _entitlement_pb2.PurchaseState.ValueType = ...,
+        open_purchase_reused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_session_id", b"checkout_session_id", "expires_at", b"expires_at", "purchase_id", b"purchase_id", "status", b"status", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_session_id", b"checkout_session_id", "expires_at", b"expires_at", "open_purchase_reused", b"open_purchase_reused", "purchase_id", b"purchase_id", "status", b"status", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -98,8 +98,11 @@ class CheckoutServiceServicer:
     def CreateCheckoutSession(self, request, context):
         """Validates a catalog selection, creates the provider checkout session (creating and linking
         the account's provider customer on its first purchase) and registers the purchase. With an
-        `idempotency_key`, a retry of the same request returns the same purchase and session.
-        Roles: product.
+        `idempotency_key`, a retry of the same request returns the same purchase and session. A
+        subscription into a non-stackable group where the account has a purchase open (pending or
+        returned, its checkout session not expired) answers that purchase, same purchase id and url,
+        when it is for the same prices and quantities (`open_purchase_reused`), even when two
+        requests arrive at the same instant. Roles: product.
         Errors: INVALID_ARGUMENT (a required field is missing or malformed, or the selection cannot
         be bought: the message names each offending item, and the status details, a
         `google.rpc.Status`, hold an ErrorInfo (reason INVALID_SELECTION) and a BadRequest with one
@@ -107,7 +110,9 @@ class CheckoutServiceServicer:
         FAILED_PRECONDITION (a purchase into a non-stackable group the account already holds:
         trailing metadata `error-code: group_conflict` and `portal-url`, a portal session for
         changing the existing subscription that returns to `cancel_url`; or the account's provider
-        customer is linked to another account), UNAUTHENTICATED, PERMISSION_DENIED,
+        customer is linked to another account; or the account has a purchase of another selection
+        open in the group: trailing metadata `error-code: checkout_in_progress` and
+        `open-purchase-id`), UNAUTHENTICATED, PERMISSION_DENIED,
         RESOURCE_EXHAUSTED (the provider or the entitlement service is rate-limiting; retry later
         with the same idempotency_key), ABORTED (lost a race to a concurrent change; retry with the
         same idempotency_key), UNAVAILABLE (the entitlement service or the provider cannot answer;

@@ -62,8 +62,11 @@ class PurchaseState(_PurchaseState, metaclass=_PurchaseStateEnumTypeWrapper):
 
     The purchase session state machine: pending -> returned -> finalized | expired | failed |
     conflict. `returned` is recorded but never trusted: only the provider moves a purchase further.
-    The last four are final for a poller, yet a late provider event can still move a purchase
-    between finalized and conflict, or from expired or failed to finalized or conflict.
+    The last four are final: a poller stops at the first one it sees. A later provider fact either
+    leaves a final purchase alone or moves it by a transition of its own, only from finalized to
+    conflict, from conflict to finalized, or from expired or failed to finalized or conflict; that
+    transition's reason starts "<old state> revised to <new state>: " and says why. Nothing else
+    ever leaves a final state (a late return, expiry or failure changes nothing).
     """
 
 PURCHASE_STATE_UNSPECIFIED: PurchaseState.ValueType  # 0
@@ -302,6 +305,41 @@ and takes nothing back.
 """
 Global___ChangePolicy: _TypeAlias = ChangePolicy  # noqa: Y015
 
+class _ConflictPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConflictPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConflictPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFLICT_POLICY_UNSPECIFIED: _ConflictPolicy.ValueType  # 0
+    """Not set: the same as CONFLICT_POLICY_FLAG."""
+    CONFLICT_POLICY_FLAG: _ConflictPolicy.ValueType  # 1
+    """A `duplicate_subscription_in_group` mismatch is opened for support, naming both
+    subscriptions, and closed when the situation ends; nothing is done at the provider.
+    """
+    CONFLICT_POLICY_CANCEL_AND_REFUND: _ConflictPolicy.ValueType  # 2
+    """The losing subscription is canceled at the provider and its payment refunded, once, by the
+    checkout service's reconciler; the action is recorded, audited and shown in the trace.
+    """
+
+class ConflictPolicy(_ConflictPolicy, metaclass=_ConflictPolicyEnumTypeWrapper):
+    """What is done when two live subscriptions hold one non-stackable group of an account anyway (a
+    subscription made at the provider outside the checkout, or a checkout opened before the group
+    allowed one open purchase at a time).
+    """
+
+CONFLICT_POLICY_UNSPECIFIED: ConflictPolicy.ValueType  # 0
+"""Not set: the same as CONFLICT_POLICY_FLAG."""
+CONFLICT_POLICY_FLAG: ConflictPolicy.ValueType  # 1
+"""A `duplicate_subscription_in_group` mismatch is opened for support, naming both
+subscriptions, and closed when the situation ends; nothing is done at the provider.
+"""
+CONFLICT_POLICY_CANCEL_AND_REFUND: ConflictPolicy.ValueType  # 2
+"""The losing subscription is canceled at the provider and its payment refunded, once, by the
+checkout service's reconciler; the action is recorded, audited and shown in the trace.
+"""
+Global___ConflictPolicy: _TypeAlias = ConflictPolicy  # noqa: Y015
+
 class _BindingSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -414,6 +452,46 @@ PURCHASE_PROBLEM_CODE_EMPTY: PurchaseProblemCode.ValueType  # 9
 """No items."""
 Global___PurchaseProblemCode: _TypeAlias = PurchaseProblemCode  # noqa: Y015
 
+class _ConflictActionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConflictActionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConflictActionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFLICT_ACTION_STATE_UNSPECIFIED: _ConflictActionState.ValueType  # 0
+    """Never sent."""
+    CONFLICT_ACTION_STATE_DECIDED: _ConflictActionState.ValueType  # 1
+    """Decided: the losing subscription is to be canceled at the provider."""
+    CONFLICT_ACTION_STATE_CANCELED: _ConflictActionState.ValueType  # 2
+    """Canceled at the provider; its payment is to be refunded."""
+    CONFLICT_ACTION_STATE_REFUNDED: _ConflictActionState.ValueType  # 3
+    """Canceled and refunded: done."""
+    CONFLICT_ACTION_STATE_SKIPPED: _ConflictActionState.ValueType  # 4
+    """Nothing to do at the provider after all (for example the winner is no longer live); the
+    reason says why. Done.
+    """
+
+class ConflictActionState(_ConflictActionState, metaclass=_ConflictActionStateEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------------
+    Conflict actions
+
+    How far a conflict action has been carried out.
+    """
+
+CONFLICT_ACTION_STATE_UNSPECIFIED: ConflictActionState.ValueType  # 0
+"""Never sent."""
+CONFLICT_ACTION_STATE_DECIDED: ConflictActionState.ValueType  # 1
+"""Decided: the losing subscription is to be canceled at the provider."""
+CONFLICT_ACTION_STATE_CANCELED: ConflictActionState.ValueType  # 2
+"""Canceled at the provider; its payment is to be refunded."""
+CONFLICT_ACTION_STATE_REFUNDED: ConflictActionState.ValueType  # 3
+"""Canceled and refunded: done."""
+CONFLICT_ACTION_STATE_SKIPPED: ConflictActionState.ValueType  # 4
+"""Nothing to do at the provider after all (for example the winner is no longer live); the
+reason says why. Done.
+"""
+Global___ConflictActionState: _TypeAlias = ConflictActionState  # noqa: Y015
+
 @_typing.final
 class PurchaseItem(_message.Message):
     """One line of a selection: a provider price id or lookup key and how many."""
@@ -468,6 +546,7 @@ class Purchase(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     TIMEOUT_AT_FIELD_NUMBER: _builtins.int
     TRANSITIONS_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Our id for the purchase (`pur_...`), made by the checkout service; the provider session's
     `client_reference_id` and `metadata.purchase_id`.
@@ -479,7 +558,10 @@ class Purchase(_message.Message):
     mode: Global___PurchaseMode.ValueType
     """Subscription or one-time payment."""
     subscription_group: _builtins.str
-    """The subscription group the selection resolved to; empty when none was registered."""
+    """The group its subscription is in: the group the selection resolved to until the subscription
+    moves to another group; each such move is a transition that keeps the state and whose reason
+    names both groups. Empty when none was registered (one-time prices without a group).
+    """
     checkout_session_id: _builtins.str
     """The provider checkout session (`cs_...`)."""
     subscription_id: _builtins.str
@@ -493,6 +575,10 @@ class Purchase(_message.Message):
     """Where the provider sends the browser when the customer cancels, as registered."""
     reason: _builtins.str
     """Why the purchase failed or conflicted, while it is in one of those states; empty otherwise."""
+    checkout_url: _builtins.str
+    """The provider's hosted checkout page of `checkout_session_id`, as registered; empty for a
+    purchase registered without it.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
         """The selection as requested (price ids or lookup keys as the caller gave them)."""
@@ -559,10 +645,11 @@ class Purchase(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         timeout_at: _timestamp_pb2.Timestamp | None = ...,
         transitions: _abc.Iterable[Global___PurchaseTransition] | None = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "returned_at", b"returned_at", "timeout_at", b"timeout_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "items", b"items", "mode", b"mode", "purchase_id", b"purchase_id", "reason", b"reason", "returned_at", b"returned_at", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "success_url", b"success_url", "timeout_at", b"timeout_at", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "checkout_url", b"checkout_url", "conflict_at", b"conflict_at", "created_at", b"created_at", "expired_at", b"expired_at", "expires_at", b"expires_at", "failed_at", b"failed_at", "finalized_at", b"finalized_at", "items", b"items", "mode", b"mode", "purchase_id", b"purchase_id", "reason", b"reason", "returned_at", b"returned_at", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "success_url", b"success_url", "timeout_at", b"timeout_at", "transitions", b"transitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1357,6 +1444,7 @@ class SubscriptionGroup(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     STACKABLE_FIELD_NUMBER: _builtins.int
+    CONFLICT_POLICY_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The group's code, as catalog metadata names it (`subscription_group`)."""
     stackable: _builtins.bool
@@ -1364,15 +1452,20 @@ class SubscriptionGroup(_message.Message):
     group one subscription holds the group at any instant (higher plan priority, then the later
     start, then the smaller subscription id); the others are in conflict and grant nothing.
     """
+    conflict_policy: Global___ConflictPolicy.ValueType
+    """For a non-stackable group: what is done when two live subscriptions hold it anyway.
+    Unspecified is read as flag.
+    """
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         stackable: _builtins.bool = ...,
+        conflict_policy: Global___ConflictPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "stackable", b"stackable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "conflict_policy", b"conflict_policy", "stackable", b"stackable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2178,6 +2271,8 @@ class ValidatePurchaseResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _builtins.int
     CONFLICTING_SUBSCRIPTION_IDS_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_SAME_SELECTION_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when the selection can be bought; then `problems` is empty."""
     subscription_group: _builtins.str
@@ -2189,6 +2284,11 @@ class ValidatePurchaseResponse(_message.Message):
     provider_customer_id: _builtins.str
     """The account's provider customer, when one is linked (reuse it for checkout and portal);
     empty otherwise.
+    """
+    open_purchase_same_selection: _builtins.bool
+    """True when `open_purchase` is for the same prices and quantities as this selection: a checkout
+    answers it instead of a new one. False when it is for another selection (a checkout is
+    refused) or when there is none.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedItem]:
@@ -2204,6 +2304,13 @@ class ValidatePurchaseResponse(_message.Message):
         otherwise.
         """
 
+    @_builtins.property
+    def open_purchase(self) -> Global___Purchase:
+        """When the selection is ok and is a subscription into a non-stackable group: the account's
+        oldest purchase open in that group (pending or returned, its checkout session not expired);
+        unset otherwise. RegisterPurchase decides again under the account's lock.
+        """
+
     def __init__(
         self,
         *,
@@ -2214,10 +2321,12 @@ class ValidatePurchaseResponse(_message.Message):
         problems: _abc.Iterable[Global___PurchaseProblem] | None = ...,
         conflicting_subscription_ids: _abc.Iterable[_builtins.str] | None = ...,
         provider_customer_id: _builtins.str = ...,
+        open_purchase: Global___Purchase | None = ...,
+        open_purchase_same_selection: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["open_purchase", b"open_purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicting_subscription_ids", b"conflicting_subscription_ids", "items", b"items", "mode", b"mode", "ok", b"ok", "problems", b"problems", "provider_customer_id", b"provider_customer_id", "subscription_group", b"subscription_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicting_subscription_ids", b"conflicting_subscription_ids", "items", b"items", "mode", b"mode", "ok", b"ok", "open_purchase", b"open_purchase", "open_purchase_same_selection", b"open_purchase_same_selection", "problems", b"problems", "provider_customer_id", b"provider_customer_id", "subscription_group", b"subscription_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2239,6 +2348,7 @@ class RegisterPurchaseRequest(_message.Message):
     CANCEL_URL_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Required: generated by the checkout service before the provider session is created."""
     account_id: _builtins.str
@@ -2256,6 +2366,10 @@ class RegisterPurchaseRequest(_message.Message):
     provider_customer_id: _builtins.str
     """Optional: the provider customer the session was created for; linked to the account when the
     account has none yet.
+    """
+    checkout_url: _builtins.str
+    """Optional: the provider checkout session's URL, kept so that a second checkout of the same
+    selection can be answered with this purchase.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
@@ -2278,10 +2392,11 @@ class RegisterPurchaseRequest(_message.Message):
         cancel_url: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         provider_customer_id: _builtins.str = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "expires_at", b"expires_at", "items", b"items", "mode", b"mode", "provider_customer_id", b"provider_customer_id", "purchase_id", b"purchase_id", "subscription_group", b"subscription_group", "success_url", b"success_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_url", b"cancel_url", "checkout_session_id", b"checkout_session_id", "checkout_url", b"checkout_url", "expires_at", b"expires_at", "items", b"items", "mode", b"mode", "provider_customer_id", b"provider_customer_id", "purchase_id", b"purchase_id", "subscription_group", b"subscription_group", "success_url", b"success_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2294,18 +2409,27 @@ class RegisterPurchaseResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PURCHASE_FIELD_NUMBER: _builtins.int
+    OPEN_PURCHASE_REUSED_FIELD_NUMBER: _builtins.int
+    open_purchase_reused: _builtins.bool
+    """True when the account already had a purchase of the same selection open in this
+    non-stackable group: `purchase` is that one, and nothing was recorded for the request's
+    purchase_id (its checkout session is not used).
+    """
     @_builtins.property
     def purchase(self) -> Global___Purchase:
-        """The purchase, `pending` when new; as it is now when it was already registered."""
+        """The purchase, `pending` when new; as it is now when it was already registered; the open
+        purchase of the same selection when `open_purchase_reused`.
+        """
 
     def __init__(
         self,
         *,
         purchase: Global___Purchase | None = ...,
+        open_purchase_reused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purchase", b"purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchase", b"purchase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["open_purchase_reused", b"open_purchase_reused", "purchase", b"purchase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3347,6 +3471,7 @@ class TracePurchaseResponse(_message.Message):
     FUNDING_FIELD_NUMBER: _builtins.int
     GATE_DECISION_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    CONFLICT_ACTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def purchase(self) -> Global___Purchase:
         """Absent when traced by a session or subscription no known purchase created."""
@@ -3383,6 +3508,12 @@ class TracePurchaseResponse(_message.Message):
     def audit(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
         """Audit entries caused by those events or about the purchase or subscription, oldest first."""
 
+    @_builtins.property
+    def conflict_actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictAction]:
+        """The conflict action on its subscription, when it lost a `cancel_and_refund` group to
+        another live subscription: what was decided and how far it was carried out.
+        """
+
     def __init__(
         self,
         *,
@@ -3394,10 +3525,11 @@ class TracePurchaseResponse(_message.Message):
         funding: _abc.Iterable[Global___IssuedGrant] | None = ...,
         gate_decision: Global___GateDecision | None = ...,
         audit: _abc.Iterable[Global___AuditEntry] | None = ...,
+        conflict_actions: _abc.Iterable[Global___ConflictAction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gate_decision", b"gate_decision", "purchase", b"purchase"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "audit", b"audit", "events", b"events", "funding", b"funding", "gate_decision", b"gate_decision", "grant_bindings", b"grant_bindings", "purchase", b"purchase", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "audit", b"audit", "conflict_actions", b"conflict_actions", "events", b"events", "funding", b"funding", "gate_decision", b"gate_decision", "grant_bindings", b"grant_bindings", "purchase", b"purchase", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3745,6 +3877,7 @@ class GetReconcileStateResponse(_message.Message):
     OVERDUE_PURCHASES_FIELD_NUMBER: _builtins.int
     SWEEP_POSITION_FIELD_NUMBER: _builtins.int
     SWEEP_STARTED_AFTER_FIELD_NUMBER: _builtins.int
+    CONFLICT_ACTIONS_FIELD_NUMBER: _builtins.int
     sweep_position: _builtins.str
     """The sweep position to save once this page is applied (ApplyReconciliation.sweep_position):
     the page's last account, or empty when the page ends the sweep, so that the next page starts
@@ -3768,6 +3901,13 @@ class GetReconcileStateResponse(_message.Message):
     def overdue_purchases(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverduePurchase]:
         """Purchases still pending or returned past their timeout_at, oldest timeout first, at most 500."""
 
+    @_builtins.property
+    def conflict_actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictAction]:
+        """Conflict actions not carried out yet (`decided` or `canceled`), oldest first, at most 100:
+        the reconciler cancels and refunds each at the provider and reports with
+        RecordConflictAction.
+        """
+
     def __init__(
         self,
         *,
@@ -3776,10 +3916,11 @@ class GetReconcileStateResponse(_message.Message):
         overdue_purchases: _abc.Iterable[Global___OverduePurchase] | None = ...,
         sweep_position: _builtins.str = ...,
         sweep_started_after: _builtins.str = ...,
+        conflict_actions: _abc.Iterable[Global___ConflictAction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events_checkpoint", b"events_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases", "sweep_position", b"sweep_position", "sweep_started_after", b"sweep_started_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "conflict_actions", b"conflict_actions", "events_checkpoint", b"events_checkpoint", "overdue_purchases", b"overdue_purchases", "sweep_position", b"sweep_position", "sweep_started_after", b"sweep_started_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4198,3 +4339,468 @@ class ReplayedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayedEvent: _TypeAlias = ReplayedEvent  # noqa: Y015
+
+@_typing.final
+class ConflictAction(_message.Message):
+    """The decision to cancel a subscription that lost a `cancel_and_refund` group to another live
+    subscription, and to refund its payment; kept once per subscription.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_GROUP_FIELD_NUMBER: _builtins.int
+    WINNER_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PURCHASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANCEL_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REFUND_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """The account both subscriptions belong to."""
+    subscription_id: _builtins.str
+    """The losing subscription, to cancel and refund."""
+    subscription_group: _builtins.str
+    """The non-stackable group both claim."""
+    winner_subscription_id: _builtins.str
+    """The subscription that keeps the group."""
+    purchase_id: _builtins.str
+    """The losing subscription's purchase, when it came from a checkout; empty otherwise."""
+    state: Global___ConflictActionState.ValueType
+    """How far it has been carried out."""
+    refund_id: _builtins.str
+    """The provider refund, once refunded; empty before."""
+    reason: _builtins.str
+    """Why it was skipped, or what the last step said; empty otherwise."""
+    cancel_idempotency_key: _builtins.str
+    """The provider idempotency key of the cancellation, derived from the subscription: every
+    attempt uses it, so the subscription is canceled once.
+    """
+    refund_idempotency_key: _builtins.str
+    """The provider idempotency key of the refund, derived from the subscription: every attempt
+    uses it, so the payment is refunded once.
+    """
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided (our clock)."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last moved (our clock)."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        subscription_group: _builtins.str = ...,
+        winner_subscription_id: _builtins.str = ...,
+        purchase_id: _builtins.str = ...,
+        state: Global___ConflictActionState.ValueType = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        cancel_idempotency_key: _builtins.str = ...,
+        refund_idempotency_key: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancel_idempotency_key", b"cancel_idempotency_key", "decided_at", b"decided_at", "purchase_id", b"purchase_id", "reason", b"reason", "refund_id", b"refund_id", "refund_idempotency_key", b"refund_idempotency_key", "state", b"state", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id", "updated_at", b"updated_at", "winner_subscription_id", b"winner_subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConflictAction: _TypeAlias = ConflictAction  # noqa: Y015
+
+@_typing.final
+class RecordConflictActionRequest(_message.Message):
+    """A step carried out at the provider for a conflict action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """Required: the losing subscription the action is about."""
+    state: Global___ConflictActionState.ValueType
+    """Required: CANCELED, REFUNDED or SKIPPED."""
+    refund_id: _builtins.str
+    """Required with REFUNDED: the provider refund's id."""
+    reason: _builtins.str
+    """Optional: what the step found, in words (required in practice for SKIPPED)."""
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        state: Global___ConflictActionState.ValueType = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "refund_id", b"refund_id", "state", b"state", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConflictActionRequest: _TypeAlias = RecordConflictActionRequest  # noqa: Y015
+
+@_typing.final
+class RecordConflictActionResponse(_message.Message):
+    """The action after the report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """True when the report moved it; false when the step was already recorded (or a later one)."""
+    @_builtins.property
+    def action(self) -> Global___ConflictAction:
+        """The action as it is now."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___ConflictAction | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConflictActionResponse: _TypeAlias = RecordConflictActionResponse  # noqa: Y015
+
+@_typing.final
+class PurchaseItems(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Previews
+
+    A selection of items, as ValidatePurchase takes them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseItem]:
+        """Each line: a price id or lookup key and a quantity."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___PurchaseItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurchaseItems: _TypeAlias = PurchaseItems  # noqa: Y015
+
+@_typing.final
+class SubscriptionChange(_message.Message):
+    """A change to one of the account's subscriptions; exactly one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CANCEL_NOW_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """Required: the provider subscription to change; it must belong to the account."""
+    cancel_at_period_end: _builtins.bool
+    """True: the subscription ends at the end of its current period."""
+    cancel_now: _builtins.bool
+    """True: the subscription ends at `as_of`."""
+    @_builtins.property
+    def items(self) -> Global___PurchaseItems:
+        """The subscription's items after the change (recurring prices with their quantities): a price
+        it holds keeps its item, a new price takes the place of one it no longer lists.
+        """
+
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        items: Global___PurchaseItems | None = ...,
+        cancel_at_period_end: _builtins.bool = ...,
+        cancel_now: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_at_period_end", b"cancel_at_period_end", "cancel_now", b"cancel_now", "items", b"items"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel_at_period_end", b"cancel_at_period_end", "cancel_now", b"cancel_now", "items", b"items", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["items", "cancel_at_period_end", "cancel_now"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___SubscriptionChange: _TypeAlias = SubscriptionChange  # noqa: Y015
+
+@_typing.final
+class PreviewPurchaseRequest(_message.Message):
+    """Asks what a purchase or a change would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Required: the product's account id."""
+    @_builtins.property
+    def items(self) -> Global___PurchaseItems:
+        """A new purchase of these items."""
+
+    @_builtins.property
+    def change(self) -> Global___SubscriptionChange:
+        """A change to one of the account's subscriptions."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Optional: the instant the purchase or change is made and the entitlements are computed for;
+        now when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        items: Global___PurchaseItems | None = ...,
+        change: Global___SubscriptionChange | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "change", b"change", "items", b"items", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of", "change", b"change", "items", b"items", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["items", "change"]  # noqa: Y015
+    _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selection) -> _WhichOneofReturnType_selection | None: ...
+
+Global___PreviewPurchaseRequest: _TypeAlias = PreviewPurchaseRequest  # noqa: Y015
+
+@_typing.final
+class EntitlementChanges(_message.Message):
+    """What changes against the entitlements held at `as_of`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATES_GAINED_FIELD_NUMBER: _builtins.int
+    GATES_LOST_FIELD_NUMBER: _builtins.int
+    PLANS_ADDED_FIELD_NUMBER: _builtins.int
+    PLANS_REMOVED_FIELD_NUMBER: _builtins.int
+    PLANS_CHANGED_FIELD_NUMBER: _builtins.int
+    BINDINGS_ADDED_FIELD_NUMBER: _builtins.int
+    BINDINGS_REMOVED_FIELD_NUMBER: _builtins.int
+    FUNDING_ADDED_FIELD_NUMBER: _builtins.int
+    GATE_BUNDLE_BEFORE_FIELD_NUMBER: _builtins.int
+    GATE_BUNDLE_AFTER_FIELD_NUMBER: _builtins.int
+    gate_bundle_before: _builtins.str
+    """The gate bundle before; empty when none."""
+    gate_bundle_after: _builtins.str
+    """The gate bundle after; empty when none."""
+    @_builtins.property
+    def gates_gained(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Gates the account would gain, sorted."""
+
+    @_builtins.property
+    def gates_lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Gates the account would lose, sorted."""
+
+    @_builtins.property
+    def plans_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments in force at `as_of` after, not before."""
+
+    @_builtins.property
+    def plans_removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments in force at `as_of` before, not after."""
+
+    @_builtins.property
+    def plans_changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanAssignment]:
+        """Plan assignments of the same subscription, price and plan in force before and after whose
+        window or conflict differs: as they would be.
+        """
+
+    @_builtins.property
+    def bindings_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """Grant bindings in force at `as_of` after, not before."""
+
+    @_builtins.property
+    def bindings_removed(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantBinding]:
+        """Grant bindings in force at `as_of` before, not after."""
+
+    @_builtins.property
+    def funding_added(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssuedGrant]:
+        """Funding that would be issued at or before `as_of` and is not issued yet."""
+
+    def __init__(
+        self,
+        *,
+        gates_gained: _abc.Iterable[_builtins.str] | None = ...,
+        gates_lost: _abc.Iterable[_builtins.str] | None = ...,
+        plans_added: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        plans_removed: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        plans_changed: _abc.Iterable[Global___PlanAssignment] | None = ...,
+        bindings_added: _abc.Iterable[Global___GrantBinding] | None = ...,
+        bindings_removed: _abc.Iterable[Global___GrantBinding] | None = ...,
+        funding_added: _abc.Iterable[Global___IssuedGrant] | None = ...,
+        gate_bundle_before: _builtins.str = ...,
+        gate_bundle_after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings_added", b"bindings_added", "bindings_removed", b"bindings_removed", "funding_added", b"funding_added", "gate_bundle_after", b"gate_bundle_after", "gate_bundle_before", b"gate_bundle_before", "gates_gained", b"gates_gained", "gates_lost", b"gates_lost", "plans_added", b"plans_added", "plans_changed", b"plans_changed", "plans_removed", b"plans_removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntitlementChanges: _TypeAlias = EntitlementChanges  # noqa: Y015
+
+@_typing.final
+class InvoicePreviewLine(_message.Message):
+    """One line of the provider's invoice preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PRORATION_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    """The provider's description of the line."""
+    amount: _builtins.int
+    """What the line charges in the currency's smallest unit; negative for a credit."""
+    proration: _builtins.bool
+    """True for a proration: the part of a period charged or credited because of the change."""
+    price_id: _builtins.str
+    """The price billed; empty when the line names none."""
+    quantity: _builtins.int
+    """How many."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period the line is for."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the period the line is for."""
+
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        proration: _builtins.bool = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        price_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "period_end", b"period_end", "period_start", b"period_start", "price_id", b"price_id", "proration", b"proration", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePreviewLine: _TypeAlias = InvoicePreviewLine  # noqa: Y015
+
+@_typing.final
+class InvoicePreview(_message.Message):
+    """What the provider would invoice now for the purchase or change (its invoice preview)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_DUE_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """Three lowercase letters, for example "usd"."""
+    amount_due: _builtins.int
+    """What the customer would be charged now, in the currency's smallest unit."""
+    subtotal: _builtins.int
+    """The lines' sum before discounts and taxes."""
+    total: _builtins.int
+    """The total after discounts and taxes."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoicePreviewLine]:
+        """The invoice's lines, as the provider lists them."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        amount_due: _builtins.int = ...,
+        subtotal: _builtins.int = ...,
+        total: _builtins.int = ...,
+        lines: _abc.Iterable[Global___InvoicePreviewLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "currency", b"currency", "lines", b"lines", "subtotal", b"subtotal", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePreview: _TypeAlias = InvoicePreview  # noqa: Y015
+
+@_typing.final
+class PreviewPurchaseResponse(_message.Message):
+    """What a purchase or change would do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entitlements(self) -> Global___Entitlements:
+        """The entitlements the account would have at `as_of` (revision: the account's current one).
+        Subscriptions, invoices and checkouts the purchase would create are named `sub_preview`,
+        `in_preview` and `cs_preview`.
+        """
+
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurchaseProblem]:
+        """What ValidatePurchase would report for the items (for a change, for its new items, the
+        subscription changed not counting as holding its group); empty when they can be bought.
+        """
+
+    @_builtins.property
+    def changes(self) -> Global___EntitlementChanges:
+        """What changes against the entitlements held at `as_of`."""
+
+    @_builtins.property
+    def invoice(self) -> Global___InvoicePreview:
+        """The provider's invoice preview; unset from the entitlement service, filled by the checkout
+        service when the provider can preview the purchase or change.
+        """
+
+    def __init__(
+        self,
+        *,
+        entitlements: Global___Entitlements | None = ...,
+        problems: _abc.Iterable[Global___PurchaseProblem] | None = ...,
+        changes: Global___EntitlementChanges | None = ...,
+        invoice: Global___InvoicePreview | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "entitlements", b"entitlements", "invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "entitlements", b"entitlements", "invoice", b"invoice", "problems", b"problems"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewPurchaseResponse: _TypeAlias = PreviewPurchaseResponse  # noqa: Y015

@@ -151,6 +151,16 @@ class EntitlementServiceStub:
                 request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.SerializeToString,
                 response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordConflictAction = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/RecordConflictAction',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.FromString,
+                _registered_method=True)
+        self.PreviewPurchase = channel.unary_unary(
+                '/selfserve.entitlement.v1.EntitlementService/PreviewPurchase',
+                request_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.SerializeToString,
+                response_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.FromString,
+                _registered_method=True)
 
 
 class EntitlementServiceServicer:
@@ -244,10 +254,16 @@ class EntitlementServiceServicer:
     def RegisterPurchase(self, request, context):
         """Records a new purchase session in state `pending` (creating the account if new, and linking
         it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
-        registering the same purchase again returns it as it is now. Roles: checkout.
+        registering the same purchase again returns it as it is now. A subscription purchase into a
+        non-stackable group where the account has another purchase open (pending or returned, its
+        checkout session not expired) is decided under the account's lock: for the same prices and
+        quantities the open purchase is answered instead (`open_purchase_reused`; nothing recorded),
+        for another selection it is refused. Roles: checkout.
         Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
         FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
-        account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+        account, or provider_customer_id is linked to another account; or another selection's
+        purchase is open in the group: trailing metadata `error-code: checkout_in_progress` and
+        `open-purchase-id`), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
         retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -448,6 +464,41 @@ class EntitlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordConflictAction(self, request, context):
+        """Records a step the checkout service carried out at the provider for a conflict action (a
+        losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+        refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+        out-of-order report changes nothing and is answered with the action as it is. Each step is
+        audited. Roles: checkout, operator.
+        Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+        refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewPurchase(self, request, context):
+        """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+        the entitlements the account would have at `as_of` (default now), derived by the same rules as
+        the provider's events once they arrive, the problems ValidatePurchase would report for the
+        items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+        purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+        its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+        items keep the current period unless the billing interval changes, with prorations left for
+        the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+        here: the checkout service fills it from the provider. Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+        names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+        change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+        subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntitlementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -550,6 +601,16 @@ def add_EntitlementServiceServicer_to_server(servicer, server):
                     servicer.ReplayUnreadableEvents,
                     request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.FromString,
                     response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.SerializeToString,
+            ),
+            'RecordConflictAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordConflictAction,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.SerializeToString,
+            ),
+            'PreviewPurchase': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewPurchase,
+                    request_deserializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.FromString,
+                    response_serializer=selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1109,6 +1170,60 @@ class EntitlementService:
             '/selfserve.entitlement.v1.EntitlementService/ReplayUnreadableEvents',
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsRequest.SerializeToString,
             selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.ReplayUnreadableEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordConflictAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/RecordConflictAction',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.RecordConflictActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewPurchase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/selfserve.entitlement.v1.EntitlementService/PreviewPurchase',
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseRequest.SerializeToString,
+            selfserve_dot_entitlement_dot_v1_dot_entitlement__pb2.PreviewPurchaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,10 +109,16 @@ class EntitlementServiceStub:
     RegisterPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.RegisterPurchaseRequest, _entitlement_pb2.RegisterPurchaseResponse]
     """Records a new purchase session in state `pending` (creating the account if new, and linking
     it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
-    registering the same purchase again returns it as it is now. Roles: checkout.
+    registering the same purchase again returns it as it is now. A subscription purchase into a
+    non-stackable group where the account has another purchase open (pending or returned, its
+    checkout session not expired) is decided under the account's lock: for the same prices and
+    quantities the open purchase is answered instead (`open_purchase_reused`; nothing recorded),
+    for another selection it is refused. Roles: checkout.
     Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
     FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
-    account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+    account, or provider_customer_id is linked to another account; or another selection's
+    purchase is open in the group: trailing metadata `error-code: checkout_in_progress` and
+    `open-purchase-id`), UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
     retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -253,6 +259,33 @@ class EntitlementServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
     """
+    RecordConflictAction: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.RecordConflictActionRequest, _entitlement_pb2.RecordConflictActionResponse]
+    """Records a step the checkout service carried out at the provider for a conflict action (a
+    losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+    refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+    out-of-order report changes nothing and is answered with the action as it is. Each step is
+    audited. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+    refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    PreviewPurchase: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.PreviewPurchaseRequest, _entitlement_pb2.PreviewPurchaseResponse]
+    """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+    the entitlements the account would have at `as_of` (default now), derived by the same rules as
+    the provider's events once they arrive, the problems ValidatePurchase would report for the
+    items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+    purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+    its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+    items keep the current period unless the billing interval changes, with prorations left for
+    the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+    here: the checkout service fills it from the provider. Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+    names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+    change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+    subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
 
 @_typing.type_check_only
 class EntitlementServiceAsyncStub(EntitlementServiceStub):
@@ -327,10 +360,16 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     RegisterPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.RegisterPurchaseRequest, _entitlement_pb2.RegisterPurchaseResponse]  # type: ignore[assignment]
     """Records a new purchase session in state `pending` (creating the account if new, and linking
     it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
-    registering the same purchase again returns it as it is now. Roles: checkout.
+    registering the same purchase again returns it as it is now. A subscription purchase into a
+    non-stackable group where the account has another purchase open (pending or returned, its
+    checkout session not expired) is decided under the account's lock: for the same prices and
+    quantities the open purchase is answered instead (`open_purchase_reused`; nothing recorded),
+    for another selection it is refused. Roles: checkout.
     Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
     FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
-    account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+    account, or provider_customer_id is linked to another account; or another selection's
+    purchase is open in the group: trailing metadata `error-code: checkout_in_progress` and
+    `open-purchase-id`), UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
     retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -471,6 +510,33 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
     DEADLINE_EXCEEDED, INTERNAL.
     """
+    RecordConflictAction: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.RecordConflictActionRequest, _entitlement_pb2.RecordConflictActionResponse]  # type: ignore[assignment]
+    """Records a step the checkout service carried out at the provider for a conflict action (a
+    losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+    refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+    out-of-order report changes nothing and is answered with the action as it is. Each step is
+    audited. Roles: checkout, operator.
+    Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+    refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    PreviewPurchase: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.PreviewPurchaseRequest, _entitlement_pb2.PreviewPurchaseResponse]  # type: ignore[assignment]
+    """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+    the entitlements the account would have at `as_of` (default now), derived by the same rules as
+    the provider's events once they arrive, the problems ValidatePurchase would report for the
+    items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+    purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+    its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+    items keep the current period unless the billing interval changes, with prorations left for
+    the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+    here: the checkout service fills it from the provider. Roles: product, checkout, support.
+    Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+    names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+    change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+    subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+    unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    """
 
 class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Entitlements, gates, catalog, purchase sessions and provider events for self-serve purchasing,
@@ -578,10 +644,16 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_entitlement_pb2.RegisterPurchaseResponse, _abc.Awaitable[_entitlement_pb2.RegisterPurchaseResponse]]:
         """Records a new purchase session in state `pending` (creating the account if new, and linking
         it to `provider_customer_id` if it has no customer yet); idempotent on `purchase_id`:
-        registering the same purchase again returns it as it is now. Roles: checkout.
+        registering the same purchase again returns it as it is now. A subscription purchase into a
+        non-stackable group where the account has another purchase open (pending or returned, its
+        checkout session not expired) is decided under the account's lock: for the same prices and
+        quantities the open purchase is answered instead (`open_purchase_reused`; nothing recorded),
+        for another selection it is refused. Roles: checkout.
         Errors: INVALID_ARGUMENT (a required field is missing: the message names it),
         FAILED_PRECONDITION (the purchase_id is already registered for another checkout session or
-        account, or provider_customer_id is linked to another account), UNAUTHENTICATED,
+        account, or provider_customer_id is linked to another account; or another selection's
+        purchase is open in the group: trailing metadata `error-code: checkout_in_progress` and
+        `open-purchase-id`), UNAUTHENTICATED,
         PERMISSION_DENIED, UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won;
         retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -805,6 +877,45 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (a blank id, a negative limit, an event without id, type or created),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED,
         DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordConflictAction(
+        self,
+        request: _entitlement_pb2.RecordConflictActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.RecordConflictActionResponse, _abc.Awaitable[_entitlement_pb2.RecordConflictActionResponse]]:
+        """Records a step the checkout service carried out at the provider for a conflict action (a
+        losing subscription of a `cancel_and_refund` group): `canceled`, then `refunded` with the
+        refund's id, or `skipped` with a reason. An action only moves forward, so a repeated, late or
+        out-of-order report changes nothing and is answered with the action as it is. Each step is
+        audited. Roles: checkout, operator.
+        Errors: INVALID_ARGUMENT (subscription_id or state is missing, or `refunded` without
+        refund_id), NOT_FOUND (no action for that subscription), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE (database unreachable; retry), ABORTED (a concurrent write won; retry),
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewPurchase(
+        self,
+        request: _entitlement_pb2.PreviewPurchaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entitlement_pb2.PreviewPurchaseResponse, _abc.Awaitable[_entitlement_pb2.PreviewPurchaseResponse]]:
+        """What a purchase or a change to one of the account's subscriptions would do, without doing it:
+        the entitlements the account would have at `as_of` (default now), derived by the same rules as
+        the provider's events once they arrive, the problems ValidatePurchase would report for the
+        items, and what changes against the entitlements held at `as_of`. Writes nothing. A new
+        purchase is taken as paid at `as_of` (recurring items: a new active subscription from then,
+        its first period paid; one-time items: a paid checkout); a change as made at `as_of` (new
+        items keep the current period unless the billing interval changes, with prorations left for
+        the next invoice; a cancellation at the period end; or an end now). `invoice` is left unset
+        here: the checkout service fills it from the provider. Roles: product, checkout, support.
+        Errors: INVALID_ARGUMENT (account_id is missing, neither items nor change is given, a change
+        names no subscription or no action, a change's item is a one-time price), NOT_FOUND (the
+        change's subscription is not one of the account's), FAILED_PRECONDITION (the change's
+        subscription has ended), UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database
+        unreachable; retry), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
 def add_EntitlementServiceServicer_to_server(servicer: EntitlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
