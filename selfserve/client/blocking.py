@@ -49,6 +49,10 @@ class BlockingEntitlementsClient:
         """EntitlementsClient.entitlements, waited for."""
         return self._run(self._client.entitlements(account_id))
 
+    def preview(self, account_id: str, **selection: Any) -> pb.PreviewPurchaseResponse:
+        """EntitlementsClient.preview, waited for."""
+        return self._run(self._client.preview(account_id, **selection))
+
     def close(self) -> None:
         if self._loop.is_closed():
             return

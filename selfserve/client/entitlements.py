@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -140,6 +141,23 @@ class EntitlementsClient:
         reply: pb.GetEntitlementsResponse = await self._call(self._stub.GetEntitlements,
                                                              pb.GetEntitlementsRequest(account_id=account_id))
         return reply.entitlements
+
+    async def preview(self, account_id: str, *, items: Sequence[tuple[str, int]] | None = None,
+                      change: pb.SubscriptionChange | None = None,
+                      as_of: datetime | None = None) -> pb.PreviewPurchaseResponse:
+        """PreviewPurchase: what buying `items` (price id or lookup key, quantity) or making
+        `change` would give the account, without doing it. Exactly one of them."""
+        if (items is None) == (change is None):
+            raise ValueError("exactly one of items and change is required")
+        request = pb.PreviewPurchaseRequest(account_id=account_id)
+        if change is not None:
+            request.change.CopyFrom(change)
+        else:
+            request.items.items.extend(pb.PurchaseItem(price=price, quantity=quantity) for price, quantity in items or ())
+        if as_of is not None:
+            request.as_of.FromDatetime(as_of)
+        reply: pb.PreviewPurchaseResponse = await self._call(self._stub.PreviewPurchase, request)
+        return reply
 
     async def watch(self, account_id: str) -> AsyncIterator[pb.Entitlements]:
         """The account's entitlements as held, then each newer message the shared stream sends

@@ -312,3 +312,10 @@ async def test_the_blocking_client_answers_from_its_own_thread(service: Client) 
             return first, blocking.check("acct_1", "priority_support"), blocking.entitlements("acct_1").gate_bundle
 
     assert await asyncio.to_thread(use) == (True, True, "pro")
+
+
+async def test_preview_is_a_thin_call(client: EntitlementsClient) -> None:
+    preview = await client.preview("acct_1", items=[("pro_monthly", 1)])
+    assert not preview.problems and preview.entitlements.gate_bundle == "pro"
+    with pytest.raises(ValueError, match="exactly one"):
+        await client.preview("acct_1")
