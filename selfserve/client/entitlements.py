@@ -153,7 +153,7 @@ class EntitlementsClient:
         if change is not None:
             request.change.CopyFrom(change)
         else:
-            request.items.items.extend(pb.PurchaseItem(price=price, quantity=quantity) for price, quantity in items or ())
+            request.items.items.extend(pb.PurchaseItem(price=p, quantity=n) for p, n in items or ())
         if as_of is not None:
             request.as_of.FromDatetime(as_of)
         reply: pb.PreviewPurchaseResponse = await self._call(self._stub.PreviewPurchase, request)
