@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]'
 	touch $(STAMP)
 
 ## run: the whole stack locally (PostgreSQL found or started, simulator, both services)
@@ -28,7 +28,7 @@ TYPED_TESTS := tests/support/*.py tests/unit/test_event_batches.py tests/unit/te
 ## architecture's import rules, buf lint (comments required), buf breaking against main, generated code up to date
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy catalog_rules entitlement_service checkout_service service_runtime devstack provider_sim chaos $(TYPED_TESTS)
+	$(BIN)/mypy selfserve/client catalog_rules entitlement_service checkout_service service_runtime devstack provider_sim chaos $(TYPED_TESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_architecture.py
 	$(BIN)/buf lint
 	@if [ -z "$$(git rev-parse --show-prefix 2>/dev/null || echo none)" ] \

@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 PACKAGES = ("selfserve/entitlement/v1", "selfserve/checkout/v1")
+# Written by hand inside selfserve/: never generated, removed or compared.
+HANDWRITTEN = ("client",)
 
 
 def generate(repo_root: Path, out_root: Path) -> None:
@@ -40,7 +42,10 @@ def generate(repo_root: Path, out_root: Path) -> None:
 
 def regenerate(repo_root: Path) -> None:
     target = repo_root / "selfserve"
-    shutil.rmtree(target, ignore_errors=True)
+    if target.is_dir():
+        for entry in target.iterdir():
+            if entry.name not in HANDWRITTEN:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     generate(repo_root, repo_root)
 
 
@@ -48,13 +53,13 @@ def stale_files(repo_root: Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(repo_root, fresh)
-        return _differences(fresh / "selfserve", repo_root / "selfserve", "selfserve")
+        return _differences(fresh / "selfserve", repo_root / "selfserve", "selfserve", HANDWRITTEN)
 
 
-def _differences(fresh: Path, committed: Path, label: str) -> list[str]:
+def _differences(fresh: Path, committed: Path, label: str, ignore: tuple[str, ...] = ()) -> list[str]:
     if not committed.is_dir():
         return [label]
-    cmp = filecmp.dircmp(fresh, committed, ignore=["__pycache__"])
+    cmp = filecmp.dircmp(fresh, committed, ignore=["__pycache__", *ignore])
     found = [f"{label}/{name}" for name in cmp.left_only + cmp.right_only + cmp.diff_files]
     found += [f"{label}/{name}" for name in cmp.common_files if not _same(fresh / name, committed / name)]
     for sub in cmp.common_dirs:

@@ -28,7 +28,13 @@ from entitlement_service.service.catalog import rederive_queued
 from entitlement_service.service.changes import Watchers
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.gates import GateCache
-from entitlement_service.service.metrics import GATE_CACHE_ACCOUNTS, NOTIFICATIONS_PROVEN, NOTIFICATIONS_UNPROVEN
+from entitlement_service.service.metrics import (
+    GATE_CACHE_ACCOUNTS,
+    NOTIFICATIONS_PROVEN,
+    NOTIFICATIONS_UNPROVEN,
+    WATCH_STREAMS,
+    WATCHED_ACCOUNTS,
+)
 from entitlement_service.service.retention import keep_events_pruned, run_once
 from entitlement_service.service.support import refresh_gauges
 from entitlement_service.settings import DEFAULT_DATABASE_URL, Settings
@@ -63,6 +69,8 @@ class Runtime:
         # Watchers read through a quarter of the pool at most: the rest stays free for the other calls.
         self.watchers = Watchers(max(1, settings.db_pool_max // 4), settings.watch_wake_spread_s,
                                  settings.watch_wakes_per_s)
+        WATCH_STREAMS.set_function(lambda: self.watchers.streams)
+        WATCHED_ACCOUNTS.set_function(lambda: len(self.watchers))
         self.notifications_proven = False
         self.listening = asyncio.Event()  # set once notifications are first proven
 
@@ -86,6 +94,7 @@ class Runtime:
         self.notifications_proven = proven
         NOTIFICATIONS_PROVEN.set(int(proven))
         self.gates.trust(proven)
+        self.watchers.proven = proven  # streams send heartbeats only while it holds
         if proven:
             self.listening.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
@@ -41,6 +42,7 @@ from entitlement_service.domain.provider import (
 )
 from entitlement_service.service.preview import Change, PreviewRequest
 from entitlement_service.service.purchases import NewPurchase
+from entitlement_service.service.reads import MAX_WATCHED_ACCOUNTS
 from entitlement_service.service.reconciliation import ProviderAccount, Reconciliation
 from entitlement_service.service.replay import ReplaySelection
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -112,6 +114,38 @@ def lease_ttl(r: pb.LeaseReconcilerRequest) -> timedelta:
     if not 0 <= r.ttl.seconds <= MAX_LEASE_S or not 0 <= r.ttl.nanos < 1_000_000_000:
         raise InvalidRequest(f"ttl must be from 0 to {MAX_LEASE_S} s")
     return r.ttl.ToTimedelta()
+
+
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 300.0
+
+
+@dataclass(frozen=True)
+class WatchSelection:
+    account_ids: tuple[str, ...]
+    known_revisions: dict[str, int]
+    heartbeat_s: float | None
+
+
+def watch_selection(r: pb.WatchEntitlementsRequest) -> WatchSelection:
+    """One account (`account_id`) or many (`account_ids`, at most MAX_WATCHED_ACCOUNTS, no
+    repeats), never both; the heartbeat interval when set."""
+    if r.account_id and r.account_ids:
+        raise InvalidRequest("exactly one of account_id and account_ids is required")
+    if r.account_ids:
+        if len(r.account_ids) > MAX_WATCHED_ACCOUNTS:
+            raise InvalidRequest(f"account_ids must hold at most {MAX_WATCHED_ACCOUNTS} accounts")
+        ids = tuple(required(a, f"account_ids[{i}]") for i, a in enumerate(r.account_ids))
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("account_ids must not repeat an account")
+    else:
+        ids = (required(r.account_id, "account_id"),)
+    heartbeat_s = None
+    if r.HasField("heartbeat_interval"):
+        heartbeat_s = r.heartbeat_interval.seconds + r.heartbeat_interval.nanos / 1e9
+        if not MIN_HEARTBEAT_S <= heartbeat_s <= MAX_HEARTBEAT_S:
+            raise InvalidRequest(f"heartbeat_interval must be from {MIN_HEARTBEAT_S} to {MAX_HEARTBEAT_S} s")
+    known = {identifier(a, "known_revisions"): int(v) for a, v in r.known_revisions.items()}
+    return WatchSelection(ids, known, heartbeat_s)
 
 
 def quantity(value: int, field: str, minimum: int = 0) -> int:

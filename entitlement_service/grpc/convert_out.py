@@ -34,7 +34,13 @@ from entitlement_service.domain.records import (
 from entitlement_service.service.catalog import CatalogListing, EntryResult
 from entitlement_service.service.preview import Preview
 from entitlement_service.service.purchases import PurchaseView
-from entitlement_service.service.reads import EntitlementsView, Explanation, SubscriptionView
+from entitlement_service.service.reads import (
+    EntitlementsView,
+    Explanation,
+    Heartbeat,
+    SubscriptionView,
+    WatchMessage,
+)
 from entitlement_service.service.replay import Replayed
 from entitlement_service.service.support import Trace
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
@@ -148,6 +154,15 @@ def entitlements(v: EntitlementsView) -> pb.Entitlements:
         funding=[issued(f) for f in v.funding], gate_bundle=v.decision.gate_bundle or "",
         gates=sorted(v.decision.gates), subscriptions=[subscription(s) for s in v.subscriptions],
     )
+
+
+def watch_message(m: WatchMessage) -> pb.WatchEntitlementsResponse:
+    if isinstance(m, Heartbeat):
+        return pb.WatchEntitlementsResponse(heartbeat_at=ts(m.at))
+    return pb.WatchEntitlementsResponse(
+        entitlements=entitlements(m.view), initial=m.initial,
+        gate_schedule=[pb.GateSpan(start=ts(s.start), end=ts(s.end), gate_bundle=s.gate_bundle or "",
+                                   gates=sorted(s.gates)) for s in m.schedule])
 
 
 def gate_decision(d: GateDecision) -> pb.GateDecision:

@@ -59,9 +59,10 @@ class EntitlementServicer(entitlement_pb2_grpc.EntitlementServiceServicer):
 
     async def WatchEntitlements(self, request: pb.WatchEntitlementsRequest,
                                 context: Context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
-        account_id = cin.required(request.account_id, "account_id")
-        async for view, initial in reads.watch(self.deps, self.watchers, account_id):
-            yield pb.WatchEntitlementsResponse(entitlements=out.entitlements(view), initial=initial)
+        watched = cin.watch_selection(request)
+        async for message in reads.watch_accounts(self.deps, self.watchers, watched.account_ids,
+                                                  watched.known_revisions, watched.heartbeat_s):
+            yield out.watch_message(message)
 
     async def ListCatalog(self, request: pb.ListCatalogRequest, context: Context) -> pb.ListCatalogResponse:
         return out.catalog(await catalog.list_catalog(self.deps, cin.optional(request.account_id, "account_id")))

@@ -6,7 +6,12 @@ change, notifications lost and found again) wakes every stream, each after its o
 within the spread: `min_spread_s`, or longer when there are more streams than `wakes_per_s` can
 read in that time, so the re-reads cost the same share of the process however many streams are
 open. Every stream's reads share `reads_at_once` connections: a thousand watchers reading again
-at once would otherwise take every pooled connection and the CPU from CheckGate."""
+at once would otherwise take every pooled connection and the CPU from CheckGate.
+
+A stream watching many accounts passes one `stream` event to each of its subscriptions: any of its
+accounts' wake-ups sets it, so the stream waits on one event and then reads the accounts whose
+wake-up is pending. `proven` says whether the notifications can be trusted right now (db/listener.py);
+a stream sends heartbeats only while they are."""
 
 from __future__ import annotations
 
@@ -22,17 +27,30 @@ from entitlement_service.db.listener import EVERYTHING
 class Wake:
     """One stream's wake-up: set by any number of changes, taken once."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: asyncio.Event | None = None) -> None:
         self._set = asyncio.Event()
+        self._stream = stream
         self._everything = False
 
     @property
     def pending(self) -> bool:
         return self._set.is_set()
 
+    @property
+    def everything(self) -> bool:
+        """Whether a change to everything is among those pending."""
+        return self._everything
+
     def set(self, everything: bool) -> None:
         self._everything |= everything
         self._set.set()
+        if self._stream is not None:
+            self._stream.set()
+
+    def take(self) -> None:
+        """Ready to be woken again, before a read: a change committed from then on wakes it again."""
+        self._set.clear()
+        self._everything = False
 
     async def wait(self, timeout_s: float | None, spread_s: float) -> None:
         """Until woken (after a random delay within `spread_s` when everything changed) or
@@ -54,6 +72,8 @@ class Watchers:
         self._reads = asyncio.Semaphore(reads_at_once)
         self._min_spread_s = min_spread_s
         self._wakes_per_s = wakes_per_s
+        self.proven = False
+        self.streams = 0  # streams open, however many accounts each watches
 
     @property
     def spread_s(self) -> float:
@@ -61,8 +81,8 @@ class Watchers:
         return max(self._min_spread_s, len(self) / self._wakes_per_s)
 
     @asynccontextmanager
-    async def subscribe(self, account_id: str) -> AsyncIterator[Wake]:
-        wake = Wake()
+    async def subscribe(self, account_id: str, stream: asyncio.Event | None = None) -> AsyncIterator[Wake]:
+        wake = Wake(stream)
         self._streams.setdefault(account_id, set()).add(wake)
         try:
             yield wake

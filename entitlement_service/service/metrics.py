@@ -42,6 +42,9 @@ GROUP_CONFLICTS = Counter(
 OPEN_MISMATCHES = Gauge("mismatches_open", "Open differences between the provider's view and internal state.")
 PURCHASES_PENDING = Gauge("purchases_pending", "Purchases pending or returned, not yet final.")
 PURCHASES_PAST_TIMEOUT = Gauge("purchases_past_timeout", "Pending or returned purchases past their timeout.")
+WATCH_STREAMS = Gauge("watch_streams", "WatchEntitlements streams open, however many accounts each watches.")
+WATCHED_ACCOUNTS = Gauge("watched_accounts",
+                         "Accounts watched by the open WatchEntitlements streams, summed over the streams.")
 GATE_CACHE_ACCOUNTS = Gauge("gate_cache_accounts", "Accounts the CheckGate cache keeps an answer or a load for.")
 NOTIFICATIONS_PROVEN = Gauge(
     "change_notifications_proven",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -131,18 +134,139 @@ async def explain_account(deps: Deps, account_id: str, as_of: datetime | None) -
     return explain(stored, as_of or deps.clock())
 
 
-async def watch(deps: Deps, watchers: Watchers, account_id: str) -> AsyncIterator[tuple[EntitlementsView, bool]]:
-    """The account's entitlements now, then again after each change: a committed change anywhere
-    (heard through the change notifications) or a window boundary passing."""
-    async with watchers.subscribe(account_id) as wake:
-        async with watchers.reading():
-            view = await entitlements(deps, account_id, None)
-        yield view, True
-        while True:
-            wait_s = (view.next_change - deps.clock()).total_seconds() if view.next_change else None
-            await wake.wait(max(wait_s, 0.0) if wait_s is not None else None, watchers.spread_s)
+# How many window boundaries ahead a watched account's gate schedule looks.
+SCHEDULE_BOUNDARIES = 8
+# The most accounts one stream may watch.
+MAX_WATCHED_ACCOUNTS = 1000
+
+
+@dataclass(frozen=True)
+class GateSpan:
+    """The gates in force from `start` until `end` (None: no later boundary known)."""
+
+    start: datetime
+    end: datetime | None
+    gate_bundle: str | None
+    gates: frozenset[str]
+
+
+def gate_schedule(stored: AccountRows, now: EntitlementsView,
+                  boundaries: int = SCHEDULE_BOUNDARIES) -> tuple[GateSpan, ...]:
+    """The account's gates from `now.as_of` over its next `boundaries` window boundaries, each
+    computed as GetEntitlements computes them at that instant; consecutive boundaries that leave
+    the gates as they are make one span. The last span ends at the first boundary not looked at,
+    or is open when there is none."""
+    spans: list[GateSpan] = []
+    view, start = now, now.as_of
+    for _ in range(boundaries):
+        if view.next_change is None:
+            break
+        after = view_at(stored, view.next_change)
+        if (after.decision.gate_bundle, after.decision.gates) != (view.decision.gate_bundle, view.decision.gates):
+            spans.append(GateSpan(start, after.as_of, view.decision.gate_bundle, view.decision.gates))
+            start = after.as_of
+        view = after
+    spans.append(GateSpan(start, view.next_change, view.decision.gate_bundle, view.decision.gates))
+    return tuple(spans)
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    """One watched account's entitlements now, with its gate schedule."""
+
+    view: EntitlementsView
+    schedule: tuple[GateSpan, ...]
+    initial: bool
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Every change notified before `at` has been sent on the stream before this."""
+
+    at: datetime
+
+
+WatchMessage = AccountUpdate | Heartbeat
+
+
+async def _current(deps: Deps, account_id: str) -> tuple[EntitlementsView, tuple[GateSpan, ...]]:
+    async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        stored = await account_rows(conn, account_id)
+    view = view_at(stored, deps.clock())
+    return view, gate_schedule(stored, view)
+
+
+@dataclass
+class _Held:
+    """What a stream last sent about one account, and when it must look at it again."""
+
+    revision: int | None
+    signature: tuple[object, ...] | None = None
+    schedule_end: datetime | None = None  # when the schedule the client holds runs out
+    look_again: datetime | None = None
+
+
+async def watch_accounts(deps: Deps, watchers: Watchers, account_ids: Sequence[str], known: Mapping[str, int],
+                         heartbeat_s: float | None) -> AsyncIterator[WatchMessage]:
+    """The accounts' entitlements now, then again after each change: a committed change anywhere
+    (heard through the change notifications) or a window boundary passing.
+
+    An account whose revision equals its `known` one gets no first message. With `heartbeat_s`, a
+    heartbeat follows once every account is current, then whenever `heartbeat_s` has passed
+    without one, and only while no account has a change pending and notifications are proven."""
+    woken = asyncio.Event()
+    held = {account_id: _Held(known.get(account_id)) for account_id in account_ids}
+    async with contextlib.AsyncExitStack() as stack:
+        watchers.streams += 1
+        stack.callback(lambda: setattr(watchers, "streams", watchers.streams - 1))
+        wakes = {a: await stack.enter_async_context(watchers.subscribe(a, woken)) for a in account_ids}
+
+        async def read(account_id: str) -> tuple[str, EntitlementsView, tuple[GateSpan, ...]]:
             async with watchers.reading():
-                latest = await entitlements(deps, account_id, None)
-            if (latest.revision, latest.signature()) != (view.revision, view.signature()):
-                yield latest, False
-            view = latest
+                return (account_id, *await _current(deps, account_id))
+
+        due = list(account_ids)
+        beat_at: float | None = None  # loop time the next heartbeat is due; None until every account is current
+        loop = asyncio.get_running_loop()
+        while True:
+            if due:
+                for account_id in due:
+                    wakes[account_id].take()
+                for account_id, view, schedule in await asyncio.gather(*(read(a) for a in due)):
+                    state = held[account_id]
+                    first = state.signature is None
+                    sent_schedule_ran_out = state.schedule_end is not None and view.as_of >= state.schedule_end
+                    if (view.revision, view.signature()) != (state.revision, state.signature) or (
+                            sent_schedule_ran_out and not first):
+                        if first and view.revision == state.revision:
+                            # Resumed: the client's schedule is older than this one; it hears again
+                            # at the next boundary, before its own can run out.
+                            state.schedule_end = view.next_change
+                        else:
+                            yield AccountUpdate(view, schedule, first)
+                            state.schedule_end = schedule[-1].end
+                    state.revision, state.signature = view.revision, view.signature()
+                    state.look_again = view.next_change  # a boundary: what is in force may change then
+                if beat_at is None and heartbeat_s is not None:
+                    beat_at = loop.time()  # every account is current: the first heartbeat is due now
+            due = [a for a, wake in wakes.items() if wake.pending]
+            if due:
+                continue
+            now = deps.clock()
+            due = [a for a, state in held.items() if state.look_again is not None and now >= state.look_again]
+            if due:
+                continue
+            if beat_at is not None and loop.time() >= beat_at and watchers.proven:
+                yield Heartbeat(deps.clock())
+                beat_at = loop.time() + (heartbeat_s or 0)
+            woken.clear()
+            if any(wake.pending for wake in wakes.values()):
+                continue
+            waits = [(state.look_again - now).total_seconds() for state in held.values()
+                     if state.look_again is not None]
+            if beat_at is not None:
+                waits.append(beat_at - loop.time() if watchers.proven else heartbeat_s or 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=max(min(waits), 0.0) if waits else None)
+            if any(wake.everything for wake in wakes.values() if wake.pending):
+                await asyncio.sleep(random.uniform(0, watchers.spread_s))

@@ -7,7 +7,9 @@
 - the db layer never reaches up into the use cases or the transport;
 - `asyncpg` is imported nowhere in the product but `entitlement_service/db/`;
 - the checkout service never imports the entitlement service (they share `catalog_rules`,
-  `service_runtime` and the wire contract)."""
+  `service_runtime` and the wire contract);
+- the client for product backends (`selfserve/client/`) imports only grpc, protobuf, the
+  generated stubs and the standard library, so it installs without the services' dependencies."""
 
 from __future__ import annotations
 
@@ -80,6 +82,8 @@ RULES = {
         b for b in breaches(PRODUCT, forbidden=("asyncpg",)) if not b.startswith("entitlement_service.db.")],
     "the checkout service never imports the entitlement service": lambda: breaches(
         ("checkout_service",), forbidden=("entitlement_service",)),
+    "the client imports only grpc, protobuf, the generated stubs and itself": lambda: breaches(
+        ("selfserve.client",), allowed=("grpc", "google.protobuf", "selfserve.entitlement", "selfserve.client")),
 }
 
 

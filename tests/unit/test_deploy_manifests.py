@@ -824,12 +824,12 @@ def test_image_runs_as_a_non_root_numeric_user_that_the_pods_also_use() -> None:
         assert pod_spec(workload)["securityContext"]["runAsGroup"] == int(gid or uid)
 
 
-def test_image_installs_the_project_without_dev_extras() -> None:
+def test_image_installs_the_project_with_the_server_extra_and_no_dev_extras() -> None:
     installs = [command for command in run_commands() if " install " in f" {command} " and "pip" in command]
     assert installs, "the image must pip install the project"
     for command in installs:
         targets = [word for word in command.split()[command.split().index("install") + 1 :] if not word.startswith("-")]
-        assert targets == ["."], f"only the project itself, without extras: {command}"
+        assert targets == ["'.[server]'"], f"only the project itself, with the services' extra: {command}"
     text = (DEPLOY / "Dockerfile").read_text()
     assert "[dev]" not in text and "requirements-dev" not in text
 

@@ -1273,49 +1273,160 @@ Global___CheckGateResponse: _TypeAlias = CheckGateResponse  # noqa: Y015
 
 @_typing.final
 class WatchEntitlementsRequest(_message.Message):
-    """Opens a stream of an account's entitlements."""
+    """Opens a stream of one or many accounts' entitlements."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class KnownRevisionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    KNOWN_REVISIONS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
-    """Required: the product's account id."""
+    """The one account to watch; exactly one of `account_id` and `account_ids` is given."""
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The accounts to watch on this one stream (at most 1,000, no repeats), used when `account_id`
+        is empty. A client whose set of accounts changes opens a new stream with the new set and its
+        `known_revisions`, then cancels the old one once the new one's first heartbeat arrives.
+        """
+
+    @_builtins.property
+    def known_revisions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Resume: per watched account, the revision the client already holds. An account whose revision
+        now equals it gets no initial message (the client's copy is current); any other account gets
+        one. Keys that are not watched are ignored.
+        """
+
+    @_builtins.property
+    def heartbeat_interval(self) -> _duration_pb2.Duration:
+        """When set (0.1 s to 300 s), the stream sends a heartbeat once every watched account is current
+        and then at least this often; unset: no heartbeats.
+        """
+
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        known_revisions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        heartbeat_interval: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_ids", b"account_ids", "heartbeat_interval", b"heartbeat_interval", "known_revisions", b"known_revisions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEntitlementsRequest: _TypeAlias = WatchEntitlementsRequest  # noqa: Y015
 
 @_typing.final
+class GateSpan(_message.Message):
+    """One span of an account's gate schedule: the gate bundle and gates in force from `start` until
+    `end`, as GetEntitlements computes them at `start`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    GATE_BUNDLE_FIELD_NUMBER: _builtins.int
+    GATES_FIELD_NUMBER: _builtins.int
+    gate_bundle: _builtins.str
+    """The gate bundle in force during the span; empty when none."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive start of the span (a window boundary, or the message's `as_of` for the first span)."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive end of the span, the next window boundary that changes the gates; unset when no
+        later boundary is known: the span is open.
+        """
+
+    @_builtins.property
+    def gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The gates of that bundle, sorted."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        gate_bundle: _builtins.str = ...,
+        gates: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "gate_bundle", b"gate_bundle", "gates", b"gates", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GateSpan: _TypeAlias = GateSpan  # noqa: Y015
+
+@_typing.final
 class WatchEntitlementsResponse(_message.Message):
-    """One message of the stream: the account's entitlements now."""
+    """One message of the stream: an account's entitlements now, or a heartbeat."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     INITIAL_FIELD_NUMBER: _builtins.int
+    GATE_SCHEDULE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     initial: _builtins.bool
-    """True for the first message of the stream (the state when the watch began)."""
+    """True for the first message about this account on this stream (the state when the watch
+    began, or resumed with a different revision).
+    """
     @_builtins.property
     def entitlements(self) -> Global___Entitlements:
-        """The entitlements as of when the message was computed (`as_of` is then)."""
+        """The entitlements as of when the message was computed (`as_of` is then); names the account
+        and its revision. Unset on a heartbeat.
+        """
+
+    @_builtins.property
+    def gate_schedule(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateSpan]:
+        """The account's gates from `as_of` on: consecutive spans, the first starting at `as_of`, up to
+        the next few window boundaries that change the gates; the last span is open or ends where
+        the schedule stops (the stream sends a new message before then). Empty on a heartbeat.
+        """
+
+    @_builtins.property
+    def heartbeat_at(self) -> _timestamp_pb2.Timestamp:
+        """Set on a heartbeat only: the server's time when it was sent. Every change committed and
+        notified before it has been sent on this stream before the heartbeat.
+        """
 
     def __init__(
         self,
         *,
         entitlements: Global___Entitlements | None = ...,
         initial: _builtins.bool = ...,
+        gate_schedule: _abc.Iterable[Global___GateSpan] | None = ...,
+        heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "heartbeat_at", b"heartbeat_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "initial", b"initial"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "gate_schedule", b"gate_schedule", "heartbeat_at", b"heartbeat_at", "initial", b"initial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -214,10 +214,14 @@ class EntitlementServiceServicer:
         account (its revision moves) or a window boundary passing that changes its plans, bindings or
         gates. The stream does not end by itself; the caller cancels it. An account never seen first
         gets empty entitlements (revision 0), then a message once it gains state.
+        One stream can watch many accounts (`account_ids`) and resume from the revisions a client
+        already holds (`known_revisions`); with `heartbeat_interval` set it also sends heartbeats, the
+        first one once every account is current. docs/contract.md describes it as a protocol.
         Roles: product.
-        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
-        UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
-        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        Errors: INVALID_ARGUMENT (neither or both of account_id and account_ids, more than 1,000
+        accounts, an account id repeated or malformed, a heartbeat interval outside 0.1 s to 300 s),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable, or the server is
+        shutting down; open the stream again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

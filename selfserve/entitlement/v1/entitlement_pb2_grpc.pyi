@@ -81,10 +81,14 @@ class EntitlementServiceStub:
     account (its revision moves) or a window boundary passing that changes its plans, bindings or
     gates. The stream does not end by itself; the caller cancels it. An account never seen first
     gets empty entitlements (revision 0), then a message once it gains state.
+    One stream can watch many accounts (`account_ids`) and resume from the revisions a client
+    already holds (`known_revisions`); with `heartbeat_interval` set it also sends heartbeats, the
+    first one once every account is current. docs/contract.md describes it as a protocol.
     Roles: product.
-    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
-    UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
-    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    Errors: INVALID_ARGUMENT (neither or both of account_id and account_ids, more than 1,000
+    accounts, an account id repeated or malformed, a heartbeat interval outside 0.1 s to 300 s),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable, or the server is
+    shutting down; open the stream again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListCatalog: _grpc.UnaryUnaryMultiCallable[_entitlement_pb2.ListCatalogRequest, _entitlement_pb2.ListCatalogResponse]
     """Purchasable choices with their constraints: the configured groups, plans, grant programs and
@@ -328,10 +332,14 @@ class EntitlementServiceAsyncStub(EntitlementServiceStub):
     account (its revision moves) or a window boundary passing that changes its plans, bindings or
     gates. The stream does not end by itself; the caller cancels it. An account never seen first
     gets empty entitlements (revision 0), then a message once it gains state.
+    One stream can watch many accounts (`account_ids`) and resume from the revisions a client
+    already holds (`known_revisions`); with `heartbeat_interval` set it also sends heartbeats, the
+    first one once every account is current. docs/contract.md describes it as a protocol.
     Roles: product.
-    Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
-    UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
-    RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+    Errors: INVALID_ARGUMENT (neither or both of account_id and account_ids, more than 1,000
+    accounts, an account id repeated or malformed, a heartbeat interval outside 0.1 s to 300 s),
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable, or the server is
+    shutting down; open the stream again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListCatalog: _aio.UnaryUnaryMultiCallable[_entitlement_pb2.ListCatalogRequest, _entitlement_pb2.ListCatalogResponse]  # type: ignore[assignment]
     """Purchasable choices with their constraints: the configured groups, plans, grant programs and
@@ -590,10 +598,14 @@ class EntitlementServiceServicer(metaclass=_abc_1.ABCMeta):
         account (its revision moves) or a window boundary passing that changes its plans, bindings or
         gates. The stream does not end by itself; the caller cancels it. An account never seen first
         gets empty entitlements (revision 0), then a message once it gains state.
+        One stream can watch many accounts (`account_ids`) and resume from the revisions a client
+        already holds (`known_revisions`); with `heartbeat_interval` set it also sends heartbeats, the
+        first one once every account is current. docs/contract.md describes it as a protocol.
         Roles: product.
-        Errors: INVALID_ARGUMENT (account_id is missing), UNAUTHENTICATED, PERMISSION_DENIED,
-        UNAVAILABLE (database unreachable, or the server is shutting down; open the stream again),
-        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
+        Errors: INVALID_ARGUMENT (neither or both of account_id and account_ids, more than 1,000
+        accounts, an account id repeated or malformed, a heartbeat interval outside 0.1 s to 300 s),
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (database unreachable, or the server is
+        shutting down; open the stream again), RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
