@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from . import checkgate, entitlements, history, propagation, signature, watchers, webhook, webhook_large
+from . import checkgate, client, entitlements, history, propagation, signature, watchers, webhook, webhook_large
 from .context import Context
 from .db import Server
 from .report import NOT_MEASURED, Row, failed_row, table, write
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "propagation": (propagation.run, propagation.NAME, propagation.TARGET),
     "watchers": (watchers.run, watchers.NAME, watchers.TARGET),
     "history": (history.run, history.NAME, history.TARGET),
+    "client": (client.run, client.NAME, client.TARGET),
 }
 
 

@@ -27,6 +27,7 @@ from checkout_service.errors import (
     RateLimited,
     Unavailable,
 )
+from checkout_service.stripe import normalize as norm
 from checkout_service.stripe.gateway import Obj, Provider, ProviderError
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from selfserve.entitlement.v1 import entitlement_pb2_grpc
@@ -164,11 +165,9 @@ def _problems(validation: pb.ValidatePurchaseResponse) -> list[dict[str, object]
              "item_index": p.item_index, "price": p.price, "message": p.message} for p in validation.problems]
 
 
-async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str, int]], success_url: str,
-                          cancel_url: str, idempotency_key: str | None) -> CreatedCheckout:
-    account_id = require(account_id, "account_id")
-    wanted = selection(items)
-    success_url, cancel_url = require_url(success_url, "success_url"), require_url(cancel_url, "cancel_url")
+async def _validated(deps: Deps, account_id: str, wanted: list[pb.PurchaseItem],
+                     cancel_url: str) -> pb.ValidatePurchaseResponse:
+    """ValidatePurchase; a selection it refuses raises (a held group: with a portal session)."""
     validation: pb.ValidatePurchaseResponse = await entitlement_call(
         deps.entitlement.ValidatePurchase, pb.ValidatePurchaseRequest(account_id=account_id, items=wanted))
     if not validation.ok:
@@ -179,9 +178,44 @@ async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str
             raise GroupConflict("; ".join(str(p["message"]) for p in problems if p["code"] == "group_conflict"),
                                 str(portal), list(validation.conflicting_subscription_ids))
         raise InvalidSelection("; ".join(str(p["message"]) for p in problems), problems)
+    return validation
+
+
+async def open_session_status(deps: Deps, opened: pb.Purchase) -> str:
+    """The provider's status of the open purchase's checkout session: `open`, `expired` or
+    `complete`. One the provider already ended (the event saying so not applied yet: delayed, or
+    lost) is applied now, as the reconciler applies an overdue purchase's session, so that what
+    the account holds catches up and a checkout is never answered with a url nobody can pay."""
+    session = await provider_call(deps.provider.retrieve_checkout_session(opened.checkout_session_id))
+    status = str(session.get("status") or "")
+    if status != "open":
+        request = pb.ApplyReconciliationRequest(checkout_sessions=[norm.checkout_session(session, {})],
+                                                reconciliation_id=f"checkout_{opened.purchase_id}")
+        request.read_at.GetCurrentTime()
+        await entitlement_call(deps.entitlement.ApplyReconciliation, request)
+    return status
+
+
+async def create_checkout(deps: Deps, account_id: str, items: Sequence[tuple[str, int]], success_url: str,
+                          cancel_url: str, idempotency_key: str | None) -> CreatedCheckout:
+    account_id = require(account_id, "account_id")
+    wanted = selection(items)
+    success_url, cancel_url = require_url(success_url, "success_url"), require_url(cancel_url, "cancel_url")
     purchase_id = purchase_id_for(account_id, idempotency_key)
+    validation = await _validated(deps, account_id, wanted, cancel_url)
     if validation.HasField("open_purchase") and validation.open_purchase.purchase_id != purchase_id:
-        return open_purchase_answer(account_id, validation.open_purchase, validation.open_purchase_same_selection)
+        opened = validation.open_purchase
+        status = await open_session_status(deps, opened)
+        if status == "complete":  # paid: its subscription is on its way, so it holds the group
+            raise CheckoutInProgress(
+                f"account {account_id} has purchase {opened.purchase_id} paid in group {opened.subscription_group}, "
+                "its subscription not applied yet; try again once it is", opened.purchase_id)
+        if status == "open":
+            return open_purchase_answer(account_id, opened, validation.open_purchase_same_selection)
+        validation = await _validated(deps, account_id, wanted, cancel_url)  # without the purchase that expired
+        if validation.HasField("open_purchase") and validation.open_purchase.purchase_id != purchase_id:
+            return open_purchase_answer(account_id, validation.open_purchase,
+                                        validation.open_purchase_same_selection)
     customer = await customer_for(deps, account_id, validation.provider_customer_id)
     session = await provider_call(deps.provider.create_checkout_session(
         session_params(deps, validation, account_id, customer, purchase_id, cancel_url),

@@ -65,6 +65,26 @@ async def test_once_the_first_session_expires_a_new_checkout_proceeds(stack: Sta
     assert [p.billing_plan_code for p in (await stack.entitlements("acct_later")).plans] == ["starter"]
 
 
+@pytest.mark.parametrize("ended", ["expire", "complete"])
+async def test_an_open_session_the_provider_already_ended_is_never_handed_out_again(stack: Stack, ended: str) -> None:
+    """The provider expired (or completed) the open purchase's session, and the event saying so has
+    not arrived: a second checkout learns it from the provider instead of answering a url nobody
+    can pay."""
+    account = f"acct_ended_{ended}"
+    status, first = await stack.buy(account, "pro_monthly")
+    assert status == 201
+    await stack.sim_control("delivery", mode="hold")
+    await stack.sim_control(f"checkout/sessions/{first['checkout_session_id']}/{ended}")
+    status, second = await stack.buy(account, "pro_monthly")
+    if ended == "expire":
+        assert status == 201 and not second["open_purchase_reused"], second
+        assert second["purchase_id"] != first["purchase_id"] and second["url"] != first["url"]
+        assert (await stack.purchase(str(first["purchase_id"]))).state == pb.PURCHASE_STATE_EXPIRED
+    else:  # paid: its subscription holds the group once applied, so nothing else is sold into it
+        assert status == 409 and second["error"]["code"] == "checkout_in_progress", second
+        assert second["error"]["open_purchase_id"] == first["purchase_id"]
+
+
 async def test_credit_packs_are_bought_side_by_side(stack: Stack) -> None:
     answers = await asyncio.gather(*(stack.buy("acct_packs", "credit_pack_500") for _ in range(2)))
     assert [status for status, _ in answers] == [201, 201]
