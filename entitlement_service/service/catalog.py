@@ -101,9 +101,11 @@ class _DryRun(Exception):
 async def upsert_catalog(deps: Deps, config: CatalogConfig, products: Sequence[Product], prices: Sequence[Price],
                          effective_at: datetime | None = None, dry_run: bool = False) -> CatalogUpdate:
     """Upserts the entries in one transaction; a changed price resolution takes effect from
-    `effective_at` (default now) and every account it touches is derived again before this
-    returns. A dry run answers the same and keeps nothing."""
-    at = effective_at or deps.clock()
+    `effective_at` (default now), from the start of the whole second it falls in, and every
+    account it touches is derived again before this returns. A dry run answers the same and keeps
+    nothing. (The provider times the resolution is looked up at are whole seconds: a change made
+    0.4 s into a second covers an invoice or checkout the provider timed at that second.)"""
+    at = (effective_at or deps.clock()).replace(microsecond=0)
     try:
         async with write_transaction(deps) as conn:
             update = await _upsert(conn, config, products, prices, at, dry_run)

@@ -57,6 +57,22 @@ async def test_a_program_added_to_a_plan_funds_only_periods_paid_after_the_chang
     assert [(f.grant_program_code, f.amount, f.invoice_id) for f in funding] == [("ai_credits", 100, "in_acct_1_3")]
 
 
+async def test_a_change_takes_effect_from_the_whole_second_it_falls_in_as_provider_times_are_counted(
+    service: Client,
+) -> None:
+    """Provider times are whole seconds: an invoice paid in the second a change was made (0.4 s
+    into it) is paid under the change, not under what it replaced."""
+    await months_paid(service, "acct_1", 3)
+    later = T0 + 3 * MONTH
+    await service.operator.UpsertCatalog(pb.UpsertCatalogRequest(
+        products=[starter({"grants": '[{"grant_program_code": "ai_credits", "amount": 100}]'}, T0 + 12 * MONTH)],
+        effective_at=ts(later + timedelta(milliseconds=400))))
+    await service.apply(invoice_event("evt_acct_1_inv3", "in_acct_1_3", "sub_acct_1", later,
+                                      customer_id="cus_acct_1", lines=[("starter_monthly", 1, later, later + MONTH)]))
+    funding = (await service.entitlements("acct_1")).funding
+    assert [(f.grant_program_code, f.amount, f.invoice_id) for f in funding] == [("ai_credits", 100, "in_acct_1_3")]
+
+
 async def test_a_price_moved_to_another_plan_moves_every_account_at_once_and_keeps_their_past(
     service: Client,
 ) -> None:

@@ -963,7 +963,8 @@ def mutated(document: Any, path: tuple[Any, ...], how: str, value: Any) -> Any:
 MUTATIONS = st.sampled_from(["delete", "replace", "replace", "stringify", "wrap in a list", "wrap in an object"])
 # The codes each refusal of a session request may carry (docs/contract.md, the HTTP error table).
 SESSION_ANSWERS = {201: {None}, 400: {"malformed_json"}, 404: {"not_found"},
-                   409: {"group_conflict", "failed_precondition"}, 422: {"invalid_request", "invalid_selection"}}
+                   409: {"group_conflict", "checkout_in_progress", "failed_precondition"},
+                   422: {"invalid_request", "invalid_selection"}}
 PORTAL_BODY = {"account_id": "acct_1", "return_url": "https://app.example/account"}
 
 

@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 
 ACCOUNT_OWNED = frozenset({
-    "accounts", "account_history", "audit_log", "catalog_rederive", "grant_bindings", "issued_grants", "mismatches",
-    "plan_assignments", "purchase_transitions", "purchases", "subscription_items", "subscriptions",
+    "accounts", "account_history", "audit_log", "catalog_rederive", "conflict_actions", "grant_bindings",
+    "issued_grants", "mismatches", "plan_assignments", "purchase_transitions", "purchases", "subscription_items",
+    "subscriptions",
 })
 
 REFERENCE = {
@@ -47,6 +48,8 @@ UNIQUE_ACROSS_ACCOUNTS = {
     "issued_grants_once_per_period": "a subscription's period is funded once",
     "issued_grants_once_per_level": "a subscription's period is topped up to a level once",
     "mismatches_open_fingerprint": "an open difference is recorded once: ON CONFLICT (fingerprint)",
+    "conflict_actions_once_per_subscription": "a losing subscription's conflict action is decided once: "
+                                              "ON CONFLICT (subscription_id)",
 }
 
 
