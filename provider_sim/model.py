@@ -247,6 +247,7 @@ class Refund:
     reason: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     status: str = "succeeded"
+    customer: str | None = None
 
 
 @dataclass

@@ -91,7 +91,8 @@ def refund(ctx: Ctx, charge: Charge, amount: int | None, *, reason: str | None,
                         code="amount_too_large")
     before = snapshot(ctx.state, "charge", charge.id)
     made = Refund(id=new_id("re_"), amount=amount, currency=charge.currency, created=ctx.now, charge=charge.id,
-                  payment_intent=charge.payment_intent, reason=reason, metadata=dict(metadata))
+                  payment_intent=charge.payment_intent, reason=reason, metadata=dict(metadata),
+                  customer=charge.customer)
     ctx.state.refunds[made.id] = made
     charge.amount_refunded += amount
     charge.refunds.append(made.id)

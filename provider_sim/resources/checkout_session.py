@@ -43,6 +43,7 @@ def _fixed_fields() -> Json:
     """Fields this simulator never varies: no taxes, shipping, promotions or custom fields."""
     return {
         "adaptive_pricing": {"enabled": False}, "after_expiration": None, "allow_promotion_codes": None,
+        "allowed_payment_method_types": None,
         "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
         "billing_address_collection": None, "client_secret": None, "consent": None, "consent_collection": None,
         "currency_conversion": None, "custom_fields": [], "custom_text": {

@@ -1,5 +1,7 @@
 """`expand[]`: replace ids with the objects they name, along dotted paths such as
-`items.data.price.product` or, in lists, `data.items.data.price.product`."""
+`items.data.price.product` or, in lists, `data.items.data.price.product`. A field inside a nested
+hash is named by its path inside the object holding it (`parent.subscription_details.subscription`
+of an invoice)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ EXPANDABLE = {
     ("charge", "customer"): "customer",
     ("charge", "payment_intent"): "payment_intent",
     ("invoice", "customer"): "customer",
-    ("invoice", "subscription"): "subscription",
+    ("invoice", "parent.subscription_details.subscription"): "subscription",
     ("invoice_payment", "invoice"): "invoice",
     ("item", "price"): "price",
     ("payment_intent", "customer"): "customer",
@@ -42,7 +44,9 @@ def cannot(path: str) -> StripeError:
     return StripeError(400, f"This property cannot be expanded ({path}).", param="expand")
 
 
-def _step(state: State, obj: Json, parts: list[str], done: list[str]) -> None:
+def _step(state: State, obj: Json, parts: list[str], done: list[str], within: tuple[str, str] = ("", "")) -> None:
+    """Expands `parts` inside `obj`; `within` is the object holding a nested hash and the hash's path
+    in it."""
     head, rest = parts[0], parts[1:]
     done = [*done, head]
     if obj.get("object") == "list" and head == "data":
@@ -50,17 +54,18 @@ def _step(state: State, obj: Json, parts: list[str], done: list[str]) -> None:
             if rest:
                 _step(state, element, rest, done)
         return
-    kind = str(obj.get("object"))
-    if (kind, head) in INCLUDABLE:
-        obj[head] = render(state, INCLUDABLE[(kind, head)], str(obj["id"]))
-    elif (kind, head) in EXPANDABLE:
+    kind, field = (str(obj["object"]), head) if isinstance(obj.get("object"), str) else (
+        within[0], f"{within[1]}.{head}")
+    if (kind, field) in INCLUDABLE:
+        obj[head] = render(state, INCLUDABLE[(kind, field)], str(obj["id"]))
+    elif (kind, field) in EXPANDABLE:
         if isinstance(obj.get(head), str):
-            obj[head] = render(state, EXPANDABLE[(kind, head)], obj[head])
+            obj[head] = render(state, EXPANDABLE[(kind, field)], obj[head])
     elif not (rest and isinstance(obj.get(head), dict)):
         raise cannot(".".join(done))
     value = obj.get(head)
     if rest and isinstance(value, dict):
-        _step(state, value, rest, done)
+        _step(state, value, rest, done, (kind, field))
     elif rest and value is not None:
         raise cannot(".".join(done))
 

@@ -1,9 +1,10 @@
 """`invoice` objects and their `line_item`s.
 
 Current shape: a line names its price in `pricing.price_details` and its subscription item in
-`parent.subscription_item_details`; the invoice names its subscription in
-`parent.subscription_details`, and its payments are `invoice_payment` objects (`expand[]=payments`).
-Legacy shape: `price`, `plan`, `subscription_item` and `type` on the line, and `paid`,
+`parent.subscription_item_details`; the invoice names its subscription only in
+`parent.subscription_details` (`parent` is null on an invoice of no subscription), and its payments
+are `invoice_payment` objects (`expand[]=payments`). Legacy shape: `price`, `plan`,
+`subscription_item` and `type` on the line, and `subscription`, `subscription_details`, `paid`,
 `payment_intent` and `charge` on the invoice."""
 
 from __future__ import annotations
@@ -90,16 +91,17 @@ def render_invoice(state: State, invoice: Invoice, shape: Shape = Shape.CURRENT)
         "status": invoice.status,
         "status_transitions": {"finalized_at": invoice.finalized_at, "marked_uncollectible_at": None,
                                "paid_at": invoice.paid_at, "voided_at": None},
-        "subscription": invoice.subscription, "subtotal": total, "subtotal_excluding_tax": total,
+        "subtotal": total, "subtotal_excluding_tax": total,
         "total": total, "total_excluding_tax": total, "webhooks_delivered_at": invoice.created,
     }
     if shape is Shape.CURRENT:
-        details = None
+        rendered["parent"] = None
         if invoice.subscription:
             details = {"metadata": dict(invoice.subscription_metadata), "subscription": invoice.subscription}
-        rendered["parent"] = {"quote_details": None, "subscription_details": details,
-                              "type": "subscription_details" if details else None}
+            rendered["parent"] = {"quote_details": None, "subscription_details": details,
+                                  "type": "subscription_details"}
     else:
+        rendered["subscription"] = invoice.subscription
         payment = next((p for p in state.invoice_payments.values() if p.invoice == invoice.id), None)
         intent = state.payment_intents.get(payment.payment_intent) if payment else None
         rendered["paid"] = paid

@@ -19,16 +19,19 @@ PAYMENT_METHOD = "pm_card_visa"
 def render_payment_intent(intent: PaymentIntent, shape: Shape = Shape.CURRENT) -> Json:
     received = intent.amount if intent.status == "succeeded" else 0
     rendered: Json = {
-        "id": intent.id, "object": "payment_intent", "amount": intent.amount, "amount_capturable": 0,
+        "id": intent.id, "object": "payment_intent", "allowed_payment_method_types": None,
+        "amount": intent.amount, "amount_capturable": 0,
         "amount_details": {"tip": {}}, "amount_received": received, "application": None,
         "application_fee_amount": None, "automatic_payment_methods": None, "canceled_at": None,
         "cancellation_reason": None, "capture_method": "automatic", "client_secret": f"{intent.id}_secret_sim",
         "confirmation_method": "automatic", "created": intent.created, "currency": intent.currency,
-        "customer": intent.customer, "description": intent.description, "last_payment_error": None,
+        "customer": intent.customer, "customer_account": None, "description": intent.description,
+        "excluded_payment_method_types": None, "last_payment_error": None, "managed_payments": None,
         "latest_charge": intent.latest_charge, "livemode": False, "metadata": dict(intent.metadata),
         "next_action": None, "on_behalf_of": None, "payment_method": PAYMENT_METHOD,
         "payment_method_configuration_details": None, "payment_method_options": {},
-        "payment_method_types": ["card"], "processing": None, "receipt_email": None, "review": None,
+        "payment_method_types": ["card"], "payment_record": None, "processing": None, "receipt_email": None,
+        "review": None,
         "setup_future_usage": None, "shipping": None, "source": None, "statement_descriptor": None,
         "statement_descriptor_suffix": None, "status": intent.status, "transfer_data": None, "transfer_group": None,
     }
@@ -41,9 +44,11 @@ def render_refund(refund: Refund) -> Json:
     return {
         "id": refund.id, "object": "refund", "amount": refund.amount, "balance_transaction": None,
         "charge": refund.charge, "created": refund.created, "currency": refund.currency,
+        "customer": refund.customer, "customer_account": None,
         "destination_details": {"card": {"reference_status": "pending", "reference_type": "acquirer_reference_number",
                                          "type": "refund"}, "type": "card"},
-        "metadata": dict(refund.metadata), "payment_intent": refund.payment_intent, "reason": refund.reason,
+        "metadata": dict(refund.metadata), "payment_intent": refund.payment_intent,
+        "payment_method": PAYMENT_METHOD, "reason": refund.reason,
         "receipt_number": None, "source_transfer_reversal": None, "status": refund.status,
         "transfer_reversal": None,
     }
@@ -71,14 +76,16 @@ def render_charge(charge: Charge, shape: Shape = Shape.CURRENT) -> Json:
                     "network_status": "approved_by_network", "reason": None, "risk_level": "normal",
                     "seller_message": "Payment complete.", "type": "authorized"},
         "paid": True, "payment_intent": charge.payment_intent, "payment_method": PAYMENT_METHOD,
-        "payment_method_details": {"card": {**CARD, "checks": {"address_line1_check": None,
-                                                               "address_postal_code_check": None,
-                                                               "cvc_check": "pass"},
-                                            "installments": None, "mandate": None, "three_d_secure": None,
-                                            "wallet": None},
+        "payment_method_details": {"card": {**CARD, "amount_authorized": charge.amount, "authorization_code": None,
+                                            "checks": {"address_line1_check": None,
+                                                       "address_postal_code_check": None, "cvc_check": "pass"},
+                                            "electronic_commerce_indicator": None, "installments": None,
+                                            "mandate": None, "network_transaction_id": None,
+                                            "regulated_status": "unregulated", "three_d_secure": None,
+                                            "transaction_link_id": None, "wallet": None},
                                    "type": "card"},
         "receipt_email": None, "receipt_number": None, "receipt_url": None, "refunded": charge.refunded,
-        "review": None, "shipping": None, "source_transfer": None, "statement_descriptor": None,
+        "review": None, "shipping": None, "source": None, "source_transfer": None, "statement_descriptor": None,
         "statement_descriptor_suffix": None, "status": "succeeded", "transfer_data": None, "transfer_group": None,
     }
     if shape is Shape.LEGACY:

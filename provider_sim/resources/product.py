@@ -22,6 +22,7 @@ def render_product(product: Product) -> Json:
         "shippable": None,
         "statement_descriptor": product.statement_descriptor,
         "tax_code": product.tax_code,
+        "tax_details": {"performance_location": None, "tax_code": product.tax_code} if product.tax_code else None,
         "type": "service",
         "unit_label": product.unit_label,
         "updated": product.updated,

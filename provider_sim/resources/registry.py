@@ -8,6 +8,7 @@ from provider_sim.model import Json
 from provider_sim.resources.checkout_session import render_checkout_session, render_session_line
 from provider_sim.resources.customer import render_customer
 from provider_sim.resources.invoice import render_invoice
+from provider_sim.resources.legacy import to_legacy
 from provider_sim.resources.lists import list_object
 from provider_sim.resources.payment import (
     render_charge,
@@ -89,4 +90,5 @@ RENDERERS: dict[str, Renderer] = {
 
 
 def render(state: State, kind: str, object_id: str, shape: Shape = Shape.CURRENT) -> Json:
-    return RENDERERS[kind](state, object_id, shape)
+    rendered = RENDERERS[kind](state, object_id, shape)
+    return to_legacy(rendered) if shape is Shape.LEGACY else rendered

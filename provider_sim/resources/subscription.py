@@ -20,6 +20,7 @@ def render_subscription_item(state: State, item: SubscriptionItem, subscription_
         "object": "subscription_item",
         "billing_thresholds": None,
         "created": item.created,
+        "current_trial": None,
         "discounts": [],
         "metadata": dict(item.metadata),
         "plan": render_plan(price),
@@ -66,7 +67,7 @@ def _fixed_fields(sub: Subscription) -> Json:
         "schedule": None,
         "test_clock": None,
         "transfer_data": None,
-        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_settings": {"end_behavior": {"billing_cycle_anchor": None, "missing_payment_method": "create_invoice"}},
     }
 
 
@@ -80,7 +81,8 @@ def render_subscription(state: State, sub: Subscription, shape: Shape = Shape.CU
         "cancel_at": sub.cancel_at,
         "cancel_at_period_end": sub.cancel_at_period_end,
         "canceled_at": sub.canceled_at,
-        "cancellation_details": {"comment": None, "feedback": None, "reason": sub.cancellation_reason},
+        "cancellation_details": {"comment": None, "feedback": None, "feedback_option": None,
+                                 "reason": sub.cancellation_reason},
         "created": sub.created,
         "currency": sub.currency,
         "customer": sub.customer,

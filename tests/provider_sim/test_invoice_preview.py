@@ -100,8 +100,8 @@ def test_a_new_subscription_previews_its_first_invoice(sim: SimServer, catalog: 
     customer = ok(sim, "POST", "/v1/customers", {"email": "a@example.com"})
     found = stripe.Invoice.create_preview(customer=customer["id"], subscription_details={
         "items": [{"price": catalog.monthly, "quantity": 2}, {"price": catalog.team_monthly}]})
-    assert (found.billing_reason, found.amount_due, found.subscription, found.customer) == (
-        "subscription_create", 2 * 2000 + 5000, None, customer["id"])
+    assert (found.billing_reason, found.amount_due, found.parent, found.customer) == (
+        "subscription_create", 2 * 2000 + 5000, None, customer["id"])  # no subscription exists yet
     assert [line.quantity for line in found.lines.data] == [2, 1]
     assert ok(sim, "GET", "/v1/subscriptions", {"customer": customer["id"]})["data"] == []
     assert ok(sim, "GET", f"/v1/customers/{customer['id']}")["currency"] is None
