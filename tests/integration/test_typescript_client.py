@@ -6,7 +6,8 @@ the lock file's hash), its code is generated from the protos by `npm run generat
 `tsc` with the strict settings of its tsconfig (a type error fails the test). Its cache rules are
 checked against reference models (clients/typescript/test/rules.test.ts, `node --test`); then its
 script clients/typescript/test/live.ts runs step by step against the service while this test
-commits changes and cuts the connection between steps."""
+commits changes, ends a plan at a boundary and cuts the connection between steps, and reads the
+service's metrics to see how many streams the client holds and which calls reached the service."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from tests.integration.conftest import Client
 from tests.support.provider import T0, subscription_event
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TOKENS
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "clients" / "typescript"
 STAMP = PACKAGE / "node_modules" / ".package-lock.sha256"
-ACCOUNT, GATE = "acct_ts_client", "api_access"
+ACCOUNT, STEADY, ENDING, GATE = "acct_ts_client", "acct_ts_steady", "acct_ts_ending", "api_access"
 STEP_TIMEOUT_S = 30
 SERVICE_READS = ("CheckGate", "GetEntitlements")
 
@@ -103,9 +105,9 @@ class Script:
         assert step["step"] == expected, f"expected step {expected}, got: {step}"
         return step
 
-    async def command(self, name: str) -> None:
+    async def command(self, name: str, *args: object) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(f"{name}\n".encode())
+        self.process.stdin.write(" ".join([name, *map(str, args)]).encode() + b"\n")
         await self.process.stdin.drain()
 
 
@@ -123,18 +125,23 @@ async def script(compiled_client: Path, relay: TcpProxy) -> AsyncIterator[Script
         node, str(compiled_client), cwd=PACKAGE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={"PATH": str(Path(node).parent), "ENTITLEMENT_URL": f"http://127.0.0.1:{relay.port}",
-             "PRODUCT_TOKEN": TOKENS[Role.PRODUCT], "ACCOUNT_ID": ACCOUNT, "GATE": GATE})
+             "PRODUCT_TOKEN": TOKENS[Role.PRODUCT], "ACCOUNT_ID": ACCOUNT, "STEADY_ID": STEADY,
+             "BOUNDARY_ID": ENDING, "GATE": GATE})
     yield Script(process)
     if process.returncode is None:
         process.kill()
         await process.wait()
 
 
-async def service_reads(service: Client) -> dict[str, float]:
-    """CheckGate and GetEntitlements calls the service completed, any status, from its /metrics."""
+async def metrics(service: Client) -> str:
     async with aiohttp.ClientSession() as http, \
             http.get(f"http://127.0.0.1:{service.running.metrics_port}/metrics") as reply:
-        text = await reply.text()
+        return await reply.text()
+
+
+async def service_reads(service: Client) -> dict[str, float]:
+    """CheckGate and GetEntitlements calls the service completed, any status, from its /metrics."""
+    text = await metrics(service)
     counts = dict.fromkeys(SERVICE_READS, 0.0)
     for method in SERVICE_READS:
         label = re.escape(f'grpc_method="/selfserve.entitlement.v1.EntitlementService/{method}"')
@@ -143,19 +150,59 @@ async def service_reads(service: Client) -> dict[str, float]:
     return counts
 
 
+async def watching(service: Client) -> tuple[float, float]:
+    """The service's `watch_streams` and `watched_accounts` gauges: streams open, accounts they watch."""
+    text = await metrics(service)
+    found = {name: float(value) for name, value in re.findall(r"^(watch_streams|watched_accounts) (\S+)$", text,
+                                                                re.MULTILINE)}
+    return found["watch_streams"], found["watched_accounts"]
+
+
+async def streams_become(service: Client, expected: tuple[float, float]) -> None:
+    async def reached() -> bool:
+        return await watching(service) == expected
+
+    await eventually(reached, what=f"(watch_streams, watched_accounts) to be {expected}, "
+                                   f"now {await watching(service)}")
+
+
+@pytest.fixture
+async def steady(service: Client) -> str:
+    """An account that allows the gate before the script starts, and never changes."""
+    now = datetime.now(UTC)
+    await service.apply(subscription_event("evt_ts_steady", "sub_ts_steady", now - timedelta(minutes=30),
+                                           account_id=STEADY, customer_id="cus_ts_steady",
+                                           start=now - timedelta(hours=1)))
+    return STEADY
+
+
 async def test_the_typescript_client_is_pushed_each_change_once_across_a_cut_connection(
-    service: Client, relay: TcpProxy, script: Script
+    service: Client, steady: str, relay: TcpProxy, script: Script
 ) -> None:
     reads_before = await service_reads(service)
 
     ready = await script.step("ready")
     assert ready["seen"] == [{"revision": 0, "gates": []}]  # an account never seen: empty, revision 0
     assert ready["stats"]["checkGateCalls"] == 0
+    await streams_become(service, (1, 2))  # both accounts on one stream
 
     await service.apply(subscription_event("evt_ts_1", "sub_ts", T0, account_id=ACCOUNT, customer_id="cus_ts"))
     await script.command("committed")
     pushed = await script.step("pushed")
     assert pushed["stats"]["checkGateCalls"] == 0
+
+    # A plan that ends a few seconds from now: the client's check flips at the edge in-process.
+    now = datetime.now(UTC)
+    edge = (now + timedelta(seconds=4)).replace(microsecond=0)  # a whole millisecond, as the script reads it
+    await service.apply(subscription_event("evt_ts_ending", "sub_ts_ending", now - timedelta(minutes=30),
+                                           account_id=ENDING, customer_id="cus_ts_ending",
+                                           start=now - timedelta(hours=1), cancel_at=edge))
+    reads_at_edge = await service_reads(service)
+    await script.command("boundary", int(edge.timestamp() * 1000))
+    flipped = await script.step("flipped")
+    assert flipped["local"] > 0 and flipped["stats"]["checkGateCalls"] == 0, flipped
+    assert await service_reads(service) == reads_at_edge  # no CheckGate, no GetEntitlements
+    await streams_become(service, (1, 3))  # the third account joined: a new stream, the old one cancelled
 
     assert relay.cut() >= 1  # the client's one HTTP/2 connection, carrying the stream
     await script.command("cut")
@@ -169,6 +216,7 @@ async def test_the_typescript_client_is_pushed_each_change_once_across_a_cut_con
     await script.command("restored")
     resumed = await script.step("resumed")
     assert [s["gates"] for s in resumed["seen"]] == [[], ["api_access", "export", "priority_support"], ["export"]]
+    assert resumed["resent"] == 1  # the change made during the cut, once; the unchanged accounts not at all
 
     assert relay.cut() >= 1  # again, with nothing committed while it lasts
     await script.command("cut")
@@ -177,6 +225,19 @@ async def test_the_typescript_client_is_pushed_each_change_once_across_a_cut_con
     await script.command("restored")
     quiet = await script.step("quiet")  # the stream is back: its first message held nothing new
     assert quiet["seen"] == resumed["seen"]
+
+    # The stream's connection goes silent without being closed, and so does each new one it is opened
+    # on: the watch request (its body is not compressed) names the steady account, which no call the
+    # client makes on its other connection does.
+    assert relay.black_hole(STEADY.encode()) >= 1
+    await script.command("silenced")
+    silent = await script.step("silent")
+    fallbacks = silent["stats"]["checkGateCalls"] - quiet["stats"]["checkGateCalls"]
+    assert fallbacks >= 1 and silent["stats"]["reconnects"] > quiet["stats"]["reconnects"]
+    relay.restore()
+    await script.command("restored")
+    back = await script.step("back")
+    assert back["stats"]["checkGateCalls"] == silent["stats"]["checkGateCalls"]
 
     upgrade = subscription_event("evt_ts_3", "sub_ts", T0 + timedelta(hours=2), account_id=ACCOUNT,
                                  customer_id="cus_ts", start=T0)
@@ -187,9 +248,14 @@ async def test_the_typescript_client_is_pushed_each_change_once_across_a_cut_con
     assert revisions == sorted(set(revisions)) and len(revisions) == 4, done["seen"]
     assert done["stats"]["streamsOpened"] >= 2
     assert await asyncio.wait_for(script.process.wait(), STEP_TIMEOUT_S) == 0
+    # The client closed its stream; the one left on the black-holed connection is still open at the
+    # service, which cannot know that its client is gone.
+    await streams_become(service, (1, 3))
 
     reads_after = await service_reads(service)
-    # Every answer came from the stream: the checks past the staleness bound never reached the service.
-    assert reads_after == reads_before, (reads_before, reads_after)
+    # Every answer came from the stream, but for the checks past the staleness bound while the stream
+    # was silent: the ones while the connection was cut never reached the service.
+    assert reads_after == {**reads_before, "CheckGate": reads_before["CheckGate"] + fallbacks}, (
+        reads_before, reads_after, fallbacks)
     await service.product.CheckGate(pb.CheckGateRequest(account_id=ACCOUNT, gate=GATE))
     assert (await service_reads(service))["CheckGate"] == reads_after["CheckGate"] + 1  # the count is read right
