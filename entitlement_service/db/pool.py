@@ -119,17 +119,6 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     trip per use for nothing."""
 
 
-# Every statement is prepared once per connection (asyncpg's statement cache) and planned once:
-# PostgreSQL's generic plan. By default PostgreSQL plans a prepared statement again on every
-# execution while it estimates that a plan for the actual values would be cheaper, and for a
-# statement over `unnest` of array parameters (a batch's rows) the generic estimate assumes ten
-# elements where the values hold one or two: linking a batch's new accounts to their customers was
-# planned afresh on every batch (0.4 ms of PostgreSQL's CPU each time, more than it took to run).
-# The statements here find rows by account keys and arrays of ids, whose plans do not depend on
-# the values, so planning them again buys nothing.
-SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
-
-
 async def create_pool(url: str, *, min_size: int, max_size: int, timeout_s: float,
                       tracer: Tracer | None = None) -> asyncpg.Pool:
     """With `tracer`, each statement run while serving a traced request is a span of it; without,
@@ -138,7 +127,7 @@ async def create_pool(url: str, *, min_size: int, max_size: int, timeout_s: floa
         tracer, urlsplit(url).path.lstrip("/"))
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout_s,
                                      command_timeout=30, init=init_connection, reset=keep_session,
-                                     connection_class=connection_class, server_settings=SESSION_SETTINGS)
+                                     connection_class=connection_class)
 
 
 def backoff_delays(first_s: float = 0.2, cap_s: float = 5.0) -> Callable[[], float]:

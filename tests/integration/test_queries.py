@@ -14,7 +14,7 @@ import pytest
 
 from catalog_rules.model import Cadence, Source
 from entitlement_service.db import accounts, derived, events, history, purchases
-from entitlement_service.db.pool import create_pool, init_connection
+from entitlement_service.db.pool import init_connection
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
 from entitlement_service.domain.funding import DIFFERENCE, PERIOD, Issue
@@ -299,20 +299,3 @@ async def test_a_jsonb_value_postgresql_refuses_from_the_standard_library_is_ref
         async with db.transaction():
             await db.fetchval("SELECT $1::text::jsonb::text", json.dumps(value))
     assert type(through_codec.value) is type(from_text.value)
-
-
-async def test_a_pooled_connection_plans_each_statement_once_not_on_every_batch(database_url: str) -> None:
-    """Linking a batch's new accounts (`unnest` of one-element arrays) was planned again on every
-    execution under PostgreSQL's default plan cache mode; the service's connections keep one plan."""
-    pool = await create_pool(database_url, min_size=1, max_size=1, timeout_s=5)
-    try:
-        async with pool.acquire() as conn:
-            for n in range(8):
-                async with conn.transaction():
-                    await accounts.hold_accounts(conn, [(f"acct_plan_{n}", f"cus_plan_{n}")], policy.UNKNOWN_ACCOUNT,
-                                                 policy.ACCOUNT_EVENT_TYPES)
-            plans = await conn.fetchrow("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                                        "WHERE statement = $1", accounts.LINK_ACCOUNTS)
-    finally:
-        await pool.close()
-    assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
