@@ -12,10 +12,8 @@ service's metrics to see how many streams the client holds and which calls reach
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ import pytest
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from service_runtime.auth import Role
 from tests.integration.conftest import Client
+from tests.support import npm as npm_tools
 from tests.support.provider import T0, subscription_event
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tokens import TOKENS
@@ -35,46 +34,24 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "clients" / "typescript"
-STAMP = PACKAGE / "node_modules" / ".package-lock.sha256"
 ACCOUNT, STEADY, ENDING, GATE = "acct_ts_client", "acct_ts_steady", "acct_ts_ending", "api_access"
 STEP_TIMEOUT_S = 30
 SERVICE_READS = ("CheckGate", "GetEntitlements")
 
 
-def _run(*command: str, timeout_s: float) -> None:
-    done = subprocess.run(command, cwd=PACKAGE, capture_output=True, text=True, timeout=timeout_s, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` in {PACKAGE} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-
-
-def _node_tools() -> tuple[str, str]:
-    """node and npm, Node.js 20 or newer; the test fails, never skips, without them."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("the TypeScript client's test needs Node.js 20 or newer with npm on PATH (`node`, `npm`); "
-                    "neither may be missing where the test suite runs")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    found = re.fullmatch(r"v(\d+)\..*", version)
-    if found is None or int(found.group(1)) < 20:
-        pytest.fail(f"the TypeScript client needs Node.js 20 or newer; {node} is {version}")
-    return node, npm
-
-
 @pytest.fixture(scope="module")
 def compiled_client() -> Path:
     """The client and its test script compiled to clients/typescript/dist; the script's path."""
-    node, npm = _node_tools()
-    lock_hash = hashlib.sha256((PACKAGE / "package-lock.json").read_bytes()).hexdigest()
-    if not STAMP.exists() or STAMP.read_text().strip() != lock_hash:
-        _run(npm, "ci", "--no-audit", "--no-fund", timeout_s=600)
-        STAMP.write_text(lock_hash + "\n")
-    _run(npm, "run", "--silent", "generate", timeout_s=120)
-    _run(node, str(PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"), "-p", str(PACKAGE), timeout_s=180)
+    node, npm = npm_tools.node_tools("the TypeScript client's test")
+    npm_tools.install(PACKAGE, npm)
+    npm_tools.run(PACKAGE, npm, "run", "--silent", "generate", timeout_s=120)
+    npm_tools.run(PACKAGE, node, str(PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"), "-p", str(PACKAGE),
+                  timeout_s=180)
     return PACKAGE / "dist" / "test" / "live.js"
 
 
 def test_the_typescript_client_cache_rules_hold_against_their_reference_models(compiled_client: Path) -> None:
-    node, _ = _node_tools()
+    node, _ = npm_tools.node_tools("the TypeScript client's test")
     rules = compiled_client.parent / "rules.test.js"
     done = subprocess.run([node, "--test", str(rules)], cwd=PACKAGE, capture_output=True, text=True, timeout=120,
                           check=False)
@@ -120,7 +97,7 @@ async def relay(service: Client) -> AsyncIterator[TcpProxy]:
 
 @pytest.fixture
 async def script(compiled_client: Path, relay: TcpProxy) -> AsyncIterator[Script]:
-    node, _ = _node_tools()
+    node, _ = npm_tools.node_tools("the TypeScript client's test")
     process = await asyncio.create_subprocess_exec(
         node, str(compiled_client), cwd=PACKAGE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

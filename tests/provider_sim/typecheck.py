@@ -25,7 +25,6 @@ as `added()`, a declared function answering a string; any other null there still
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -36,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support import npm as npm_tools
 
 PACKAGE = Path(__file__).resolve().parent / "stripe_types"
-STAMP = PACKAGE / "node_modules" / ".package-lock.sha256"
 DECIMAL_FIELDS = frozenset({
     ("price", "unit_amount_decimal"),
     ("plan", "amount_decimal"),
@@ -80,29 +78,10 @@ class Sample:
     value: Any
 
 
-def node_tools() -> tuple[str, str]:
-    """node and npm, Node.js 20 or newer; the check fails, never skips, without them."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("checking the simulator against Stripe's types needs Node.js 20 or newer with npm on PATH "
-                    "(`node`, `npm`); neither may be missing where the test suite runs")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    found = re.fullmatch(r"v(\d+)\..*", version)
-    if found is None or int(found.group(1)) < 20:
-        pytest.fail(f"checking against Stripe's types needs Node.js 20 or newer; {node} is {version}")
-    return node, npm
-
-
 def install() -> str:
     """Installs the pinned packages when the lock file changed; answers the node binary."""
-    node, npm = node_tools()
-    lock_hash = hashlib.sha256((PACKAGE / "package-lock.json").read_bytes()).hexdigest()
-    if not STAMP.exists() or STAMP.read_text().strip() != lock_hash:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=PACKAGE,
-                              capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"`npm ci` in {PACKAGE} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-        STAMP.write_text(lock_hash + "\n")
+    node, npm = npm_tools.node_tools("checking the simulator against Stripe's types")
+    npm_tools.install(PACKAGE, npm, "--ignore-scripts")
     return node
 
 
