@@ -1,17 +1,29 @@
 """Typed records to and from columns. A `Shape` defines a record type's columns once: the list a
 statement names, how a row read in that order becomes the record, and how many records become
-the per-column arrays an `INSERT ... SELECT FROM unnest(...)` takes (one round trip for any
-number of rows)."""
+the parameters an `INSERT ... SELECT FROM` its `recordset` takes (one round trip, and a fixed
+number of parameters, for any number of rows).
+
+The rows travel as one JSON array of rows, each an array of its values in column order, with each
+bytea column beside it as one binary array. Why not one array parameter per column: the driver
+checks and encodes every element of every array in Python, which for a batch write of a few dozen
+columns cost more than deriving the rows did. orjson writes the rows in C, and PostgreSQL reads
+them back by position from jsonb (constant time per field), which costs it less than unnesting the
+arrays did. Per row of the subscriptions shape (19 columns): the arrays cost 9.1 µs in the service
+and 3.9 µs in PostgreSQL, the JSON rows 0.9 µs and 3.0 µs. Bytes stay binary: a 3 kB payload
+written into the JSON as hex cost PostgreSQL 43 µs to read, as a bytea array 4 µs."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import orjson
 
 from entitlement_service.domain.windows import Window
 
@@ -26,6 +38,11 @@ def to_window(value: asyncpg.Range) -> Window:
     return Window(value.lower, value.upper)
 
 
+def range_literal(window: Window) -> str:
+    """The tstzrange literal of a half-open Window, as a JSON record set carries it."""
+    return f"[{window.start.isoformat()},{'' if window.end is None else window.end.isoformat()})"
+
+
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """`convert` for a nullable column: NULL stays None."""
     return lambda value: None if value is None else convert(value)
@@ -38,7 +55,7 @@ def _same(value: Any) -> Any:
 @dataclass(frozen=True)
 class Column:
     name: str
-    sql_type: str  # the element type of its unnest array
+    sql_type: str  # its type in SQL, as a record set declares it
     decode: Callable[[Any], Any] = _same  # the stored value into the record's field
     encode: Callable[[Any], Any] = _same  # the record's field into the value sent
     field: str = ""  # the record's field, when its name is not the column's
@@ -46,6 +63,25 @@ class Column:
     @property
     def attribute(self) -> str:
         return self.field or self.name
+
+
+# Columns carried beside the JSON rows, one binary array each, rather than in them.
+BINARY = "bytea"
+
+
+def _json_dumps_fallback(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat() if value.tzinfo else value.replace(tzinfo=UTC).isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+
+def to_json(rows: list[list[Any]]) -> str:
+    """The rows as JSON text. What orjson refuses and JSON allows (an integer beyond 64 bits in a
+    jsonb value) is written by the standard library instead."""
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(rows, default=_json_dumps_fallback)
 
 
 def window(name: str, field: str = "", nullable: bool = False) -> Column:
@@ -70,6 +106,14 @@ class Shape(Generic[T]):
         self._values = values or attrgetter(*fields)
         self._decoding = tuple((i, c.decode) for i, c in enumerate(self.columns) if c.decode is not _same)
         self._encoding = tuple((i, c.encode) for i, c in enumerate(self.columns) if c.encode is not _same)
+        # For the JSON rows: a range as its literal (JSON has no form of its own for it); bytes are
+        # left out, and sent as arrays of their own.
+        self._json_encoding = tuple(
+            (i, optional(range_literal) if c.sql_type == "tstzrange" else c.encode)
+            for i, c in enumerate(self.columns) if c.sql_type == "tstzrange" or c.encode is not _same)
+        self._binary = tuple(i for i, c in enumerate(self.columns) if c.sql_type == BINARY)
+        self._in_json = tuple(i for i, c in enumerate(self.columns) if c.sql_type != BINARY)
+        self.width = 1 + len(self._binary)  # the parameters `parameters` gives
 
     def select(self, alias: str = "") -> str:
         """The column list for a SELECT whose rows `read` takes."""
@@ -87,9 +131,20 @@ class Shape(Generic[T]):
             values[i] = decode(values[i])
         return self.record(*values)
 
-    def unnest(self, first: int) -> str:
-        """`unnest($first::type[], ...)`: one array parameter per column, numbered from `first`."""
-        return "unnest({})".format(", ".join(f"${first + i}::{c.sql_type}[]" for i, c in enumerate(self.columns)))
+    def recordset(self, first: int, alias: str = "v") -> str:
+        """The rows `parameters` gives (as parameters `first` on), as a table `alias` with the
+        shape's columns in order: `(SELECT (r->>0)::text AS column, ... FROM ROWS FROM
+        (jsonb_array_elements($first::text::jsonb), unnest($next::bytea[]), ...)) AS alias`."""
+        position = {column: n for n, column in enumerate(self._in_json)}
+        binary = {column: f"b{n}" for n, column in enumerate(self._binary)}
+        columns = ", ".join(
+            f"{binary[i]} AS {c.name}" if i in binary
+            else f"r->{position[i]} AS {c.name}" if c.sql_type == "jsonb"
+            else f"(r->>{position[i]})::{c.sql_type} AS {c.name}" for i, c in enumerate(self.columns))
+        sources = ", ".join([f"jsonb_array_elements(${first}::text::jsonb)",
+                             *(f"unnest(${first + 1 + n}::{BINARY}[])" for n in range(len(self._binary)))])
+        names = ", ".join(["r", *binary.values()])
+        return f"(SELECT {columns} FROM ROWS FROM ({sources}) AS rows({names})) AS {alias}"
 
     def placeholders(self) -> str:
         """`$1, $2, ...`: one parameter per column, for a VALUES list that `encoded` fills."""
@@ -102,13 +157,19 @@ class Shape(Generic[T]):
             values[i] = encode(values[i])
         return values
 
-    def arrays(self, records: Iterable[T]) -> list[list[Any]]:
-        """The records as one array per column, for `unnest`."""
-        rows = [self._values(record) for record in records]
-        arrays = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in self.columns]
-        for i, encode in self._encoding:
-            arrays[i] = [encode(value) for value in arrays[i]]
-        return arrays
+    def parameters(self, records: Iterable[T]) -> list[Any]:
+        """The records as the parameters `recordset` reads: the JSON rows (each an array of its
+        values in column order, bytes left out), then one array per bytea column."""
+        encoding, in_json, rows = self._json_encoding, self._in_json, []
+        binary: list[list[bytes | None]] = [[] for _ in self._binary]
+        for record in records:
+            values = list(self._values(record))
+            for i, encode in encoding:
+                values[i] = encode(values[i])
+            rows.append([values[i] for i in in_json])
+            for array, i in zip(binary, self._binary, strict=True):
+                array.append(values[i])
+        return [to_json(rows), *binary]
 
 
 class Parameters:
@@ -117,9 +178,9 @@ class Parameters:
     def __init__(self) -> None:
         self.count = 0
 
-    def unnest(self, shape: Shape[Any]) -> str:
-        text = shape.unnest(self.count + 1)
-        self.count += len(shape.columns)
+    def recordset(self, shape: Shape[Any], alias: str = "v") -> str:
+        text = shape.recordset(self.count + 1, alias)
+        self.count += shape.width
         return text
 
     def next(self) -> str:

@@ -22,12 +22,12 @@ ACTION = Shape(ConflictActionRecord, (
 DECIDE = f"""
 WITH decided AS (
     INSERT INTO conflict_actions ({ACTION.select()})
-    SELECT * FROM {ACTION.unnest(1)} AS v({ACTION.select()})
+    SELECT * FROM {ACTION.recordset(1)}
     ON CONFLICT DO NOTHING
     RETURNING account_id, subscription_id, subscription_group, winner_subscription_id, cause_id
 )
 INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action, detail)
-SELECT account_id, $12, cause_id, 'conflict_action', subscription_id, 'decided',
+SELECT account_id, ${1 + ACTION.width}, cause_id, 'conflict_action', subscription_id, 'decided',
        jsonb_build_object('subscription_group', subscription_group, 'winner_subscription_id', winner_subscription_id)
 FROM decided
 RETURNING entity_id"""
@@ -37,7 +37,7 @@ async def decide(conn: Conn, cause: str, actions: Sequence[ConflictActionRecord]
     """Keeps each decision not kept yet; the subscriptions newly decided."""
     if not actions:
         return []
-    return [r["entity_id"] for r in await conn.fetch(DECIDE, *ACTION.arrays(actions), cause)]
+    return [r["entity_id"] for r in await conn.fetch(DECIDE, *ACTION.parameters(actions), cause)]
 
 
 async def get_action(conn: Conn, subscription_id: str, lock: bool = False) -> ConflictActionRecord | None:

@@ -148,33 +148,33 @@ _params = Parameters()
 
 # The rows a batch of derivations writes, after its removals, the snapshots joining the accounts'
 # histories, and a new revision for each changed account told to every replica (delivered on
-# commit): one statement, so one round trip. Every sub-statement runs with empty arrays when it has
+# commit): one statement, so one round trip. Every sub-statement runs with no rows when it has
 # nothing to write; foreign keys are checked at the end of the statement, when the subscriptions
 # written beside their children are there. A history row written again (one copied from
-# provider_events before that table existed) is summarized. The parameters are each shape's column
-# arrays in this order, then the changed accounts and the notification channel.
+# provider_events before that table existed) is summarized. The parameters are each shape's rows
+# (`Shape.parameters`) in this order, then the changed accounts and the notification channel.
 WRITE_ROWS = f"""
 WITH subscriptions_written AS (
-    INSERT INTO subscriptions ({SUBSCRIPTION.select()}) SELECT * FROM {_params.unnest(SUBSCRIPTION)}
+    INSERT INTO subscriptions ({SUBSCRIPTION.select()}) SELECT * FROM {_params.recordset(SUBSCRIPTION)}
     ON CONFLICT (subscription_id) DO UPDATE SET {SUBSCRIPTION.updates("subscription_id", "account_id")},
         updated_at = now()
     WHERE subscriptions.provider_event_id IS DISTINCT FROM excluded.provider_event_id
        OR subscriptions.subscription_group IS DISTINCT FROM excluded.subscription_group
        OR subscriptions.group_mismatch IS DISTINCT FROM excluded.group_mismatch
 ), items_written AS (
-    INSERT INTO subscription_items ({ACCOUNT_ITEM.select()}) SELECT * FROM {_params.unnest(ACCOUNT_ITEM)}
+    INSERT INTO subscription_items ({ACCOUNT_ITEM.select()}) SELECT * FROM {_params.recordset(ACCOUNT_ITEM)}
     ON CONFLICT (account_id, subscription_id, price_id) DO UPDATE SET {ITEM.updates("subscription_id", "price_id")},
         updated_at = now()
 ), assignments_written AS (
-    INSERT INTO plan_assignments ({ASSIGNMENT.select()}) SELECT * FROM {_params.unnest(ASSIGNMENT)}
+    INSERT INTO plan_assignments ({ASSIGNMENT.select()}) SELECT * FROM {_params.recordset(ASSIGNMENT)}
 ), bindings_written AS (
-    INSERT INTO grant_bindings ({BINDING.select()}) SELECT * FROM {_params.unnest(BINDING)}
+    INSERT INTO grant_bindings ({BINDING.select()}) SELECT * FROM {_params.recordset(BINDING)}
 ), audited AS (
     INSERT INTO audit_log ({AUDIT.select()})
     SELECT {", ".join("coalesce(v.at, now())" if name == "at" else f"v.{name}" for name in AUDIT.names)}
-    FROM {_params.unnest(AUDIT)} AS v({AUDIT.select()})
+    FROM {_params.recordset(AUDIT)}
 ), history_written AS (
-    INSERT INTO account_history ({HISTORY.select()}) SELECT * FROM {_params.unnest(HISTORY)}
+    INSERT INTO account_history ({HISTORY.select()}) SELECT * FROM {_params.recordset(HISTORY)}
     ON CONFLICT (account_id, provider_event_id) DO UPDATE SET ended_at = excluded.ended_at,
         reaches = excluded.reaches, summarized = true
 ), bumped AS (
@@ -196,9 +196,10 @@ async def write_rows(conn: Conn, subscriptions: Sequence[SubscriptionRecord] = (
     latest_subscriptions = {s.subscription_id: s for s in subscriptions}
     latest_items = {(i.account_id, i.item.subscription_id, i.item.price_id): i for i in items}
     bumped = await conn.fetch(
-        WRITE_ROWS, *SUBSCRIPTION.arrays(latest_subscriptions.values()), *ACCOUNT_ITEM.arrays(latest_items.values()),
-        *ASSIGNMENT.arrays(assignments), *BINDING.arrays(bindings), *AUDIT.arrays(audit), *HISTORY.arrays(history),
-        list(changed_accounts), CHANGES_CHANNEL)
+        WRITE_ROWS, *SUBSCRIPTION.parameters(latest_subscriptions.values()),
+        *ACCOUNT_ITEM.parameters(latest_items.values()), *ASSIGNMENT.parameters(assignments),
+        *BINDING.parameters(bindings), *AUDIT.parameters(audit), *HISTORY.parameters(history), list(changed_accounts),
+        CHANGES_CHANNEL)
     return [(row["account_id"], row["revision"]) for row in bumped]
 
 
@@ -226,12 +227,12 @@ async def delete_items(conn: Conn, keys: Sequence[tuple[str, str, str]]) -> None
 
 
 INSERT_ISSUES = f"""
-INSERT INTO issued_grants ({ISSUANCE.select()}) SELECT * FROM {ISSUANCE.unnest(1)}
+INSERT INTO issued_grants ({ISSUANCE.select()}) SELECT * FROM {ISSUANCE.recordset(1)}
 ON CONFLICT (issue_key) DO NOTHING"""
 
 
 async def insert_issues(conn: Conn, issuances: Sequence[Issuance]) -> None:
     """Records each issue once: a key issued before is left as it is (never issued twice)."""
     if issuances:
-        await conn.execute(INSERT_ISSUES, *ISSUANCE.arrays(issuances))
+        await conn.execute(INSERT_ISSUES, *ISSUANCE.parameters(issuances))
 

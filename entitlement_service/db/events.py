@@ -45,11 +45,11 @@ EVENT_ID_LOCK_CLASS = 0x5E1F
 
 INSERT_EVENTS = f"""
 WITH recorded AS (
-    INSERT INTO provider_events ({RECORDED.select()}) SELECT * FROM {RECORDED.unnest(1)}
+    INSERT INTO provider_events ({RECORDED.select()}) SELECT * FROM {RECORDED.recordset(1)}
     ON CONFLICT (provider_event_id, created) DO NOTHING
     RETURNING provider_event_id, subscription_id
 ), held AS (  -- through the primary key, however few rows the statistics last saw
-    SELECT * FROM subscriptions WHERE subscription_id = ANY(${1 + RECORDED.names.index("subscription_id")}::text[])
+    SELECT * FROM subscriptions WHERE subscription_id = ANY(${1 + RECORDED.width}::text[])
 )
 SELECT r.provider_event_id AS recorded, {SUBSCRIPTION.select("h")}
 FROM recorded r LEFT JOIN held h ON h.subscription_id = r.subscription_id"""
@@ -60,7 +60,7 @@ async def insert_events(conn: Conn, events: Sequence[RecordedEvent]) -> dict[str
     (not duplicates, even concurrent ones: a second insert waits for the first to commit), each
     with the row of the subscription it names as that statement found it (None when none is held,
     or the event names none)."""
-    found = await conn.fetch(INSERT_EVENTS, *RECORDED.arrays(events))
+    found = await conn.fetch(INSERT_EVENTS, *RECORDED.parameters(events), [e.subscription_id for e in events])
     return {r["recorded"]: SUBSCRIPTION.read(r, 1) if r["subscription_id"] is not None else None for r in found}
 
 

@@ -89,7 +89,7 @@ async def transitions(conn: Conn, purchase_id: str) -> list[TransitionRecord]:
 # A transition is recorded under its purchase's account (none found: the NOT NULL refuses it).
 MOVE_PURCHASES = f"""
 WITH moved AS (
-    SELECT * FROM {TRANSITION.unnest(1)} AS v({TRANSITION.select()})
+    SELECT * FROM {TRANSITION.recordset(1)}
 ), updated AS (
     UPDATE purchases p SET state = m.to_state,
         returned_at = CASE WHEN m.to_state = 'returned' AND p.state <> m.to_state THEN m.at ELSE p.returned_at END,
@@ -110,7 +110,7 @@ SELECT u.account_id, {TRANSITION.select("m")} FROM moved m LEFT JOIN updated u O
 async def record_transitions(conn: Conn, moves: Sequence[TransitionRecord]) -> None:
     """Moves each purchase (at most one move per purchase) and records the transition."""
     if moves:
-        await conn.execute(MOVE_PURCHASES, *TRANSITION.arrays(moves))
+        await conn.execute(MOVE_PURCHASES, *TRANSITION.parameters(moves))
 
 
 async def set_purchase_groups(conn: Conn, pairs: Sequence[tuple[str, str]]) -> None:

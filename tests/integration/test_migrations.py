@@ -243,7 +243,7 @@ async def test_history_recorded_before_its_table_is_copied_and_summarized_by_the
                            "VALUES ('acct_old', 'cus_acct_old')")
         recorded = [RecordedEvent.of(provider_event(e), "acct_old") for e in life("acct_old")]
         await conn.execute(f"INSERT INTO provider_events ({events.RECORDED.select()}) "
-                           f"SELECT * FROM {events.RECORDED.unnest(1)}", *events.RECORDED.arrays(recorded))
+                           f"SELECT * FROM {events.RECORDED.recordset(1)}", *events.RECORDED.parameters(recorded))
         await migrate(conn)
         copied = await conn.fetch("SELECT provider_event_id, invoice, provider_at, summarized FROM account_history "
                                   "ORDER BY provider_event_id")
