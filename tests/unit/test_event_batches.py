@@ -62,11 +62,17 @@ async def test_an_event_goes_at_once_on_its_own_call_carrying_its_callers_reques
     assert held.calls == [["evt_1"]] and held.request_ids == ["req_1"]
 
 
+async def busy_then(batcher: EventBatcher, held: HeldCalls, more: int) -> list[asyncio.Task[pb.EventResult]]:
+    """evt_0's call in flight on its own, then evt_1 to evt_<more> arriving while it is."""
+    first = asyncio.create_task(batcher.apply(event(0)))
+    await eventually(held.started(1), what="the first event to go alone")
+    return [first, *(asyncio.create_task(batcher.apply(event(n))) for n in range(1, more + 1))]
+
+
 async def test_events_arriving_while_the_calls_are_busy_share_the_next_call_and_each_gets_its_own_result() -> None:
     held = HeldCalls()
     batcher = EventBatcher(held.send, max_in_flight=1, max_batch=3)
-    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(6)]
-    await eventually(held.started(1), what="the first event to go alone")
+    waiting = await busy_then(batcher, held, 5)
     assert held.calls == [["evt_0"]]
     held.release.set()
     results = await asyncio.gather(*waiting)
@@ -78,8 +84,7 @@ async def test_events_arriving_while_the_calls_are_busy_share_the_next_call_and_
 async def test_a_shared_call_refused_for_one_event_is_sent_again_one_event_per_call() -> None:
     held = HeldCalls(refuse={"evt_2"})
     batcher = EventBatcher(held.send, max_in_flight=1)
-    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(4)]
-    await eventually(held.started(1), what="the first call")
+    waiting = await busy_then(batcher, held, 3)
     held.release.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert [o.reason if isinstance(o, pb.EventResult) else str(o) for o in outcomes] == [
@@ -97,14 +102,43 @@ async def test_a_shared_call_that_fails_otherwise_fails_every_caller_at_once_and
 ) -> None:
     held = HeldCalls(shared_failure=failure)
     batcher = EventBatcher(held.send, max_in_flight=1, max_batch=3)
-    waiting = [asyncio.create_task(batcher.apply(event(n))) for n in range(6)]
-    await eventually(held.started(1), what="the first call")
+    waiting = await busy_then(batcher, held, 5)
     held.release.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert isinstance(outcomes[0], pb.EventResult) and outcomes[0].reason == "for evt_0"
     assert all(o is failure for o in outcomes[1:])  # the same error, so each webhook answers alike
     # One call per batch, as before the failure: none of its events was sent again on its own.
     assert held.calls == [["evt_0"], ["evt_1", "evt_2", "evt_3"], ["evt_4", "evt_5"]]
+
+
+async def test_events_read_in_the_same_turn_of_the_loop_share_the_call_that_is_leaving() -> None:
+    held = HeldCalls()
+    held.release.set()
+    batcher = EventBatcher(held.send, max_in_flight=2, max_batch=3)
+    structlog.contextvars.bind_contextvars(request_id="req_1")
+    try:
+        results = await asyncio.gather(*(batcher.apply(event(n)) for n in range(5)))
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    assert [r.reason for r in results] == [f"for evt_{n}" for n in range(5)]
+    # Three in the first call (its batch is full), the other two in the second free call.
+    assert held.calls == [["evt_0", "evt_1", "evt_2"], ["evt_3", "evt_4"]]
+    assert held.request_ids == [None, None]  # shared: no one caller's request id
+
+
+async def test_a_caller_that_goes_away_while_others_join_its_call_still_has_their_events_sent() -> None:
+    held = HeldCalls()
+    held.release.set()
+    batcher = EventBatcher(held.send, max_in_flight=1)
+    leaving = asyncio.create_task(batcher.apply(event(0)))
+    joined = [asyncio.create_task(batcher.apply(event(n))) for n in (1, 2)]
+    await asyncio.sleep(0)  # the first caller is letting the loop turn; the others have joined
+    leaving.cancel()
+    results = await asyncio.gather(*joined)
+    assert [r.reason for r in results] == ["for evt_1", "for evt_2"]
+    assert held.calls == [["evt_1", "evt_2"]]
+    after = await batcher.apply(event(3))  # the call it counted was given back
+    assert after.reason == "for evt_3" and held.calls[-1] == ["evt_3"]
 
 
 @pytest.mark.parametrize("in_flight", [1, 3])
