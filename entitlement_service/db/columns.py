@@ -38,9 +38,14 @@ def to_window(value: asyncpg.Range) -> Window:
     return Window(value.lower, value.upper)
 
 
+def _iso(at: datetime) -> str:
+    """ISO 8601 with the offset; a time without a zone is taken as UTC, as the driver takes it."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
 def range_literal(window: Window) -> str:
     """The tstzrange literal of a half-open Window, as a JSON record set carries it."""
-    return f"[{window.start.isoformat()},{'' if window.end is None else window.end.isoformat()})"
+    return f"[{_iso(window.start)},{'' if window.end is None else _iso(window.end)})"
 
 
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -71,7 +76,7 @@ BINARY = "bytea"
 
 def _json_dumps_fallback(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat() if value.tzinfo else value.replace(tzinfo=UTC).isoformat()
+        return _iso(value)
     raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 

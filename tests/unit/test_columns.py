@@ -52,6 +52,8 @@ def test_records_become_one_json_array_of_rows_and_rows_decode_back() -> None:
         ["sub_1", "active", "[2026-01-01T00:00:00+00:00,)"],
         ["sub_2", "canceled", "[2026-01-01T00:00:00+00:00,2026-01-02T00:00:00.000250+00:00)"]]
     assert HELD.parameters([]) == ["[]"]
+    naive = Held("sub_3", Status.ACTIVE, Window(T0.replace(tzinfo=None), None))  # taken as UTC, as the driver takes it
+    assert json.loads(HELD.parameters([naive])[0]) == [["sub_3", "active", "[2026-01-01T00:00:00+00:00,)"]]
     encoded = HELD.encoded(records[0])[2]
     assert (encoded.lower, encoded.upper, encoded.lower_inc, encoded.upper_inc) == (T0, None, True, False)
     row = ("ignored", "sub_1", "active", encoded)
