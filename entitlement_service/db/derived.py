@@ -12,7 +12,7 @@ from catalog_rules.model import Source
 from entitlement_service.db.columns import Column, Parameters, Shape, to_window, window
 from entitlement_service.db.listener import CHANGES_CHANNEL
 from entitlement_service.db.pool import Conn
-from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
+from entitlement_service.domain.account import Placed, PlacedAssignment, PlacedBinding
 from entitlement_service.domain.model import Status
 from entitlement_service.domain.records import (
     AccountAssignment,
@@ -133,7 +133,7 @@ def placed_assignment(r: asyncpg.Record) -> PlacedAssignment:
     placed = to_window(r["effective"])
     row = AssignmentRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["billing_plan_code"],
                         r["priority"], r["gate_bundle"], r["started_at"], placed)
-    return PlacedAssignment(row, placed, r["conflict_with_subscription_id"])
+    return Placed(row, placed, r["conflict_with_subscription_id"])
 
 
 def placed_binding(r: asyncpg.Record) -> PlacedBinding:
@@ -141,7 +141,7 @@ def placed_binding(r: asyncpg.Record) -> PlacedBinding:
     row = BindingRow(r["subscription_id"], r["subscription_group"], r["price_id"], r["product_id"],
                      r["grant_program_code"], r["amount"], r["scale_by_quantity"], r["quantity"], Source(r["source"]),
                      placed)
-    return PlacedBinding(row, placed, r["conflict_with_subscription_id"])
+    return Placed(row, placed, r["conflict_with_subscription_id"])
 
 
 _params = Parameters()

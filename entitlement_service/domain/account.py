@@ -105,10 +105,10 @@ def rebuild(
     for d in derived:
         for a in d.assignments:
             for window, winner in _placed(a.window, since, lost.get((a.subscription_id, a.subscription_group), [])):
-                assignments.append(PlacedAssignment(a, window, winner))
+                assignments.append(Placed(a, window, winner))
         for b in d.bindings:
             for window, winner in _placed(b.window, since, lost.get((b.subscription_id, b.subscription_group), [])):
-                bindings.append(PlacedBinding(b, window, winner))
+                bindings.append(Placed(b, window, winner))
     return AccountState(
         subscriptions=tuple(derived),
         items=tuple(i for d in derived for i in d.items),

@@ -37,7 +37,7 @@ from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
 from entitlement_service.service.event_accounts import Rejected, hold_event_accounts
 from entitlement_service.service.event_objects import apply_checkout_session, apply_price, apply_product, learn_prices
-from entitlement_service.service.metrics import DERIVATIONS, EVENTS, LATE_EVENTS
+from entitlement_service.service.metrics import DERIVED_PART, DERIVED_WHOLE, events_of, late_events_of
 from entitlement_service.service.rebuild import Rebuild, load_accounts
 from entitlement_service.service.transactions import write_transaction
 from entitlement_service.service.writes import Writes
@@ -68,9 +68,9 @@ async def apply_events(deps: Deps, batch: Sequence[ProviderEvent], *, replay: bo
         await rederive_queued(deps)  # what a changed price or product touched, for every account at once
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     for event, result in zip(batch, results, strict=True):
-        EVENTS.labels(event.type, result.outcome.value).inc()
+        events_of(event.type, result.outcome.value).inc()
         if result.late:
-            LATE_EVENTS.labels(event.type, result.outcome.value).inc()
+            late_events_of(event.type, result.outcome.value).inc()
         log.info("provider_event", provider_event_id=event.provider_event_id, type=event.type,
                  outcome=result.outcome.value, reason=result.reason or None, account_id=result.account_id,
                  object_id=event.object_id, duration_ms=duration_ms, batch=len(batch), replay=replay or None,
@@ -235,7 +235,7 @@ async def _derive(conn: Conn, deps: Deps, todo: list[tuple[ProviderEvent, str]],
         # recording the event found it orders the event.
         if account in new_accounts:
             _rebuild(deps, cached, StoredAccount(), writes, e, account)
-            DERIVATIONS.labels("whole").inc()
+            DERIVED_WHOLE.inc()
         if policy.in_history(e):
             writes.history.append(HistoryEntry.of(e, account))
         stale = None
@@ -264,14 +264,14 @@ async def _derive_all(conn: Conn, deps: Deps, cached: CachedCatalog, derive: lis
     for e, account in derive:
         try:
             _rebuild(deps, cached, stored[account], writes, e, account)
-            DERIVATIONS.labels("part" if stored[account].since else "whole").inc()
+            (DERIVED_PART if stored[account].since else DERIVED_WHOLE).inc()
         except PartialHistory:
             whole.append((e, account))
     if whole:
         again, _ = await load_accounts(conn, {a: None for _, a in whole})
         for e, account in whole:
             _rebuild(deps, cached, again[account], writes, e, account)
-        DERIVATIONS.labels("whole").inc(len(whole))
+        DERIVED_WHOLE.inc(len(whole))
     return heads
 
 

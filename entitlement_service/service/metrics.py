@@ -1,5 +1,7 @@
 """The entitlement service's Prometheus metrics."""
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
@@ -15,6 +17,19 @@ LATE_EVENTS = Counter(
     "rate is this over provider_events_total.",
     ["type", "outcome"],
 )
+
+
+# A labelled child found once per label values rather than once per event: `labels()` validates
+# and locks each time. Types come from the provider, so the cache is bounded.
+@lru_cache(maxsize=1024)
+def events_of(kind: str, outcome: str) -> Counter:
+    return EVENTS.labels(kind, outcome)
+
+
+@lru_cache(maxsize=1024)
+def late_events_of(kind: str, outcome: str) -> Counter:
+    return LATE_EVENTS.labels(kind, outcome)
+
 
 FINALIZE_SECONDS = Histogram(
     "purchase_finalize_seconds",
@@ -62,6 +77,7 @@ DERIVATIONS = Counter(
     "first snapshot, an account that ever had a group conflict, a catalog change, a replay or link).",
     ["history"],
 )
+DERIVED_PART, DERIVED_WHOLE = DERIVATIONS.labels("part"), DERIVATIONS.labels("whole")
 EVENT_PAYLOADS_PRUNED = Counter(
     "provider_event_payloads_pruned_total",
     "Raw payloads of provider events dropped past EVENT_PAYLOAD_RETENTION_DAYS: with their month's partition, "

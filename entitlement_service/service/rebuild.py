@@ -35,7 +35,7 @@ from entitlement_service.domain.timeline import ItemRow
 from entitlement_service.service import transactions
 from entitlement_service.service.catalog_cache import CachedCatalog
 from entitlement_service.service.deps import Deps
-from entitlement_service.service.metrics import DERIVATIONS, FINALIZE_SECONDS, GROUP_CONFLICTS
+from entitlement_service.service.metrics import DERIVED_WHOLE, FINALIZE_SECONDS, GROUP_CONFLICTS
 from entitlement_service.service.writes import Writes
 
 
@@ -265,7 +265,7 @@ async def rebuild_accounts(conn: Conn, deps: Deps, causes: Mapping[str, str], ca
     writes = Writes()
     changed = [account_id for account_id, cause_id in causes.items()
                if Rebuild(deps, catalog, stored[account_id], writes, account_id, cause, cause_id, provider_at).run()]
-    DERIVATIONS.labels("whole").inc(len(causes))
+    DERIVED_WHOLE.inc(len(causes))
     await writes.flush(conn)
     return changed
 
