@@ -189,7 +189,14 @@ async def checkout_return(request: web.Request) -> web.Response:
 async def stripe_webhook(request: web.Request) -> web.Response:
     accepted = await webhooks.handle(request.app[WEBHOOKS], await request.read(),
                                      request.headers.get("Stripe-Signature"))
-    return web.json_response({"received": True, "id": accepted.event_id, "outcome": accepted.outcome})
+    # Sent once per provider event: rendered by orjson, several times faster than the standard
+    # library's encoder.
+    return web.json_response({"received": True, "id": accepted.event_id, "outcome": accepted.outcome},
+                             dumps=_orjson_text)
+
+
+def _orjson_text(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def create_app(readiness: Readiness, deps: Deps, hooks: WebhookDeps, tokens: ServiceTokens,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -44,6 +44,16 @@ class MalformedEvent(ValueError):
 
 # What a protobuf Timestamp can hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp(at: datetime) -> Timestamp:
+    """A time with a zone as a Timestamp, to the microsecond: what `Timestamp.FromDatetime` gives,
+    for a fraction of that method's cost (it is Python; this is two subtractions in C)."""
+    delta = at - EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def ts(seconds: object) -> Timestamp | None:
@@ -227,10 +237,8 @@ def normalize(event: object, raw: bytes, received_at: datetime, products: Mappin
     from the provider (`refetched`), or the payload's completed with what it lacks."""
     event_id, kind, created, obj = envelope(event)
     obj = current or obj
-    received = Timestamp()
-    received.FromDatetime(received_at)
     out = pb.ProviderEvent(
-        provider_event_id=event_id, type=kind, created=ts(created), received_at=received,
+        provider_event_id=event_id, type=kind, created=ts(created), received_at=timestamp(received_at),
         api_version=str(event.get("api_version") or "") if isinstance(event, Mapping) else "",
         raw_payload=raw, account_id=account_of(kind, obj), refetched=refetched,
     )
@@ -305,10 +313,9 @@ def unreadable(event: Json, raw: bytes, received_at: datetime, reason: str) -> p
     end of the range, so that every delivery of the event carries the same time (the entitlement
     service finds an event's row by its id and time)."""
     event_id, kind, created, _ = envelope(event)
-    received = Timestamp()
-    received.FromDatetime(received_at)
     at = Timestamp(seconds=min(max(created, TIMESTAMP_SECONDS.start), TIMESTAMP_SECONDS.stop - 1))
     text_reason = reason if _storable(reason) else reason.encode("utf-8", "backslashreplace").decode().replace(
         "\x00", "\\x00")
     return pb.ProviderEvent(provider_event_id=storable_text(event_id), type=storable_text(kind), created=at,
-                            received_at=received, raw_payload=raw, unreadable_reason=text_reason[:1000] or "unreadable")
+                            received_at=timestamp(received_at), raw_payload=raw,
+                            unreadable_reason=text_reason[:1000] or "unreadable")

@@ -68,7 +68,7 @@ def verify(payload: bytes, header: str | None, secrets: Sequence[str], tolerance
         raise SignatureError(f"the signature timestamp is outside the {tolerance_s:.0f} s tolerance")
     signed = str(timestamp).encode() + b"." + payload
     for secret in secrets:
-        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
+        expected = hmac.digest(secret.encode(), signed, "sha256").hex().encode()  # one call into OpenSSL
         if any(hmac.compare_digest(expected, candidate) for candidate in signatures):
             return timestamp
     raise SignatureError("no signature matches a configured webhook secret")

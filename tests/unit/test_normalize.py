@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
 
-from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids, unreadable
+from checkout_service.stripe.normalize import MalformedEvent, envelope, normalize, product_ids, timestamp, unreadable
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 
 # Stripe's own example objects (a copy of the ones this project reads, from fixtures3.json).
@@ -169,3 +172,13 @@ def test_an_unreadable_event_with_a_time_out_of_range_carries_the_same_time_at_e
 def test_a_subscription_with_an_unknown_status_is_malformed() -> None:
     with pytest.raises(MalformedEvent, match="unknown status"):
         normalize(event("customer.subscription.updated", {**current_subscription(), "status": "zombie"}), b"", NOW, {})
+
+
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))]
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.sampled_from(ZONES)))
+def test_a_time_becomes_the_timestamp_the_protobuf_library_makes_of_it(at: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(at)
+    assert timestamp(at) == expected
