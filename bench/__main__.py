@@ -14,7 +14,18 @@ from pathlib import Path
 
 import structlog
 
-from . import checkgate, client, entitlements, history, propagation, signature, watchers, webhook, webhook_large
+from . import (
+    checkgate,
+    client,
+    entitlements,
+    exclusion,
+    history,
+    propagation,
+    signature,
+    watchers,
+    webhook,
+    webhook_large,
+)
 from .context import Context
 from .db import Server
 from .report import NOT_MEASURED, Row, failed_row, table, write
@@ -23,6 +34,7 @@ Scenario = Callable[[Context], Awaitable[list[Row]]]
 SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "webhook": (webhook.run, webhook.NAME, webhook.TARGET),
     "webhook_large": (webhook_large.run, webhook_large.NAME, webhook_large.TARGET),
+    "exclusion": (exclusion.run, exclusion.NAME, exclusion.TARGET),
     "signature": (signature.run, signature.NAME, signature.TARGET),
     "checkgate": (checkgate.run, checkgate.NAME, checkgate.TARGET),
     "entitlements": (entitlements.run, entitlements.NAME, entitlements.TARGET),
