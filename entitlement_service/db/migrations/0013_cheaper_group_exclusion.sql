@@ -4,6 +4,8 @@
 -- strings was most of the cost of an insert, which grew with the table. An 8-byte integer is cheap
 -- to compare; `account_id WITH =` is still part of the key, so accounts whose ids share a hash
 -- never conflict with each other: the rule refuses exactly what it refused before.
+-- `hashtextextended` is the hash PostgreSQL's hash partitioning uses, kept the same across major
+-- versions and `pg_upgrade` for that reason, so the index stays valid through an upgrade.
 ALTER TABLE plan_assignments
     DROP CONSTRAINT one_subscription_per_non_stackable_group,
     ADD CONSTRAINT one_subscription_per_non_stackable_group EXCLUDE USING gist (
