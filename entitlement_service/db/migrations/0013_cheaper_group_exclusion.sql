@@ -4,8 +4,9 @@
 -- strings was most of the cost of an insert, which grew with the table. An 8-byte integer is cheap
 -- to compare; `account_id WITH =` is still part of the key, so accounts whose ids share a hash
 -- never conflict with each other: the rule refuses exactly what it refused before.
--- `hashtextextended` is the hash PostgreSQL's hash partitioning uses, kept the same across major
--- versions and `pg_upgrade` for that reason, so the index stays valid through an upgrade.
+-- `hashtextextended` is also what hash partitioning places rows by, so a PostgreSQL release that
+-- changed it would break hash-partitioned tables carried over by `pg_upgrade` as well. Should one
+-- ever do so, the index keeps the old hashes: rebuild it after the upgrade (docs/operations.md).
 ALTER TABLE plan_assignments
     DROP CONSTRAINT one_subscription_per_non_stackable_group,
     ADD CONSTRAINT one_subscription_per_non_stackable_group EXCLUDE USING gist (
