@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from . import (
+    batching,
     checkgate,
     client,
     entitlements,
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, tuple[Scenario, str, str]] = {
     "webhook": (webhook.run, webhook.NAME, webhook.TARGET),
     "webhook_large": (webhook_large.run, webhook_large.NAME, webhook_large.TARGET),
     "exclusion": (exclusion.run, exclusion.NAME, exclusion.TARGET),
+    "batching": (batching.run, batching.NAME, batching.TARGET),
     "signature": (signature.run, signature.NAME, signature.TARGET),
     "checkgate": (checkgate.run, checkgate.NAME, checkgate.TARGET),
     "entitlements": (entitlements.run, entitlements.NAME, entitlements.TARGET),
