@@ -10,13 +10,11 @@ from dataclasses import dataclass
 import aiohttp
 
 from .context import Context
-from .db import execute
 from .procs import meter
 from .report import Row
 from .stack import Stack, start_stack
 from .tools import wrk
-from .webhook import _closed_loop, _delivered, _signed
-from .webhook_bodies import price_for, template_event
+from .webhook import signed, warm_up
 
 NAME = "a. webhook ingest: CPU per call and per event"
 TARGET = "none (what the half-rate tail is made of)"
@@ -43,7 +41,7 @@ async def _calls(stack: Stack) -> float:
 
 
 async def _level(ctx: Context, stack: Stack, template: dict[str, object], connections: int, n: int) -> Level:
-    requests = _signed(ctx, stack, template, f"bench_b{n}", 12_000)
+    requests = signed(ctx, stack, template, f"bench_b{n}", 12_000)
     before = await _calls(stack)
     async with meter(stack.pids()) as cpu:
         load = await wrk(stack.webhook_url, requests, connections=connections, duration_s=LOAD_S)
@@ -68,10 +66,7 @@ async def run(ctx: Context) -> list[Row]:
     database_url = await ctx.server.create("batching", migrated=False)
     stack = await start_stack(database_url, ctx.work)
     try:
-        template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
-        await _delivered(stack)
-        await _closed_loop(stack, _signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
-        await execute(database_url, "ANALYZE")
+        template, _ = await warm_up(ctx, stack, database_url)
         levels = [await _level(ctx, stack, template, connections, n)
                   for n, connections in enumerate(CONNECTIONS * ROUNDS)]
     finally:

@@ -64,8 +64,8 @@ async def _delivered(stack: Stack) -> None:
             raise RuntimeError("the simulator's webhook deliveries did not settle")
 
 
-def _signed(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int,
-            created: int | None = None) -> Path:
+def signed(ctx: Context, stack: Stack, template: dict[str, Any], tag: str, count: int,
+           created: int | None = None) -> Path:
     return write_signed(ctx.path(f"{tag}.requests"), bodies(template, tag, count, created), stack.secret)
 
 
@@ -121,19 +121,26 @@ class Ingest:
         return self.renewal_ok / self.renewed.seconds
 
 
-async def measure_ingest(ctx: Context, stack: Stack, database_url: str, half_rate: float | None = None) -> Ingest:
-    """Warm-up, ANALYZE, the measured load, the open-loop run (at `half_rate`, else at half the
-    measured rate) and the renewal burst, on a running stack."""
+async def warm_up(ctx: Context, stack: Stack, database_url: str) -> tuple[dict[str, Any], WrkResult]:
+    """The event the loads clone, once a 1,500-event warm-up ran on a running stack and the
+    database was analyzed; and the warm-up's result."""
     template = await template_event(stack.sim, await price_for(stack.sim, "pro_monthly"))
     await _delivered(stack)
-    warm = await _closed_loop(stack, _signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
+    warm = await _closed_loop(stack, signed(ctx, stack, template, "bench_w", 1500), max(3.0, ctx.warmup_s))
     # Planner statistics for the tables the warm-up filled, as autovacuum keeps them in a running
     # system (and as the baseline's VACUUM ANALYZE does for its accounts).
     await execute(database_url, "ANALYZE")
+    return template, warm
+
+
+async def measure_ingest(ctx: Context, stack: Stack, database_url: str, half_rate: float | None = None) -> Ingest:
+    """Warm-up, ANALYZE, the measured load, the open-loop run (at `half_rate`, else at half the
+    measured rate) and the renewal burst, on a running stack."""
+    template, warm = await warm_up(ctx, stack, database_url)
     duration = min(MAX_LOAD_S, max(ctx.load_s, math.ceil(1.2 * MIN_EVENTS / max(warm.ok_per_s, 1))))
     count = max(MIN_EVENTS, int(2 * warm.ok_per_s * duration) + 500)
     created = int(time.time())
-    requests = _signed(ctx, stack, template, "bench_m", count, created)  # signed before the CPU meter starts
+    requests = signed(ctx, stack, template, "bench_m", count, created)  # signed before the CPU meter starts
     async with meter(stack.pids()) as cpu, machine_meter() as machine, profiled(ctx.profile, {
             "webhook-entitlement": stack.children["entitlement"].pid,
             "webhook-checkout": stack.children["checkout"].pid}):
