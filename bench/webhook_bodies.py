@@ -17,10 +17,12 @@ from checkout_service.stripe.signature import sign
 from .stack import API_KEY
 
 Json = dict[str, Any]
+# The simulator's API key, sent as the provider's SDK sends it.
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 async def _form(http: aiohttp.ClientSession, url: str, data: dict[str, str]) -> Json:
-    async with http.post(url, data=data, auth=aiohttp.BasicAuth(API_KEY, "")) as response:
+    async with http.post(url, data=data, headers=AUTH) as response:
         body: Json = await response.json()
         if response.status != 200:
             raise RuntimeError(f"simulator {url}: {response.status} {body}")
@@ -38,7 +40,7 @@ async def create_price(sim: str) -> str:
 
 async def price_for(sim: str, lookup_key: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(
-            f"{sim}/v1/prices", params={"lookup_keys[]": lookup_key}, auth=aiohttp.BasicAuth(API_KEY, "")) as response:
+            f"{sim}/v1/prices", params={"lookup_keys[]": lookup_key}, headers=AUTH) as response:
         found = (await response.json())["data"]
     if not found:
         raise RuntimeError(f"the simulator has no price with lookup key {lookup_key}")
@@ -56,7 +58,7 @@ async def template_event(sim: str, price_id: str, account_id: str = "acct_bench_
             if response.status != 200:
                 raise RuntimeError(f"simulator checkout completion: {response.status}")
         async with http.get(f"{sim}/v1/events", params={"type": "customer.subscription.created", "limit": "1"},
-                            auth=aiohttp.BasicAuth(API_KEY, "")) as response:
+                            headers=AUTH) as response:
             event: Json = (await response.json())["data"][0]
     return event
 
