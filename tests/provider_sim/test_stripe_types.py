@@ -211,7 +211,9 @@ def drive(sim: SimServer, catalog: Catalog) -> list[Sample]:
     complete(sim, failing["id"], payment="async_pending")
     sim.control(f"/_sim/checkout/sessions/{failing['id']}/async_result", {"result": "failed"})
     keep("checkout_payment_failed", "Stripe.Checkout.Session", ok(sim, "GET", f"/v1/checkout/sessions/{failing['id']}"))
-    lapsing = checkout(sim, catalog.credits, mode="payment", expires_at=int(paid["created"]) + 1800)
+    # An hour from now: inside the 30 minutes to 24 hours the provider accepts, however many seconds
+    # the calls above took (30 minutes from an earlier object's creation can already be too soon).
+    lapsing = checkout(sim, catalog.credits, mode="payment", expires_at=sim.clock.now() + 3600)
 
     # Refunds: part of a one-time payment, through the SDK.
     refund = client.v1.refunds.create(params={"payment_intent": paid_done["payment_intent"], "amount": 500,
