@@ -104,6 +104,7 @@ class Sender:
         self.results: list[tuple[int, float]] = []
         self.outstanding = 0
         self.settled = asyncio.Event()
+        self.opening: set[asyncio.Task[None]] = set()
 
     async def open(self) -> Connection:
         _, protocol = await self.loop.create_connection(lambda: Connection(self), self.host, self.port)
@@ -114,12 +115,14 @@ class Sender:
         if self.idle:
             self.idle.pop().send(request, due)
         else:
-            self.loop.create_task(self._send_on_new(request, due))
+            task = self.loop.create_task(self._send_on_new(request, due))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
 
     async def _send_on_new(self, request: bytes, due: float) -> None:
         try:
             connection = await asyncio.wait_for(self.open(), TIMEOUT_S)
-        except OSError:
+        except (OSError, TimeoutError):
             self.answered(None, 0, due)
             return
         connection.send(request, due)
