@@ -31,7 +31,7 @@ Send = Callable[[Sequence[pb.ProviderEvent]], Awaitable[Sequence[pb.EventResult]
 
 
 class EventBatcher:
-    def __init__(self, send: Send, *, max_batch: int = 24, max_in_flight: int = 3) -> None:
+    def __init__(self, send: Send, *, max_batch: int = 24, max_in_flight: int = 2) -> None:
         self._send, self._max_batch, self._max_in_flight = send, max_batch, max_in_flight
         self._waiting: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]] = []
         self._in_flight = 0
