@@ -35,11 +35,11 @@ TIMEOUT_S = 30.0
 def requests_of(url: str, lines: list[bytes]) -> list[bytes]:
     """Each line as the bytes of its HTTP/1.1 POST to `url`."""
     parts = urlsplit(url)
-    head = f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+    head = f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n".encode()
     out = []
     for line in lines:
         signature, _, body = line.partition(b"\t")
-        out.append(b"".join((head.encode(), b"Stripe-Signature: ", signature, b"\r\nContent-Length: ",
+        out.append(b"".join((head, b"Stripe-Signature: ", signature, b"\r\nContent-Length: ",
                              str(len(body)).encode(), b"\r\n\r\n", body)))
     return out
 

@@ -141,8 +141,9 @@ async def test_a_caller_that_goes_away_while_others_join_its_call_still_has_thei
     assert after.reason == "for evt_3" and held.calls[-1] == ["evt_3"]
 
 
-@pytest.mark.parametrize("in_flight", [1, 3])
-async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int) -> None:
+@pytest.mark.parametrize("in_flight", [1, 2, 3, None])
+async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int | None) -> None:
+    """None: the service's own limit, two calls (docs/architecture.md)."""
     busy = peak = 0
 
     async def send(events: Sequence[pb.ProviderEvent]) -> list[pb.EventResult]:
@@ -153,7 +154,7 @@ async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int) -> 
         busy -= 1
         return [pb.EventResult(provider_event_id=e.provider_event_id) for e in events]
 
-    batcher = EventBatcher(send, max_in_flight=in_flight)
+    batcher = EventBatcher(send) if in_flight is None else EventBatcher(send, max_in_flight=in_flight)
     results = await asyncio.gather(*(batcher.apply(event(n)) for n in range(50)))
     assert [r.provider_event_id for r in results] == [f"evt_{n}" for n in range(50)]
-    assert peak == in_flight
+    assert peak == (2 if in_flight is None else in_flight)
