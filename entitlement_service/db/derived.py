@@ -83,7 +83,8 @@ BINDING = Shape(AccountBinding, (
 ), values=_binding_values)
 
 
-def _stored_account(account_id: str | None) -> str:
+def stored_account(account_id: str | None) -> str:
+    """How an audit entry's or a finding's account is stored: '' for none."""
     return account_id or ""
 
 
@@ -94,7 +95,7 @@ def _read_account(stored: str) -> str | None:
 # An entry about no account is stored under account '' (its key leads with the account) and read
 # back as None.
 AUDIT = Shape(AuditEntry, (
-    Column("account_id", "text", decode=_read_account, encode=_stored_account), Column("cause", "text"),
+    Column("account_id", "text", decode=_read_account, encode=stored_account), Column("cause", "text"),
     Column("cause_id", "text"), Column("entity", "text"), Column("entity_id", "text"), Column("action", "text"),
     Column("detail", "jsonb"), Column("at", "timestamptz"),
 ))

@@ -3,11 +3,11 @@ state held, the reconciler's checkpoint and the operational counts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from entitlement_service.db.columns import Column, Shape
-from entitlement_service.db.derived import AUDIT
+from entitlement_service.db.derived import AUDIT, stored_account
 from entitlement_service.db.pool import Conn
 from entitlement_service.domain.records import AuditEntry, Finding, MismatchRecord, OperationsCounts, Resolution
 
@@ -23,9 +23,18 @@ MISMATCH = Shape(MismatchRecord, (
 ))
 
 
-async def audit_for(conn: Conn, cause_ids: list[str], entity_ids: list[str]) -> list[AuditEntry]:
-    found = await conn.fetch(f"SELECT {AUDIT.select()} FROM audit_log WHERE cause_id = ANY($1) "
-                             "OR entity_id = ANY($2) ORDER BY id", cause_ids, entity_ids)
+AUDIT_FOR = f"""SELECT {AUDIT.select()} FROM audit_log
+WHERE account_id = ANY($1::text[]) AND (cause_id = ANY($2::text[]) OR entity_id = ANY($3::text[]))
+ORDER BY id"""
+
+
+async def audit_for(conn: Conn, account_ids: Collection[str | None], cause_ids: Sequence[str],
+                    entity_ids: Sequence[str]) -> list[AuditEntry]:
+    """The audit rows of these accounts (None: the rows about no account) caused by `cause_ids` or
+    about `entity_ids`, oldest first. Read along the primary key: what it reads grows with these
+    accounts' rows, not with the log."""
+    found = await conn.fetch(AUDIT_FOR, sorted({stored_account(a) for a in account_ids}), list(cause_ids),
+                             list(entity_ids))
     return [AUDIT.read(r) for r in found]
 
 

@@ -61,8 +61,11 @@ async def trace_purchase(deps: Deps, purchase_id: str | None, checkout_session_i
         stored = await account_rows(conn, account)
         found = await events.events_for(conn, subscription_id=sub, checkout_session_id=session,
                                         purchase_id=purchase.purchase_id if purchase else None)
-        audit = await db_support.audit_for(conn, [e.provider_event_id for e in found],
-                                        [i for i in (purchase and purchase.purchase_id, sub) if i])
+        # The rows its events changed are their accounts' (an event may name another account than
+        # the purchase's, or none); the purchase's and its subscription's are its account's.
+        audit = await db_support.audit_for(conn, {account, *(e.account_id for e in found)},
+                                           [e.provider_event_id for e in found],
+                                           [i for i in (purchase and purchase.purchase_id, sub) if i])
         view = await view_of(conn, purchase.purchase_id) if purchase else None
         actions = tuple(await conflict_actions.of_subscriptions(conn, [sub])) if sub else ()
     mine = [a for a in stored.assignments if a.row.subscription_id == sub]

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from catalog_rules.model import Cadence, Source
-from entitlement_service.db import accounts, derived, events, history, purchases
+from entitlement_service.db import accounts, derived, events, history, purchases, support
 from entitlement_service.db.pool import init_connection
 from entitlement_service.domain import event_policy as policy
 from entitlement_service.domain.account import PlacedAssignment, PlacedBinding
@@ -150,6 +150,43 @@ async def test_derived_rows_written_together_read_back_as_the_same_values(db: as
     assert (written["cause"], written["action"], written["detail"]) == ("provider_event", "upsert",
                                                                          {"status": "active"})
     assert written["at"] == await db.fetchval("SELECT now()")  # stamped when written
+
+
+async def audit(db: asyncpg.Connection, *entries: AuditEntry) -> None:
+    await derived.write_rows(db, audit=list(entries))
+
+
+async def test_a_traces_audit_rows_are_its_accounts_rows_caused_by_its_events_or_about_its_objects(
+        db: asyncpg.Connection) -> None:
+    await audit(db,
+                AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {}),
+                AuditEntry("acct_2", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {}),
+                AuditEntry("acct_1", "purchase", "pur_1", "purchase", "pur_1", "finalized", {}),
+                AuditEntry(None, "provider_event", "evt_2", "provider_event", "evt_2", "replayed", {}),
+                AuditEntry("acct_1", "provider_event", "evt_3", "subscription", "sub_3", "upsert", {}))
+    mine = await support.audit_for(db, ["acct_1"], ["evt_1", "evt_2"], ["pur_1", "sub_1"])
+    assert [(a.account_id, a.cause_id, a.entity_id) for a in mine] == [("acct_1", "evt_1", "sub_1"),
+                                                                       ("acct_1", "pur_1", "pur_1")]
+    with_none = await support.audit_for(db, ["acct_1", None], ["evt_1", "evt_2"], [])
+    assert [(a.account_id, a.cause_id) for a in with_none] == [("acct_1", "evt_1"), (None, "evt_2")]  # oldest first
+
+
+async def test_a_traces_audit_rows_are_read_along_its_accounts_keys_not_across_the_whole_log(
+        db: asyncpg.Connection) -> None:
+    await db.execute("""INSERT INTO audit_log (account_id, cause, cause_id, entity, entity_id, action)
+        SELECT 'acct_other_' || i / 4, 'provider_event', 'evt_other_' || i / 4, 'subscription', 'sub_other_' || i / 4,
+            'upsert' FROM generate_series(1, 20000) AS i""")
+    await audit(db, AuditEntry("acct_1", "provider_event", "evt_1", "subscription", "sub_1", "upsert", {}))
+    await db.execute("ANALYZE audit_log")
+    plan = json.loads(await db.fetchval(f"EXPLAIN (FORMAT JSON) {support.AUDIT_FOR}", ["acct_1"], ["evt_1"],
+                                        ["sub_1"]))
+
+    def nodes(node: dict[str, object]) -> list[dict[str, object]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]  # type: ignore[attr-defined]
+
+    read = nodes(plan[0]["Plan"])
+    assert "Seq Scan" not in {n["Node Type"] for n in read}, read
+    assert {n["Index Name"] for n in read if "Index Name" in n} == {"audit_log_pkey"}, read
 
 
 async def test_an_account_read_from_an_instant_holds_only_what_a_derivation_from_there_reads(
