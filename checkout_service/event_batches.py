@@ -2,6 +2,11 @@
 together: a burst of webhooks becomes a few ApplyProviderEvents calls (one transaction each on
 the other side) instead of one call per webhook.
 
+`send` starts its call when it is called, before the event loop turns again, and returns what to
+await for the results. When a call is answered, its slot is freed and the next call sent before
+its webhooks are answered: answering them takes the loop for a while (for a full call, longer
+than sending the next), and the entitlement service would wait.
+
 An event that arrives while fewer than `max_in_flight` calls are outstanding goes at once, with
 the events whose webhooks were read in the same turn of the event loop (its caller lets the loop
 turn once, microseconds), or alone when there are none, carrying its caller's request id. The
@@ -72,9 +77,14 @@ class EventBatcher:
         return await result
 
     def _share(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:
-        """Sends `batch` on a call already counted in flight. A shared call belongs to no one
-        caller: it runs outside every caller's context."""
-        task = asyncio.create_task(self._call(batch), context=contextvars.Context())
+        """Sends `batch` now on a call already counted in flight. A shared call belongs to no one
+        caller: it is sent, and awaited, outside every caller's context."""
+        context = contextvars.Context()
+        try:
+            answer = context.run(self._send, [event for event, _ in batch])
+        except Exception as exc:  # the call could not even start: its callers learn why
+            answer = _raise(exc)
+        task = asyncio.create_task(self._call(batch, answer), context=context)
         self._shared.add(task)
         task.add_done_callback(self._shared.discard)
 
@@ -85,32 +95,38 @@ class EventBatcher:
             self._in_flight += 1
             self._share(batch)
 
-    async def _call(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:
+    async def _call(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]],
+                    answer: Awaitable[Sequence[pb.EventResult]]) -> None:
+        freed = False
         try:
-            await self._settle_all(batch)
+            try:
+                outcome: Sequence[pb.EventResult] | Exception = await answer
+            except Exception as exc:
+                if len(batch) > 1 and _one_event_to_blame(exc):  # each sent alone, on this call's slot
+                    await asyncio.gather(*(self._alone(event, waiter) for event, waiter in batch))
+                    return
+                outcome = exc
+            freed = True
+            self._call_done()  # the next call leaves before these webhooks are answered
+            results: Sequence[pb.EventResult | Exception] = (
+                [outcome] * len(batch) if isinstance(outcome, Exception) else outcome)
+            for (_, waiter), result in zip(batch, results, strict=True):
+                _settle(waiter, result)
         finally:
             for _, waiter in batch:  # only when the call itself was cancelled, at shutdown
                 _settle(waiter, Unavailable("stopped before the entitlement service answered"))
-            self._call_done()
-
-    async def _settle_all(self, batch: list[tuple[pb.ProviderEvent, asyncio.Future[pb.EventResult]]]) -> None:
-        try:
-            results = await self._send([event for event, _ in batch])
-        except Exception as exc:
-            if len(batch) > 1 and _one_event_to_blame(exc):
-                await asyncio.gather(*(self._alone(event, waiter) for event, waiter in batch))
-            else:
-                for _, waiter in batch:
-                    _settle(waiter, exc)
-            return
-        for (_, waiter), result in zip(batch, results, strict=True):
-            _settle(waiter, result)
+            if not freed:
+                self._call_done()
 
     async def _alone(self, event: pb.ProviderEvent, waiter: asyncio.Future[pb.EventResult]) -> None:
         try:
             _settle(waiter, (await self._send([event]))[0])
         except Exception as exc:
             _settle(waiter, exc)
+
+
+async def _raise(exc: Exception) -> Sequence[pb.EventResult]:
+    raise exc
 
 
 def _one_event_to_blame(exc: Exception) -> bool:

@@ -107,9 +107,15 @@ def purchase_id_for(account_id: str, idempotency_key: str | None) -> str:
     return "pur_" + hashlib.sha256(f"{account_id}\0{idempotency_key}".encode()).hexdigest()[:24]
 
 
-async def entitlement_call(method: Callable[..., Awaitable[T]], request: object) -> T:
+def entitlement_call(method: Callable[..., Awaitable[T]], request: object) -> Awaitable[T]:
+    """Starts the call now: its request leaves before the event loop turns again. Awaiting what
+    this returns gives the answer, the entitlement service's refusals raised as this service's."""
+    return _answer(method(request, timeout=ENTITLEMENT_TIMEOUT_S), method)
+
+
+async def _answer(call: Awaitable[T], method: object) -> T:
     try:
-        return await method(request, timeout=ENTITLEMENT_TIMEOUT_S)
+        return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
         if code in REFUSED_US:

@@ -67,11 +67,15 @@ class WebhookDeps:
         self.batcher = EventBatcher(self._apply_events)
         self.conflicts = PromptActions(self.deps)
 
-    async def _apply_events(self, events: Sequence[pb.ProviderEvent]) -> Sequence[pb.EventResult]:
-        reply = await entitlement_call(self.deps.entitlement.ApplyProviderEvents,
-                                       pb.ApplyProviderEventsRequest(events=events))
-        results: Sequence[pb.EventResult] = reply.results
-        return results
+    def _apply_events(self, events: Sequence[pb.ProviderEvent]) -> Awaitable[Sequence[pb.EventResult]]:
+        """Sends the call now, as the batcher expects; what this returns is awaited for the results."""
+        return _results(entitlement_call(self.deps.entitlement.ApplyProviderEvents,
+                                         pb.ApplyProviderEventsRequest(events=events)))
+
+
+async def _results(reply: Awaitable[pb.ApplyProviderEventsResponse]) -> Sequence[pb.EventResult]:
+    results: Sequence[pb.EventResult] = (await reply).results
+    return results
 
 
 @dataclass(frozen=True)

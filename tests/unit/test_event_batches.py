@@ -141,6 +141,78 @@ async def test_a_caller_that_goes_away_while_others_join_its_call_still_has_thei
     assert after.reason == "for evt_3" and held.calls[-1] == ["evt_3"]
 
 
+class StartedCalls:
+    """A stand-in that, as the service's channel does, starts each call when it is called; each is
+    answered when the test releases it. `order` records each start and each answer its caller got."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.release: list[asyncio.Event] = []
+
+    def send(self, events: Sequence[pb.ProviderEvent]) -> Awaitable[list[pb.EventResult]]:
+        self.order.append("sent " + " ".join(e.provider_event_id for e in events))
+        released = asyncio.Event()
+        self.release.append(released)
+
+        async def answer() -> list[pb.EventResult]:
+            await released.wait()
+            return [pb.EventResult(provider_event_id=e.provider_event_id) for e in events]
+        return answer()
+
+
+async def test_the_next_call_is_sent_before_the_answered_callers_go_on() -> None:
+    calls = StartedCalls()
+    batcher = EventBatcher(calls.send, max_in_flight=1)
+
+    async def caller(n: int) -> None:
+        result = await batcher.apply(event(n))
+        calls.order.append(f"answered {result.provider_event_id}")
+
+    alone = asyncio.create_task(caller(0))
+    await eventually(lambda: _true(len(calls.release) == 1), what="evt_0 sent alone")
+    shared = [asyncio.create_task(caller(n)) for n in (1, 2)]
+    await asyncio.sleep(0)  # one turn of the loop: both wait for the call in flight
+    calls.release[0].set()
+    await eventually(lambda: _true(len(calls.release) == 2), what="the waiting events sent")
+    later = asyncio.create_task(caller(3))
+    await asyncio.sleep(0)  # evt_3 waits for the call in flight
+    calls.release[1].set()
+    await eventually(lambda: _true(len(calls.release) == 3), what="evt_3 sent")
+    calls.release[2].set()
+    await asyncio.gather(alone, *shared, later)
+    assert calls.order == ["sent evt_0", "sent evt_1 evt_2", "answered evt_0",
+                           "sent evt_3", "answered evt_1", "answered evt_2", "answered evt_3"]
+
+
+async def test_a_shared_call_that_cannot_start_fails_its_callers_and_frees_its_slot() -> None:
+    calls = StartedCalls()
+    refusing = True
+
+    def send(events: Sequence[pb.ProviderEvent]) -> Awaitable[list[pb.EventResult]]:
+        if len(events) > 1 and refusing:
+            raise Unavailable("the channel is closed")
+        return calls.send(events)
+
+    batcher = EventBatcher(send, max_in_flight=1)
+    first = asyncio.create_task(batcher.apply(event(0)))
+    await eventually(lambda: _true(len(calls.release) == 1), what="evt_0 sent alone")
+    shared = [asyncio.create_task(batcher.apply(event(n))) for n in (1, 2)]
+    await asyncio.sleep(0)  # one turn of the loop: both wait for the call in flight
+    calls.release[0].set()
+    outcomes = await asyncio.gather(first, *shared, return_exceptions=True)
+    assert [o.provider_event_id if isinstance(o, pb.EventResult) else str(o) for o in outcomes] == [
+        "evt_0", "the channel is closed", "the channel is closed"]
+    refusing = False
+    after = asyncio.create_task(batcher.apply(event(3)))
+    await eventually(lambda: _true(len(calls.release) == 2), what="evt_3 sent on the freed slot")
+    calls.release[1].set()
+    assert (await after).provider_event_id == "evt_3"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 @pytest.mark.parametrize("in_flight", [1, 2, 3, None])
 async def test_no_more_calls_than_allowed_are_ever_in_flight(in_flight: int | None) -> None:
     """None: the service's own limit, two calls (docs/architecture.md)."""
