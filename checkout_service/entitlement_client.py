@@ -64,18 +64,17 @@ class _Outgoing:
                None if code == grpc.StatusCode.OK else f"{code.name}: {await call.details()}")
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
-    def __init__(self, inner: grpc.aio.UnaryUnaryMultiCallable, method: str, outgoing: _Outgoing) -> None:
+class _Calling:
+    """A method of the channel: each call starts with what `_Outgoing` adds, and its client span
+    (when there is one) ends with the call's status."""
+
+    def __init__(self, inner: Any, method: str, outgoing: _Outgoing) -> None:
         self._inner, self._method, self._outgoing = inner, method, outgoing
 
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Metadata | None = None,
-                 credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
-                 compression: grpc.Compression | None = None) -> Any:
+    def __call__(self, request: Any, *, metadata: Metadata | None = None, **options: Any) -> Any:
         span = self._outgoing.span(self._method)
         try:
-            call = self._inner(request, timeout=timeout,
-                               metadata=self._outgoing.metadata(metadata, span or current_span()),
-                               credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
+            call = self._inner(request, metadata=self._outgoing.metadata(metadata, span or current_span()), **options)
         except BaseException as exc:
             if span is not None:
                 finish(span, {}, f"{type(exc).__name__}: {exc}")
@@ -85,19 +84,12 @@ class _UnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
         return call
 
 
-class _UnaryStream(grpc.aio.UnaryStreamMultiCallable):  # type: ignore[misc]
-    def __init__(self, inner: grpc.aio.UnaryStreamMultiCallable, method: str, outgoing: _Outgoing) -> None:
-        self._inner, self._method, self._outgoing = inner, method, outgoing
+class _UnaryUnary(_Calling, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    pass
 
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Metadata | None = None,
-                 credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
-                 compression: grpc.Compression | None = None) -> Any:
-        span = self._outgoing.span(self._method)
-        call = self._inner(request, timeout=timeout, metadata=self._outgoing.metadata(metadata, span or current_span()),
-                           credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
-        if span is not None:
-            call.add_done_callback(lambda _: finish(span, {}))
-        return call
+
+class _UnaryStream(_Calling, grpc.aio.UnaryStreamMultiCallable):  # type: ignore[misc]
+    pass
 
 
 class EntitlementChannel(grpc.aio.Channel):  # type: ignore[misc]
