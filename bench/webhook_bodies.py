@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,16 @@ def renewals(template: Json, tag: str, count: int, created: int) -> list[bytes]:
 
 def write_signed(path: Path, payloads: list[bytes], secret: str) -> Path:
     """One line per request for requests.lua and the open-loop client: "<Stripe-Signature>\\t<body>",
-    signed now (the receiver accepts 300 s either side)."""
+    signed now (the receiver accepts 300 s either side).
+
+    The file is on the disk when this returns. A measured load's file runs to hundreds of MB; left
+    to the kernel, it is written back about 30 s later, in the middle of a later measurement, and
+    PostgreSQL's WAL flushes on the same disk wait behind it (commits of 30 to 90 ms, in the stack's
+    latencies and in pgbench's alike)."""
     stamp = int(time.time())
     with path.open("wb") as out:
         for body in payloads:
             out.write(f"t={stamp},v1={sign(body, secret, stamp)}\t".encode() + body + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
     return path
