@@ -1,5 +1,14 @@
 # Every target bootstraps the virtualenv first, so each works on a fresh machine.
-PYTHON ?= python3
+# The interpreter the virtualenv is made from. The services spend most of their CPU in the
+# interpreter itself, so how it was built shows in every figure: a release build, optimized with
+# profiles and at link time as the production image's (python:3.11-slim) and Debian's python3 are,
+# ran them on about a quarter less CPU than a CPython built without those options, as version
+# managers such as pyenv build it by default (README, "The interpreter"). So the system's
+# /usr/bin/python3 is taken when it is 3.11 or newer and can make a virtualenv, else the first
+# python3 on PATH. `make PYTHON=...` picks another; an existing .venv keeps its own until removed.
+SYSTEM_PYTHON := $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3)
+PYTHON ?= $(or $(SYSTEM_PYTHON),python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

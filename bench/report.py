@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,9 @@ def table(rows: list[Row]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+    # Which build runs the services matters as much as the version: see the README's "The interpreter".
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "interpreter": os.path.realpath(sys.executable), "platform": platform.platform(),
             "layout": layout_note()}
 
 
@@ -58,7 +61,7 @@ def write(rows: list[Row], command: str, started: datetime, name: str = "latest"
     RESULTS.mkdir(exist_ok=True)
     info = machine()
     header = (f"Run {started.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` on "
-              f"{info['cpus']} cores, Python {info['python']}; {info['layout']}.\n\n")
+              f"{info['cpus']} cores, Python {info['python']} ({info['interpreter']}); {info['layout']}.\n\n")
     markdown = RESULTS / f"{name}.md"
     markdown.write_text(header + table(rows) + "\n")
     raw = RESULTS / f"{name}.json"
