@@ -5,10 +5,12 @@
 # ran them on about a quarter less CPU than a CPython built without those options, as version
 # managers such as pyenv build it by default (README, "The interpreter"). So the system's
 # /usr/bin/python3 is taken when it is 3.11 or newer and can make a virtualenv, else the first
-# python3 on PATH. `make PYTHON=...` picks another; an existing .venv keeps its own until removed.
-SYSTEM_PYTHON := $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
-	2>/dev/null && echo /usr/bin/python3)
-PYTHON ?= $(or $(SYSTEM_PYTHON),python3)
+# python3 on PATH (`SYSTEM_PYTHON=` names another candidate). `make PYTHON=...` picks another
+# outright; an existing .venv keeps its own until removed.
+SYSTEM_PYTHON := /usr/bin/python3
+USABLE_SYSTEM_PYTHON := $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo $(SYSTEM_PYTHON))
+PYTHON ?= $(or $(USABLE_SYSTEM_PYTHON),python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
