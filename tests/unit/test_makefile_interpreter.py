@@ -4,6 +4,7 @@ commands `make -n` would run, so nothing is built."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +18,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 def venv_command(*assignments: str) -> str:
     """The first command `make` would run to build the virtualenv from scratch."""
-    out = subprocess.run(["make", "-n", "-B", ".venv/.installed", *assignments], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    # As from a shell: not the settings of a make this test may run under (`make test`).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-B", ".venv/.installed", *assignments],
+                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     return out.splitlines()[0]
 
 
