@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -249,24 +248,24 @@ async def watch_accounts(deps: Deps, watchers: Watchers, account_ids: Sequence[s
                     state.look_again = view.next_change  # a boundary: what is in force may change then
                 if beat_at is None and heartbeat_s is not None:
                     beat_at = loop.time()  # every account is current: the first heartbeat is due now
-            due = [a for a, wake in wakes.items() if wake.pending]
+            due = [a for a, wake in wakes.items() if wake.due]
             if due:
                 continue
             now = deps.clock()
             due = [a for a, state in held.items() if state.look_again is not None and now >= state.look_again]
             if due:
                 continue
-            if beat_at is not None and loop.time() >= beat_at and watchers.proven:
+            # A change to everything waiting for its turn: no heartbeat until it is read.
+            turn_awaited = any(wake.pending for wake in wakes.values())
+            if beat_at is not None and not turn_awaited and loop.time() >= beat_at and watchers.proven:
                 yield Heartbeat(deps.clock())
                 beat_at = loop.time() + (heartbeat_s or 0)
             woken.clear()
-            if any(wake.pending for wake in wakes.values()):
+            if any(wake.due for wake in wakes.values()):
                 continue
             waits = [(state.look_again - now).total_seconds() for state in held.values()
                      if state.look_again is not None]
-            if beat_at is not None:
+            if beat_at is not None and not turn_awaited:
                 waits.append(beat_at - loop.time() if watchers.proven else heartbeat_s or 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=max(min(waits), 0.0) if waits else None)
-            if any(wake.everything for wake in wakes.values() if wake.pending):
-                await asyncio.sleep(random.uniform(0, watchers.spread_s))

@@ -1,10 +1,13 @@
 """WatchEntitlements as a protocol, over the wire: many accounts on one stream, self-describing
 messages, the heartbeat once every account is current, resuming from known revisions, the gate
-schedule, a fresh message when a boundary passes, and the requests it refuses."""
+schedule, a fresh message when a boundary passes, a change to everything reaching the stream at
+its turn, and the requests it refuses."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -13,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from selfserve.entitlement.v1 import entitlement_pb2 as pb
 from tests.integration.conftest import Client
-from tests.support.provider import subscription_event
+from tests.support.provider import example_catalog_request, subscription_event
 
 HEARTBEAT = Duration(nanos=200_000_000)
 
@@ -90,6 +93,28 @@ async def test_the_schedule_carries_a_plan_ending_and_a_fresh_message_follows_th
     assert not after.initial and after.entitlements.gate_bundle == "" and after.entitlements.as_of.ToDatetime(
         UTC) >= boundary
     assert [(s.gate_bundle, s.HasField("end")) for s in after.gate_schedule] == [("", False)]
+    stream.cancel()
+
+
+async def test_a_catalog_change_reaches_the_stream_at_its_turn_with_no_heartbeat_while_it_waits(
+        service: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every stream's turn comes at the end of the spread: a second for one stream, five heartbeats long.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    await subscribe(service, "acct_1", "evt_1")
+    stream = service.product.WatchEntitlements(pb.WatchEntitlementsRequest(
+        account_ids=["acct_1"], heartbeat_interval=HEARTBEAT))
+    await read_until_heartbeat(stream)
+    pro = next(b for b in example_catalog_request().config.gate_bundles if b.code == "pro")
+    changed_at = time.monotonic()
+    await service.operator.UpsertCatalog(pb.UpsertCatalogRequest(config=pb.CatalogConfig(
+        gate_bundles=[pb.GateBundle(code="pro", gates=[*pro.gates, "early_access"])])))
+    heartbeats = 0
+    while (message := await asyncio.wait_for(stream.read(), 5)).HasField("heartbeat_at"):
+        heartbeats += 1
+    assert "early_access" in message.gate_schedule[0].gates
+    assert time.monotonic() - changed_at >= 0.9
+    # One heartbeat may leave before the replica hears of the change; none once it waits for its turn.
+    assert heartbeats <= 1
     stream.cancel()
 
 
