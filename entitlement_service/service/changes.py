@@ -13,8 +13,9 @@ pooled connection and the CPU from CheckGate.
 
 A stream watching many accounts passes one `stream` event to each of its subscriptions: any of its
 accounts' wake-ups sets it, so the stream waits on one event and then reads the accounts whose
-wake-up is due. `proven` says whether the notifications can be trusted right now (db/listener.py);
-a stream sends heartbeats only while they are."""
+wake-up is due; a change to everything gives it one turn for all of them, so it wakes once.
+`proven` says whether the notifications can be trusted right now (db/listener.py); a stream sends
+heartbeats only while they are."""
 
 from __future__ import annotations
 
@@ -27,16 +28,20 @@ from entitlement_service.db.listener import EVERYTHING
 
 
 class Wake:
-    """One stream's wake-up: set by any number of changes, taken once.
+    """One stream's wake-up for one account: set by any number of changes, taken once.
 
-    A change to its account is due at once. A change to everything is pending at once (the stream
-    must not tell its client it is current) but due only after this stream's own delay: a timer, so
-    the streams do not all wake together, each only to go back to sleep until its turn."""
+    A change to the account is due at once. A change to everything is pending at once (the stream
+    must not tell its client it is current) but due only at the stream's turn (`Watchers.notify`)."""
 
     def __init__(self, stream: asyncio.Event | None = None) -> None:
         self._due = asyncio.Event()
         self._stream = stream
-        self._later: asyncio.TimerHandle | None = None
+        self._turn_awaited = False
+
+    @property
+    def stream(self) -> object:
+        """What the stream's wake-ups share: its event, or this wake-up when it watches one account."""
+        return self._stream if self._stream is not None else self
 
     @property
     def due(self) -> bool:
@@ -46,29 +51,31 @@ class Wake:
     @property
     def pending(self) -> bool:
         """Whether a change the stream has not read is due, or waiting for its turn."""
-        return self._due.is_set() or self._later is not None
+        return self._turn_awaited or self._due.is_set()
 
     def set(self) -> None:
         """A change to this account: due now (a read now also covers a change waiting its turn)."""
-        self._cancel_later()
+        self._turn_awaited = False
         self._due.set()
         if self._stream is not None:
             self._stream.set()
 
-    def set_after(self, delay_s: float) -> None:
-        """A change to everything: due after `delay_s`, unless a read is already due or waiting."""
-        if not self.pending:
-            self._later = asyncio.get_running_loop().call_later(delay_s, self.set)
+    def await_turn(self) -> bool:
+        """A change to everything: pending until `turn`. False when a read is already due or waiting."""
+        if self.pending:
+            return False
+        self._turn_awaited = True
+        return True
+
+    def turn(self) -> None:
+        """The stream's turn: due now, unless read (or ended) since."""
+        if self._turn_awaited:
+            self.set()
 
     def take(self) -> None:
         """Ready to be woken again, before a read: a change committed from then on wakes it again."""
-        self._cancel_later()
+        self._turn_awaited = False
         self._due.clear()
-
-    def _cancel_later(self) -> None:
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
 
 
 class Watchers:
@@ -113,7 +120,17 @@ class Watchers:
             for wake in self._streams.get(account_id, ()):
                 wake.set()
             return
-        spread_s = self.spread_s
+        # One turn per stream, a timer: a stream watching many accounts reads them together.
+        waiting: dict[int, list[Wake]] = {}
         for wakes in self._streams.values():
             for wake in wakes:
-                wake.set_after(random.uniform(0, spread_s))
+                if wake.await_turn():
+                    waiting.setdefault(id(wake.stream), []).append(wake)
+        loop, spread_s = asyncio.get_running_loop(), self.spread_s
+        for stream_wakes in waiting.values():
+            loop.call_later(random.uniform(0, spread_s), _turn, stream_wakes)
+
+
+def _turn(wakes: list[Wake]) -> None:
+    for wake in wakes:
+        wake.turn()

@@ -56,6 +56,17 @@ async def test_a_change_to_everything_wakes_each_stream_at_its_own_turn_not_all_
     assert len({round(turn, 3) for turn in turns}) > 10  # spread over the window, not one instant
 
 
+async def test_a_stream_watching_many_accounts_has_one_turn_for_all_of_them() -> None:
+    watchers = Watchers(min_spread_s=0.3)
+    stream = asyncio.Event()
+    async with contextlib.AsyncExitStack() as subscriptions:
+        wakes = [await subscriptions.enter_async_context(watchers.subscribe(f"acct_{n}", stream)) for n in range(20)]
+        watchers.notify(EVERYTHING, 0)
+        assert all(wake.pending and not wake.due for wake in wakes)
+        await asyncio.wait_for(stream.wait(), timeout=5)
+        assert all(wake.due for wake in wakes)  # woken once, with every account to read
+
+
 async def test_a_change_to_the_account_does_not_wait_for_the_turn_and_the_turn_does_not_wake_it_again() -> None:
     watchers = Watchers(min_spread_s=0)  # every turn due at once, in the order the streams subscribed
     stream, later = asyncio.Event(), asyncio.Event()
