@@ -121,11 +121,11 @@ class Watchers:
                 wake.set()
             return
         # One turn per stream, a timer: a stream watching many accounts reads them together.
-        waiting: dict[int, list[Wake]] = {}
+        waiting: dict[object, list[Wake]] = {}
         for wakes in self._streams.values():
             for wake in wakes:
                 if wake.await_turn():
-                    waiting.setdefault(id(wake.stream), []).append(wake)
+                    waiting.setdefault(wake.stream, []).append(wake)
         loop, spread_s = asyncio.get_running_loop(), self.spread_s
         for stream_wakes in waiting.values():
             loop.call_later(random.uniform(0, spread_s), _turn, stream_wakes)
