@@ -111,10 +111,15 @@ class Child:
 
 
 def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path, cpus: str | None = None) -> Child:
+    """Starts a server in a session of its own, as a service manager or a container runtime starts
+    one. Linux's scheduler shares the CPU between sessions first (autogroups) and only then between
+    the processes of each: left in the benchmark's session, the servers would share one share with
+    the benchmark and its load generator, while PostgreSQL has one of its own."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(pinned(argv, cpus), cwd=ROOT, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     return Child(name, proc, log_path, cpus)
 
 
