@@ -99,6 +99,7 @@ class Ingest:
     renewal_done: Finalized
     renewal_cpu: dict[str, float]
     others: float  # cores busy with processes other than the stack's and PostgreSQL's during the load
+    placement: str
 
     @property
     def unique_ok(self) -> float:
@@ -160,7 +161,7 @@ async def measure_ingest(ctx: Context, stack: Stack, database_url: str, half_rat
     renewal_done = await finalized(database_url, "bench_m", "renewal_")
     cpu_used = {**cpu.used, "wrk": load.run.cores}
     return Ingest(template, warm.ok_per_s, load, duration, done, cpu_used, half, half_done, renewed, renewal_done,
-                  {**renewal_cpu.used, "wrk": renewed.run.cores}, machine.others(cpu_used))
+                  {**renewal_cpu.used, "wrk": renewed.run.cores}, machine.others(cpu_used), stack.placement())
 
 
 async def run(ctx: Context) -> list[Row]:
@@ -185,7 +186,7 @@ async def run(ctx: Context) -> list[Row]:
         f"wrk -c{CONCURRENCY} -t1 + lua (core {LOAD_CPU}); pgbench -c{CONCURRENCY} -j2 -M prepared (core {LOAD_CPU})",
         f"finalized: {done.applied} applied events, {done.assignments} plan assignments, {load.errors} errors; "
         "ANALYZE after a 1,500-event warm-up; "
-        f"services and PostgreSQL unpinned; {describe_cpu(got.cpu)}; pgbench run: postgres "
+        f"{got.placement}; {describe_cpu(got.cpu)}; pgbench run: postgres "
         f"{pg_cpu.used['postgres']:.2f}, pgbench {base.run.cores:.2f}",
         {"wrk": load.counts, "warmup_ok_per_s": got.warmup_ok_per_s, "finalized": done.__dict__, "cpu": got.cpu,
          "pgbench": {"tps": base.tps, "transactions": base.transactions, "latency_ms": base.latency_ms,

@@ -102,7 +102,7 @@ async def run(ctx: Context) -> list[Row]:
         f"by prune-events in {seeding['retention_s']:.0f} s: provider_events {seeding['provider_events']}, "
         f"database {seeding['database']}; each run ANALYZEd after its 1,500-event warm-up; finalized: "
         f"{large.done.applied} / {empty.done.applied} applied, errors {large.load.errors} / {empty.load.errors}; "
-        f"stored history: {describe_cpu(large.cpu)}, other processes {large.others:.2f}; empty: "
+        f"{large.placement}; stored history: {describe_cpu(large.cpu)}, other processes {large.others:.2f}; empty: "
         f"{describe_cpu(empty.cpu)}, other processes {empty.others:.2f}",
         {"large": _raw(large), "empty": _raw(empty), "seeding": seeding, "p99_ratio": p99})
     large_p99, empty_p99 = float(large.half["p99_ms"]), float(empty.half["p99_ms"])
